@@ -1,0 +1,86 @@
+"""app_connect: the application's role logs in with its own credentials and holds the privileges it needs."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import psycopg
+import pytest
+
+from restore.conninfo import with_params
+from restore.expectations import AppExpectation, Expectations, Privilege
+from restore.session import PreparedDatabase
+from restore.verify import has_privilege
+
+pytestmark = pytest.mark.checklist("app_connect")
+
+
+@pytest.fixture(scope="session")
+def app(expectations: Expectations) -> AppExpectation:
+    """The application's role as configured in expectations/app.toml."""
+    if expectations.app is None:
+        pytest.skip(f"no application role configured: create {expectations.directory / 'app.toml'} with "
+                    "role = \"…\" and password_env or passfile")
+    return expectations.app
+
+
+def app_conninfo(prepared: PreparedDatabase, app: AppExpectation) -> str:
+    """How the application would connect: password login over TCP, never the suite's own credentials."""
+    assert prepared.conninfo is not None
+    base = with_params(prepared.conninfo, password=None, passfile=None, options=None, user=app.role,
+                       dbname=app.database or prepared.dbname)
+    if prepared.owned:  # our embedded server: superuser uses its socket; applications come in over loopback
+        base = with_params(base, host=prepared.app_host, port=prepared.app_port)
+    if app.password_env:
+        password = os.environ.get(app.password_env)
+        if password is None:
+            pytest.fail(f"The application's password is read from ${app.password_env}, which is not set. Export "
+                        "it, or set passfile = \"…\" in app.toml.", pytrace=False)
+        return with_params(base, password=password)
+    if app.passfile:
+        return with_params(base, passfile=app.passfile)
+    return base
+
+
+def test_app_role_logs_in(app: AppExpectation, restored_db: PreparedDatabase) -> None:
+    """Log in as the application role and run a read-only query, as the application would."""
+    conninfo = app_conninfo(restored_db, app)
+    try:
+        with psycopg.connect(conninfo, connect_timeout=15) as conn:
+            conn.read_only = True
+            row = conn.execute("SELECT current_user, current_database()").fetchone()
+        failure = None
+    except psycopg.OperationalError as exc:
+        row, failure = None, str(exc).strip()
+    if failure is not None:
+        pytest.fail(
+            f"The application role {app.role!r} cannot log in to {restored_db.target_display}: {failure}. "
+            "Check that the role exists with LOGIN (restore with --globals pg_dumpall-globals.sql to bring roles "
+            "and their passwords), and the password source in app.toml.",
+            pytrace=False,
+        )
+    assert row is not None and row[0] == app.role
+
+
+def test_app_privilege(
+    privilege: Privilege, app: AppExpectation, restored_db: PreparedDatabase, db_conn: psycopg.Connection[Any]
+) -> None:
+    """has_*_privilege for each privilege app.toml lists: checked in the catalog, nothing is written."""
+    try:
+        ok, failure = has_privilege(db_conn, app.role, privilege.kind, privilege.obj, privilege.privilege), None
+    except psycopg.errors.UndefinedObject as exc:  # role missing: the login test says so
+        ok, failure = False, exc.diag.message_primary or str(exc)
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction, psycopg.errors.InvalidSchemaName) as exc:
+        # A missing object is reported by the item that owns it (tables_present, critical_queries, …);
+        # a privilege on nothing is neither held nor lacking.
+        pytest.skip(f"{privilege.kind} {privilege.obj} does not exist ({exc.diag.message_primary}): its absence is "
+                    "reported by the item that owns it")
+    assert failure is None, (
+        f"Cannot check {privilege.privilege} on {privilege.kind} {privilege.obj} for {app.role}: {failure}"
+    )
+    assert ok, (
+        f"Role {app.role} lacks {privilege.privilege} on {privilege.kind} {privilege.obj}, which app.toml says the "
+        f"application needs. The GRANT was lost in the restore (run without --globals? an ACL error in the "
+        f"restore log?). Fix: GRANT {privilege.privilege} ON {privilege.kind.upper()} {privilege.obj} TO {app.role};"
+    )

@@ -1,0 +1,34 @@
+"""business_rules: every expectations/business_rules/*.sql returns the rows that break a rule; none may."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+from restore.expectations import SqlCheck
+from restore.session import PreparedDatabase
+from restore.verify import SAMPLE_LIMIT, run_query
+
+pytestmark = pytest.mark.checklist("business_rules")
+
+
+def test_business_rule(
+    business_rule: SqlCheck, restored_db: PreparedDatabase, db_conn: psycopg.Connection[Any]
+) -> None:
+    """No violating rows; the first ones are shown when there are."""
+    rule = business_rule
+    try:
+        run, failure = run_query(db_conn, rule.sql, max_rows=SAMPLE_LIMIT), None
+    except psycopg.Error as exc:
+        run, failure = None, exc.diag.message_primary or str(exc)
+    if run is None:
+        pytest.fail(f"Business rule {rule.path} could not run: {failure}", pytrace=False)
+    if run.rows:
+        header = " | ".join(run.columns)
+        lines = "\n".join("  " + " | ".join(str(v) for v in row) for row in run.rows)
+        pytest.fail(
+            f"Business rule {rule.name} is broken ({rule.path}); first violating rows:\n  {header}\n{lines}",
+            pytrace=False,
+        )

@@ -1,0 +1,51 @@
+"""db_accessible: the database accepts a connection and answers; its version, encoding and collation are shown."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import psycopg
+import pytest
+
+from fixtures.connections import check_conninfo
+from fixtures.options import RestoreConfig
+from fixtures.session import RunState
+from restore.session import PreparedDatabase
+
+pytestmark = pytest.mark.checklist("db_accessible")
+
+
+def test_db_accessible(
+    prepared_db: PreparedDatabase, restore_config: RestoreConfig, run_state_data: RunState,
+    record_property: Callable[[str, object], None],
+) -> None:
+    """Connect, run SELECT 1 in a read-only transaction, and read what the server is."""
+    if prepared_db.restore.get("refused"):
+        pytest.skip("no database to connect to: the restore was refused (see restore_succeeded)")
+    try:
+        with psycopg.connect(check_conninfo(prepared_db, restore_config), connect_timeout=15) as conn:
+            conn.read_only = True
+            one = conn.execute("SELECT 1").fetchone()
+            row = conn.execute(
+                "SELECT current_setting('server_version'), pg_encoding_to_char(d.encoding), d.datcollate,"
+                " d.datctype, current_setting('transaction_read_only')"
+                " FROM pg_database d WHERE d.datname = current_database()"
+            ).fetchone()
+        failure = None
+    except psycopg.Error as exc:
+        one = row = None
+        failure = str(exc).strip()
+    if failure is not None:
+        pytest.fail(
+            f"Cannot connect to {prepared_db.target_display}: {failure}. Check that the server is up and the "
+            "connection settings (--target / targets.toml, password environment variable) are right.",
+            pytrace=False,
+        )
+    assert one == (1,), f"SELECT 1 returned {one!r}"
+    assert row is not None
+    version, encoding, collate, ctype, read_only = row
+    for key, value in (("server_version", version), ("encoding", encoding), ("collation", collate),
+                       ("ctype", ctype)):
+        record_property(key, value)
+    assert read_only == "on", "the check session is not read-only; refusing to go on"
+    assert run_state_data.catalog_error is None, f"The catalog could not be read: {run_state_data.catalog_error}"

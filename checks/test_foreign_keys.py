@@ -1,0 +1,32 @@
+"""foreign_keys: every expected foreign key exists in the restored database and is enforced.
+
+A NOT VALID foreign key is the business of ``unvalidated_constraints``; orphans, of ``orphaned_records``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from restore.catalog import Catalog
+from restore.session import PreparedDatabase
+
+pytestmark = pytest.mark.checklist("foreign_keys")
+
+
+def test_foreign_key(expected_fk: dict[str, Any], restored_db: PreparedDatabase, catalog: Catalog) -> None:
+    """The constraint exists, is ENFORCED, and its referential-integrity triggers are enabled."""
+    table, name, fk = expected_fk["table"], expected_fk["name"], expected_fk["catalog"]
+    if fk is None and table not in catalog.table_names():
+        pytest.skip(f"{table} itself is missing, and its foreign keys with it (see tables_present)")
+    assert fk is not None, (
+        f"Foreign key {name} on {table} is missing (expected from {expected_fk['source']}): nothing stops "
+        "orphaned rows. Look for its 'FK CONSTRAINT' error in the restore log; recreate it with ALTER TABLE … "
+        "ADD CONSTRAINT once orphans are removed."
+    )
+    assert fk["enforced"], f"Foreign key {name} on {table} is NOT ENFORCED: ALTER TABLE … ALTER CONSTRAINT {name} ENFORCED."
+    assert fk["triggers_enabled"], (
+        f"Foreign key {name} on {table} exists but its triggers are disabled (ALTER TABLE … DISABLE TRIGGER ALL): "
+        f"it does not check new rows. Re-enable with ALTER TABLE {table} ENABLE TRIGGER ALL."
+    )

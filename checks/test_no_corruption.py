@@ -1,0 +1,70 @@
+"""no_corruption: amcheck on every btree index (with heapallindexed) and every table; no invalid indexes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+from restore.catalog import Catalog
+from restore.session import PreparedDatabase
+from restore.verify import bt_index_check, verify_heapam
+from restore.verify import amcheck_schema as find_amcheck
+
+pytestmark = pytest.mark.checklist("no_corruption")
+
+
+@pytest.fixture(scope="session")
+def amcheck_schema(db_session_conn: psycopg.Connection[Any], restored_db: PreparedDatabase) -> str:
+    """Where amcheck is installed; the suite never installs it on a database it did not restore itself."""
+    schema = find_amcheck(db_session_conn)
+    db_session_conn.rollback()
+    if schema is None:
+        pytest.skip(
+            "amcheck is not installed in this database, and restore-verify writes nothing to a database it did "
+            "not restore (not even CREATE EXTENSION). A DBA can enable it with CREATE EXTENSION amcheck; "
+            "(on RDS: rds_superuser may create it)."
+        )
+    return schema
+
+
+def test_no_invalid_indexes(catalog: Catalog, restored_db: PreparedDatabase) -> None:
+    """An INVALID index (a failed CREATE INDEX CONCURRENTLY, a failed rebuild) is not used and not maintained."""
+    broken = [f"{i['schema']}.{i['name']} on {i['table']} ({'invalid' if not i['valid'] else 'not ready'})"
+              for i in catalog.indexes if not (i["valid"] and i["ready"])]
+    assert not broken, (
+        f"{len(broken)} index(es) are INVALID: {'; '.join(broken)}. Queries do not use them and uniqueness they "
+        "promise is not enforced. Drop and recreate them (REINDEX INDEX CONCURRENTLY …)."
+    )
+
+
+def test_btree_index(
+    btree_index: dict[str, Any], amcheck_schema: str, db_conn: psycopg.Connection[Any]
+) -> None:
+    """bt_index_check(index, heapallindexed => true): structure sound and every heap row present in the index."""
+    i = btree_index
+    try:
+        bt_index_check(db_conn, amcheck_schema, i["schema"], i["name"])
+        failure = None
+    except psycopg.errors.QueryCanceled:
+        raise  # a statement_timeout is not corruption; let it show as what it is
+    except psycopg.Error as exc:
+        failure = f"{exc.diag.message_primary} {exc.diag.message_detail or ''}".strip()
+    if failure is not None:
+        pytest.fail(
+            f"amcheck found corruption in index {i['schema']}.{i['name']} on {i['table']}: {failure}. Queries "
+            f"through this index return wrong results; REINDEX INDEX {i['schema']}.{i['name']} on a copy, and find "
+            "out how it happened.",
+            pytrace=False,
+        )
+
+
+def test_heap(heap_table: dict[str, Any], amcheck_schema: str, db_conn: psycopg.Connection[Any]) -> None:
+    """verify_heapam(table): no corrupt tuples or pages."""
+    t = heap_table
+    problems = verify_heapam(db_conn, amcheck_schema, t["schema"], t["name"])
+    assert not problems, (
+        f"amcheck's verify_heapam found corruption in {t['schema']}.{t['name']}: {'; '.join(problems)}. "
+        "The rows on those pages cannot be trusted: restore from another backup."
+    )

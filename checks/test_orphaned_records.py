@@ -1,0 +1,30 @@
+"""orphaned_records: for every foreign key, no child row lacks its parent (the runbook's orders.customer_id query)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+
+from restore.session import PreparedDatabase
+from restore.verify import orphans
+
+pytestmark = pytest.mark.checklist("orphaned_records")
+
+
+def test_no_orphans(
+    foreign_key: dict[str, Any], restored_db: PreparedDatabase, db_conn: psycopg.Connection[Any],
+    record_property: Callable[[str, object], None],
+) -> None:
+    """Anti-join of the child's heap against the parent's, honouring MATCH SIMPLE/FULL null rules."""
+    found = orphans(db_conn, foreign_key)
+    record_property("orphans", found.count)
+    fk = foreign_key
+    assert found.count == 0, (
+        f"{found.count} row(s) of {fk['schema']}.{fk['table']} ({', '.join(fk['columns'])}) have no parent in "
+        f"{fk['ref_schema']}.{fk['ref_table']} ({', '.join(fk['ref_columns'])}) although foreign key {fk['name']} "
+        f"requires one. First keys: {', '.join(found.sample)}. The data was loaded with triggers disabled or the "
+        "parent rows were lost: compare with the source before deleting anything."
+    )

@@ -1,0 +1,55 @@
+"""rpo: the newest data in the backup is no older than the recovery point objective at backup time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+
+from fixtures.options import RestoreConfig
+from restore.expectations import Expectations
+from restore.session import PreparedDatabase
+
+pytestmark = pytest.mark.checklist("rpo")
+
+# Clocks of the database and of the backup host differ a little; data "newer" than that is an error.
+CLOCK_SKEW_S = 120
+
+
+def test_newest_data_within_rpo(
+    restored_db: PreparedDatabase, db_conn: psycopg.Connection[Any], expectations: Expectations,
+    restore_config: RestoreConfig, record_property: Callable[[str, object], None],
+) -> None:
+    """backup time − newest row's timestamp ≤ RPO (freshness from expectations/rpo.toml)."""
+    if expectations.freshness_sql is None:
+        pytest.skip(f"no freshness configured: create {expectations.directory / 'rpo.toml'} with "
+                    "column = \"schema.table.timestamp_column\" or query = \"SELECT max(…) FROM …\"")
+    archive = restored_db.archive or {}
+    backup_time = restore_config.backup_time
+    source = "--backup-time"
+    if backup_time is None and archive.get("created_at"):
+        backup_time, source = datetime.fromisoformat(archive["created_at"]), archive["created_at_source"]
+    if backup_time is None:
+        pytest.skip("the backup time is unknown (an existing target): pass --backup-time ISO8601")
+    row = db_conn.execute(expectations.freshness_sql.encode()).fetchone()
+    newest = row[0] if row else None
+    assert isinstance(newest, datetime), (
+        f"The freshness query returned {newest!r}, not a timestamp: it must return one timestamptz "
+        f"({expectations.directory / 'rpo.toml'})."
+    )
+    if newest.tzinfo is None:  # timestamp without time zone: read as UTC, the usual convention for such columns
+        newest = newest.replace(tzinfo=UTC)
+    age = (backup_time - newest).total_seconds()
+    record_property("data_age_at_backup_s", round(age, 1))
+    assert age >= -CLOCK_SKEW_S, (
+        f"The newest row ({newest.isoformat()}) is newer than the backup time ({backup_time.isoformat()}, from "
+        f"{source}): the backup time is wrong or this data did not come from that backup."
+    )
+    assert age <= restore_config.rpo_s, (
+        f"At backup time ({backup_time.isoformat()}, from {source}) the newest data was {age / 60:.1f} min old "
+        f"({newest.isoformat()}), over the RPO of {restore_config.rpo_s / 60:.1f} min (--rpo): writes stopped "
+        "reaching the database long before the backup, or the backup is of a stale replica."
+    )

@@ -1,0 +1,31 @@
+"""tables_present: every expected table exists, and the data the dump held for it arrived."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+from restore.session import PreparedDatabase
+from restore.verify import relation_exists, split_qualified
+
+pytestmark = pytest.mark.checklist("tables_present")
+
+
+def test_table_present(
+    expected_table: dict[str, str], restored_db: PreparedDatabase, db_conn: psycopg.Connection[Any]
+) -> None:
+    """The table exists in the restored database; if the dump held rows for it, they were loaded."""
+    name = expected_table["table"]
+    schema, table = split_qualified(name)
+    assert relation_exists(db_conn, schema, table), (
+        f"Table {name} is missing from the restored database; it is expected because it is in "
+        f"{expected_table['source']}. Look for its CREATE TABLE error in the restore log "
+        f"({restored_db.restore.get('log_path') or 'n/a'}), or restore from a backup that has it."
+    )
+    failed = [tag for tag in restored_db.restore.get("data_failed", []) if tag in (table, name)]
+    assert not failed, (
+        f"Table {name} exists but its data did not arrive: the restore reported an error loading its "
+        "TABLE DATA (see restore_succeeded and the restore log)."
+    )

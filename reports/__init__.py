@@ -1,0 +1,1 @@
+"""restore-verify's reports: the checklist outcome, result.json, and the pytest-html report."""

@@ -1,0 +1,243 @@
+"""Collects every check's outcome by checklist id and writes the run folder.
+
+Only the controller writes (xdist workers send their reports to it): ``report.html`` (pytest-html,
+self-contained), ``junit.xml``, ``result.json`` and the restore log, in
+``<reports-dir>/<UTC timestamp>_<target>/``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import subprocess
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import restore
+from fixtures.session import STATE_KEY, RunState, is_worker, run_state
+from reports.checklist import CHECKLIST, item_status
+
+
+@dataclass
+class TestResult:
+    nodeid: str
+    checklist: str | None
+    outcome: str = "passed"
+    message: str = ""
+
+
+@dataclass
+class Collected:
+    results: dict[str, TestResult] = field(default_factory=dict)
+    workers: set[str] = field(default_factory=set)
+    result_json: dict[str, Any] | None = None
+
+
+COLLECTED_KEY = pytest.StashKey[Collected]()
+
+
+def _active_controller(config: pytest.Config) -> RunState | None:
+    state = config.stash.get(STATE_KEY, None)
+    if state is None or not state.active or is_worker(config):
+        return None
+    return state
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    state = run_state(config)
+    if not state.active or is_worker(config):
+        return
+    assert state.run_dir is not None
+    config.stash[COLLECTED_KEY] = Collected()
+    config.pluginmanager.register(_Collector(config.stash[COLLECTED_KEY]), "restore_verify_collector")
+    # Defaults for the built-in junitxml and pytest-html; an explicit --junitxml / --html still wins.
+    if not getattr(config.option, "xmlpath", None):
+        config.option.xmlpath = str(state.run_dir / "junit.xml")
+    if hasattr(config.option, "htmlpath") and not config.option.htmlpath:
+        config.option.htmlpath = str(state.run_dir / "report.html")
+        config.option.self_contained_html = True
+    if config.pluginmanager.hasplugin("html"):
+        config.pluginmanager.register(_HtmlReport(state, config), "restore_verify_html")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        marker = item.get_closest_marker("checklist")
+        if marker is not None:
+            item.user_properties.append(("checklist", marker.args[0]))
+
+
+def _checklist_of(report: pytest.TestReport) -> str | None:
+    return next((str(v) for k, v in report.user_properties if k == "checklist"), None)
+
+
+def _message(report: pytest.TestReport) -> str:
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is not None:
+        return str(crash.message)
+    return str(report.longrepr or "")
+
+
+class _Collector:
+    """Records each test's final outcome on the controller (xdist forwards worker reports to it)."""
+
+    def __init__(self, collected: Collected) -> None:
+        self.collected = collected
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        results = self.collected.results
+        node = getattr(report, "node", None)  # set by xdist on reports a worker sent to the controller
+        if node is not None:
+            self.collected.workers.add(str(node.workerinput["workerid"]))
+        result = results.setdefault(report.nodeid, TestResult(report.nodeid, _checklist_of(report)))
+        if report.failed:
+            result.outcome = "failed"
+            where = "" if report.when == "call" else f"error in {report.when}: "
+            result.message = where + _message(report)
+        elif report.skipped and result.outcome != "failed":
+            result.outcome = "skipped"
+            result.message = _message(report)
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.collected.results[report.nodeid] = TestResult(report.nodeid, None, "failed", str(report.longrepr))
+
+
+def _suite_version() -> str:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{restore.__version__}+{commit}" if commit else restore.__version__
+
+
+def build_result(state: RunState, collected: Collected, exitstatus: int) -> dict[str, Any]:
+    assert state.prepared is not None and state.config is not None
+    prepared, outcome, archive = state.prepared, state.prepared.restore, state.prepared.archive or {}
+    by_item: dict[str, list[TestResult]] = {cid: [] for cid in CHECKLIST}
+    for result in collected.results.values():
+        if result.checklist in by_item:
+            by_item[result.checklist].append(result)
+    checklist: dict[str, str] = {}
+    reasons: dict[str, str] = {}
+    for cid, results in by_item.items():
+        checklist[cid] = item_status([r.outcome for r in results])
+        if not results:
+            reasons[cid] = "not run: no test of this item was collected (deselected?)"
+        elif checklist[cid] == "skipped":
+            reasons[cid] = results[0].message
+        elif checklist[cid] == "failed":
+            reasons[cid] = next(r.message for r in results if r.outcome == "failed")
+    tests = {k: sum(1 for r in collected.results.values() if r.outcome == k) for k in ("passed", "failed", "skipped")}
+    return {
+        "started_at": state.started_at,
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "run_id": state.run_id,
+        "run_dir": str(state.run_dir),
+        "suite_version": _suite_version(),
+        "target": {"name": prepared.target_name, "kind": prepared.target_kind,
+                   "server_version": state.catalog.server_version or None, "display": prepared.target_display},
+        "backup": {"spec": str(state.config.backup) if state.config.backup else None,
+                   "format": archive.get("format"), "dumped_from": archive.get("dumped_from"),
+                   "dumped_by": archive.get("dumped_by"), "archive_version": archive.get("archive_version"),
+                   "created_at": archive.get("created_at"), "size_bytes": archive.get("size_bytes")},
+        "restore": {"duration_s": outcome["duration_s"], "errors": outcome["errors"],
+                    "accepted_errors": outcome["accepted_errors"], "performed": outcome["performed"],
+                    "refused": outcome["refused"], "exit_code": outcome["exit_code"],
+                    "phases_s": outcome["phases_s"], "jobs": outcome["jobs"],
+                    "roles_created": outcome["roles_created"], "globals_file": outcome["globals_file"],
+                    "pg_restore_version": outcome["pg_restore_version"], "log": outcome["log_path"]},
+        "checklist": checklist,
+        "checklist_reasons": reasons,
+        "tests": tests,
+        "failures": [{"nodeid": r.nodeid, "checklist": r.checklist, "message": r.message}
+                     for r in collected.results.values() if r.outcome == "failed"],
+        "skips": [{"nodeid": r.nodeid, "checklist": r.checklist, "reason": r.message}
+                  for r in collected.results.values() if r.outcome == "skipped"],
+        "workers": sorted(collected.workers),
+        "exit_status": int(exitstatus),
+    }
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    state = _active_controller(session.config)
+    collected = session.config.stash.get(COLLECTED_KEY, None)
+    if state is None or collected is None or state.prepared is None:
+        return
+    assert state.run_dir is not None and state.config is not None
+    collected.result_json = build_result(state, collected, exitstatus)
+    text = json.dumps(collected.result_json, indent=2, ensure_ascii=False) + "\n"
+    (state.run_dir / "result.json").write_text(text)
+    if state.config.result_json is not None:
+        state.config.result_json.parent.mkdir(parents=True, exist_ok=True)
+        state.config.result_json.write_text(text)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    collected = config.stash.get(COLLECTED_KEY, None)
+    if collected is None or collected.result_json is None:
+        return
+    result = collected.result_json
+    terminalreporter.write_sep("=", "restore-verify checklist")
+    for cid, status in result["checklist"].items():
+        reason = result["checklist_reasons"].get(cid, "")
+        markup = {"passed": {"green": True}, "failed": {"red": True, "bold": True}}.get(status, {"yellow": True})
+        terminalreporter.write(f"{status.upper():8} ", **markup)
+        terminalreporter.write_line(f"{cid:24} {reason.splitlines()[0][:100] if reason else ''}")
+    terminalreporter.write_line(f"report: {result['run_dir']}/report.html   result: {result['run_dir']}/result.json")
+
+
+class _HtmlReport:
+    """pytest-html hooks; registered only when pytest-html is installed."""
+
+    def __init__(self, state: RunState, config: pytest.Config) -> None:
+        self.state = state
+        self.config = config
+
+    def pytest_html_report_title(self, report: Any) -> None:
+        cfg = self.state.config
+        assert cfg is not None
+        report.title = f"restore-verify: {cfg.target.name} ← {cfg.backup or 'existing database'}"
+
+    def pytest_html_results_summary(self, prefix: list[str], summary: list[str], postfix: list[str],
+                                    session: pytest.Session) -> None:
+        collected = self.config.stash.get(COLLECTED_KEY, None)
+        if collected is None or collected.result_json is None:
+            return
+        r = collected.result_json
+        esc = html.escape
+        rows = "".join(
+            f"<tr class='checklist-{status}'><td>{esc(cid)}</td><td>{esc(status)}</td>"
+            f"<td>{esc(CHECKLIST[cid][0])}</td><td>{esc(r['checklist_reasons'].get(cid, ''))}</td></tr>"
+            for cid, status in r["checklist"].items()
+        )
+        duration = r["restore"]["duration_s"]
+        facts = [
+            ("Target", f"{r['target']['name']} ({r['target']['kind']}): {r['target']['display']}"),
+            ("Backup", f"{r['backup']['spec']} ({r['backup']['format']}, dumped from "
+                       f"{r['backup']['dumped_from']}, {r['backup']['size_bytes']} bytes)"),
+            ("Server version", str(r["target"]["server_version"])),
+            ("Restore duration", "not restored by this run" if duration is None or not r["restore"]["performed"]
+             else f"{duration:.1f} s {r['restore']['phases_s']}"),
+            ("Restore errors", f"{len(r['restore']['errors'])} unaccepted, "
+                               f"{len(r['restore']['accepted_errors'])} accepted"),
+        ]
+        fact_rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
+        errors = "".join(f"<li><pre>{esc(e)}</pre></li>" for e in r["restore"]["errors"] + r["restore"]["accepted_errors"])
+        prefix.append(
+            f"<h2>Restore</h2><table id='restore-facts'>{fact_rows}</table>"
+            + (f"<h3>Restore errors</h3><ul id='restore-errors'>{errors}</ul>" if errors else "")
+            + "<h2>Checklist</h2><table id='checklist'><tr><th>item</th><th>status</th><th>runbook</th>"
+            f"<th>reason</th></tr>{rows}</table>"
+        )

@@ -1,0 +1,319 @@
+"""What a pg_dump backup is and holds, learned without restoring it.
+
+Four shapes: custom (``-Fc``), directory (``-Fd``), tar (``-Ft``) and plain SQL (``.sql`` / ``.sql.gz``).
+Archives are read with ``pg_restore``; plain SQL by one streaming pass over its text.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import subprocess
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from restore.errors import ArchiveUnreadable, DumpNotFound, ToolTooOld
+from restore.tools import clean_env, pg_tool, tool_version
+
+Format = Literal["custom", "directory", "tar", "plain", "plain-gzip"]
+
+# Entry descriptions that contain spaces, longest first, so that "TABLE DATA" is not read as "TABLE".
+_MULTIWORD_DESCS = (
+    "MATERIALIZED VIEW DATA", "DEFAULT ACL", "FK CONSTRAINT", "SEQUENCE OWNED BY", "SEQUENCE SET",
+    "TABLE DATA", "TABLE ATTACH", "INDEX ATTACH", "MATERIALIZED VIEW", "FOREIGN TABLE", "TEXT SEARCH CONFIGURATION",
+    "TEXT SEARCH DICTIONARY", "LARGE OBJECT", "BLOB DATA", "BLOBS", "EVENT TRIGGER", "PUBLICATION TABLE",
+    "ROW SECURITY", "SERVER", "USER MAPPING", "PROCEDURAL LANGUAGE", "DATABASE PROPERTIES", "STATISTICS DATA",
+)
+_PLAIN_END_MARKER = "-- PostgreSQL database dump complete"
+
+
+@dataclass(frozen=True)
+class TocEntry:
+    """One entry of an archive's table of contents (``pg_restore --list``), or of a plain dump's comments."""
+
+    desc: str
+    schema: str | None
+    tag: str
+    owner: str | None
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.tag}" if self.schema else self.tag
+
+
+@dataclass(frozen=True)
+class ArchiveInfo:
+    """The header and table of contents of a backup."""
+
+    path: Path
+    format: Format
+    size_bytes: int
+    archive_version: str | None
+    dumped_from: str | None
+    dumped_by: str | None
+    created_at: datetime | None
+    created_at_source: str
+    dbname: str | None
+    entries: tuple[TocEntry, ...] = field(repr=False)
+
+    def tables(self) -> list[str]:
+        """Every table the backup defines, ``schema.name``, in TOC order."""
+        return [e.qualified for e in self.entries if e.desc in ("TABLE", "FOREIGN TABLE")]
+
+    def tables_with_data(self) -> list[str]:
+        return [e.qualified for e in self.entries if e.desc == "TABLE DATA"]
+
+    def foreign_keys(self) -> list[tuple[str, str]]:
+        """(``schema.table``, constraint name) of every FK CONSTRAINT entry."""
+        result = []
+        for entry in self.entries:
+            if entry.desc == "FK CONSTRAINT":
+                table, _, name = entry.tag.partition(" ")
+                result.append((f"{entry.schema}.{table}", name))
+        return result
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "path": str(self.path),
+            "format": self.format,
+            "size_bytes": self.size_bytes,
+            "archive_version": self.archive_version,
+            "dumped_from": self.dumped_from,
+            "dumped_by": self.dumped_by,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+            "created_at_source": self.created_at_source,
+            "dbname": self.dbname,
+            "tables": self.tables(),
+            "tables_with_data": self.tables_with_data(),
+            "foreign_keys": [list(fk) for fk in self.foreign_keys()],
+        }
+
+
+def detect_format(path: Path) -> Format:
+    if not path.exists():
+        raise DumpNotFound.at(path)
+    if path.is_dir():
+        if not (path / "toc.dat").exists():
+            raise ArchiveUnreadable(
+                f"{str(path)!r} is a directory without toc.dat, so not a pg_dump -Fd archive. "
+                "Pass the dump directory itself (the one holding toc.dat)."
+            )
+        return "directory"
+    with path.open("rb") as fh:
+        head = fh.read(512)
+    if head.startswith(b"PGDMP"):
+        return "custom"
+    if head[:2] == b"\x1f\x8b":
+        return "plain-gzip"
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return "tar"
+    return "plain"
+
+
+def _archive_version_bytes(path: Path, fmt: Format) -> str | None:
+    """The ``major.minor`` archive version from the PGDMP magic, read before pg_restore is trusted with it."""
+    raw: bytes | None = None
+    if fmt in ("custom", "directory"):
+        with (path if fmt == "custom" else path / "toc.dat").open("rb") as fh:
+            raw = fh.read(8)
+    elif fmt == "tar":
+        try:
+            with tarfile.open(path) as tar:
+                member = tar.extractfile("toc.dat")
+                raw = member.read(8) if member else None
+        except (tarfile.TarError, KeyError):
+            raw = None
+    if raw and raw.startswith(b"PGDMP") and len(raw) >= 8:
+        return f"{raw[5]}.{raw[6]}"
+    return None
+
+
+_HEADER_PATTERNS = {
+    "created": re.compile(r"^;\s+Archive created at (.+)$"),
+    "dbname": re.compile(r"^;\s+dbname: (.*)$"),
+    "version": re.compile(r"^;\s+Dump Version: (\S+)"),
+    "from": re.compile(r"^;\s+Dumped from database version: (.+)$"),
+    "by": re.compile(r"^;\s+Dumped by pg_dump version: (.+)$"),
+}
+_TOC_LINE = re.compile(r"^(\d+); (\d+) (\d+) (.*)$")
+
+
+def _parse_toc_body(body: str) -> TocEntry | None:
+    desc = next((d for d in _MULTIWORD_DESCS if body.startswith(d + " ")), body.split(" ", 1)[0])
+    rest = body[len(desc) + 1 :].split(" ")
+    if len(rest) < 2:
+        return None
+    schema = None if rest[0] == "-" else rest[0]
+    owner = None if rest[-1] == "-" else rest[-1]
+    return TocEntry(desc=desc, schema=schema, tag=" ".join(rest[1:-1]), owner=owner)
+
+
+def _parse_archive_created(text: str) -> datetime | None:
+    for fmt in ("%Y-%m-%d %H:%M:%S %Z", "%Y-%m-%d %H:%M:%S"):
+        try:
+            return datetime.strptime(text.strip(), fmt).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    return None
+
+
+def inspect(path: Path) -> ArchiveInfo:
+    """Read the header and table of contents; cheap (no data blocks are read)."""
+    fmt = detect_format(path)
+    size = sum(p.stat().st_size for p in path.rglob("*")) if path.is_dir() else path.stat().st_size
+    if fmt in ("plain", "plain-gzip"):
+        return _inspect_plain(path, fmt, size)
+    version = _archive_version_bytes(path, fmt)
+    proc = subprocess.run(
+        [str(pg_tool("pg_restore")), "--list", str(path)], capture_output=True, text=True, env=clean_env()
+    )
+    if proc.returncode != 0:
+        if "unsupported version" in proc.stderr:
+            raise ToolTooOld.for_archive(
+                pg_tool("pg_restore"), tool_version("pg_restore"), version or "?", proc.stderr
+            )
+        raise ArchiveUnreadable.from_read(path, f"pg_restore --list {path}", proc.stderr)
+    header: dict[str, str] = {}
+    entries: list[TocEntry] = []
+    for line in proc.stdout.splitlines():
+        if line.startswith(";"):
+            for key, pattern in _HEADER_PATTERNS.items():
+                m = pattern.match(line)
+                if m:
+                    header.setdefault(key, m.group(1).strip())
+            continue
+        m = _TOC_LINE.match(line)
+        if m:
+            entry = _parse_toc_body(m.group(4))
+            if entry:
+                entries.append(entry)
+    created = _parse_archive_created(header["created"]) if "created" in header else None
+    return ArchiveInfo(
+        path=path, format=fmt, size_bytes=size,
+        archive_version=header.get("version", version), dumped_from=header.get("from"),
+        dumped_by=header.get("by"), created_at=created, created_at_source="archive header",
+        dbname=header.get("dbname"), entries=tuple(entries),
+    )
+
+
+def open_plain(path: Path) -> Iterator[str]:
+    """The lines of a plain SQL dump, decompressing ``.gz`` on the fly (gzip's CRC is checked at the end)."""
+    opener = gzip.open if detect_format(path) == "plain-gzip" else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+        yield from fh
+
+
+_PLAIN_COMMENT = re.compile(r"^-- (?:Data for )?Name: (.*); Type: (.*); Schema: (.*); Owner: (.*)$")
+_PLAIN_FROM = re.compile(r"^-- Dumped from database version (.+)$")
+_PLAIN_BY = re.compile(r"^-- Dumped by pg_dump version (.+)$")
+
+
+def _inspect_plain(path: Path, fmt: Format, size: int) -> ArchiveInfo:
+    """One pass over the text: pg_dump's ``-- Name: …; Type: …`` comments are its table of contents."""
+    entries: list[TocEntry] = []
+    dumped_from = dumped_by = None
+    try:
+        for line in open_plain(path):
+            if not line.startswith("-- "):
+                continue
+            m = _PLAIN_COMMENT.match(line.rstrip("\n"))
+            if m:
+                schema = None if m.group(3) == "-" else m.group(3)
+                owner = None if m.group(4) == "-" else m.group(4)
+                entries.append(TocEntry(desc=m.group(2), schema=schema, tag=m.group(1), owner=owner))
+            elif dumped_from is None and (m := _PLAIN_FROM.match(line.rstrip("\n"))):
+                dumped_from = m.group(1)
+            elif dumped_by is None and (m := _PLAIN_BY.match(line.rstrip("\n"))):
+                dumped_by = m.group(1)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise ArchiveUnreadable.from_read(path, f"gzip -t {path}", str(exc)) from exc
+    mtime = datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
+    return ArchiveInfo(
+        path=path, format=fmt, size_bytes=size, archive_version=None, dumped_from=dumped_from,
+        dumped_by=dumped_by, created_at=mtime, created_at_source="file modification time (plain dumps carry none)",
+        dbname=None, entries=tuple(entries),
+    )
+
+
+def verify_readable(info: ArchiveInfo) -> None:
+    """Prove every byte of the backup can be read, or raise :class:`ArchiveUnreadable`.
+
+    ``pg_restore --list`` reads only the table of contents and passes an archive truncated in the middle;
+    ``pg_restore -f /dev/null`` decompresses every data block, which catches truncation and flipped bytes in
+    compressed data. A plain dump must end with pg_dump's completion comment (and a ``.gz`` pass its CRC).
+    """
+    if info.format in ("plain", "plain-gzip"):
+        last = ""
+        try:
+            for line in open_plain(info.path):
+                if line.strip():
+                    last = line.strip()
+                    if last.startswith(_PLAIN_END_MARKER):
+                        break
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            raise ArchiveUnreadable.from_read(info.path, f"gzip -t {info.path}", str(exc)) from exc
+        if not last.startswith(_PLAIN_END_MARKER):
+            raise ArchiveUnreadable.from_read(
+                info.path, f"tail {info.path}",
+                f"the file does not end with pg_dump's {_PLAIN_END_MARKER!r} line; last line: {last[:200]!r}",
+            )
+        return
+    how = f"pg_restore -f /dev/null {info.path}"
+    proc = subprocess.run(
+        [str(pg_tool("pg_restore")), "-f", "/dev/null", str(info.path)],
+        capture_output=True, text=True, env=clean_env(),
+    )
+    if proc.returncode != 0 or "error:" in proc.stderr:
+        raise ArchiveUnreadable.from_read(info.path, how, proc.stderr.strip())
+
+
+_QUOTED_OR_BARE = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
+_OWNER_TO = re.compile(rf"\bOWNER TO ({_QUOTED_OR_BARE});")
+_GRANT_TO = re.compile(r"^GRANT .+? TO (.+?)(?: WITH (?:GRANT|ADMIN) OPTION)?(?: GRANTED BY .+)?;$")
+_REVOKE_FROM = re.compile(r"^REVOKE .+? FROM (.+?)(?: GRANTED BY .+)?;$")
+_FOR_ROLE = re.compile(rf"^ALTER DEFAULT PRIVILEGES FOR ROLE ({_QUOTED_OR_BARE})")
+_ROLE_NAME = re.compile(_QUOTED_OR_BARE)
+
+
+def _unquote(name: str) -> str:
+    return name[1:-1].replace('""', '"') if name.startswith('"') else name.lower()
+
+
+def roles_in_sql(lines: Iterable[str]) -> set[str]:
+    """Every role a dump's SQL names as an owner, grantee or default-privilege holder."""
+    roles: set[str] = set()
+    in_copy_data = False
+    for raw in lines:
+        line = raw.strip()
+        if in_copy_data:  # table rows are data, not SQL: a row reading "GRANT … TO x;" names no role
+            in_copy_data = line != "\\."
+            continue
+        if line.startswith("COPY ") and line.endswith("FROM stdin;"):
+            in_copy_data = True
+            continue
+        if "OWNER TO" in line:
+            roles.update(_unquote(m) for m in _OWNER_TO.findall(line))
+        for pattern in (_GRANT_TO, _REVOKE_FROM):
+            m = pattern.match(line)
+            if m:
+                roles.update(_unquote(r) for r in _ROLE_NAME.findall(m.group(1)))
+        m = _FOR_ROLE.match(line)
+        if m:
+            roles.add(_unquote(m.group(1)))
+    roles.discard("public")
+    return roles
+
+
+def referenced_roles(info: ArchiveInfo) -> set[str]:
+    """Roles the restore needs: read from the schema-only script (small even for large databases)."""
+    if info.format in ("plain", "plain-gzip"):
+        return roles_in_sql(open_plain(info.path))
+    proc = subprocess.run(
+        [str(pg_tool("pg_restore")), "--schema-only", "-f", "-", str(info.path)],
+        capture_output=True, text=True, env=clean_env(), check=False,
+    )
+    return roles_in_sql(proc.stdout.splitlines())

@@ -1,0 +1,151 @@
+"""The restored database's objects, read once per run (by the xdist controller) as plain JSON-able data.
+
+Checks are parametrized over this snapshot so that every xdist worker collects the same tests and no check
+re-queries the catalog. Only user objects count: system schemas and extension members are left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+_USER_SCHEMA = """
+    n.nspname NOT IN ('pg_catalog', 'information_schema')
+    AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+"""
+_NOT_EXTENSION_MEMBER = """
+    NOT EXISTS (SELECT 1 FROM pg_depend d
+                WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+"""
+
+TABLES_SQL = f"""
+SELECT n.nspname AS schema, c.relname AS name, c.relkind AS kind, c.relispartition AS is_partition
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'f', 'm') AND {_USER_SCHEMA} AND {_NOT_EXTENSION_MEMBER}
+ORDER BY 1, 2
+"""
+
+_COLS = """array(SELECT a.attname::text FROM unnest({key}) WITH ORDINALITY k(attnum, ord)
+             JOIN pg_attribute a ON a.attrelid = {rel} AND a.attnum = k.attnum ORDER BY k.ord)"""
+
+FOREIGN_KEYS_SQL = f"""
+SELECT con.conname AS name, n.nspname AS schema, c.relname AS table,
+       rn.nspname AS ref_schema, rc.relname AS ref_table,
+       {_COLS.format(key="con.conkey", rel="con.conrelid")} AS columns,
+       {_COLS.format(key="con.confkey", rel="con.confrelid")} AS ref_columns,
+       con.convalidated AS validated, con.confmatchtype AS match_type,
+       {{enforced}} AS enforced,
+       coalesce((SELECT bool_and(t.tgenabled <> 'D') FROM pg_trigger t WHERE t.tgconstraint = con.oid), false)
+           AS triggers_enabled,
+       c.relkind = 'p' OR c.relispartition AS partitioned
+FROM pg_constraint con
+JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_class rc ON rc.oid = con.confrelid JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+WHERE con.contype = 'f' AND con.conparentid = 0 AND {_USER_SCHEMA}
+ORDER BY 2, 3, 1
+"""
+
+CONSTRAINTS_SQL = f"""
+SELECT con.conname AS name, n.nspname AS schema, c.relname AS table, con.contype AS type,
+       con.convalidated AS validated, pg_get_constraintdef(con.oid, true) AS definition
+FROM pg_constraint con
+JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE con.contype IN ('f', 'c') AND con.conparentid = 0 AND {_USER_SCHEMA}
+ORDER BY 2, 3, 1
+"""
+
+UNIQUE_KEYS_SQL = f"""
+SELECT ic.relname AS index, n.nspname AS schema, c.relname AS table,
+       coalesce(con.conname, ic.relname) AS name,
+       CASE con.contype WHEN 'p' THEN 'primary key' WHEN 'u' THEN 'unique constraint' ELSE 'unique index' END
+           AS kind,
+       {_COLS.format(key="i.indkey[0:i.indnkeyatts - 1]", rel="i.indrelid")} AS columns,
+       0 = ANY (i.indkey[0:i.indnkeyatts - 1]::int2[]) AS has_expressions,
+       array(SELECT pg_get_indexdef(i.indexrelid, k, true) FROM generate_series(1, i.indnkeyatts) k)
+           AS key_sql,
+       pg_get_expr(i.indpred, i.indrelid, true) AS predicate,
+       {{nulls_not_distinct}} AS nulls_not_distinct
+FROM pg_index i
+JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_class c ON c.oid = i.indrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.contype IN ('p', 'u')
+WHERE i.indisunique AND c.relkind IN ('r', 'm') AND {_USER_SCHEMA}
+ORDER BY 2, 3, 1
+"""
+
+SEQUENCES_SQL = f"""
+SELECT sn.nspname AS schema, s.relname AS name, tn.nspname AS table_schema, t.relname AS table,
+       a.attname AS column, CASE d.deptype WHEN 'i' THEN 'identity' ELSE 'serial' END AS kind,
+       seq.seqincrement AS increment
+FROM pg_depend d
+JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' JOIN pg_namespace sn ON sn.oid = s.relnamespace
+JOIN pg_sequence seq ON seq.seqrelid = s.oid
+JOIN pg_class t ON t.oid = d.refobjid JOIN pg_namespace tn ON tn.oid = t.relnamespace
+JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid
+WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+  AND t.relkind IN ('r', 'p') AND NOT t.relispartition
+ORDER BY 1, 2
+"""
+
+INDEXES_SQL = f"""
+SELECT n.nspname AS schema, ic.relname AS name, c.relname AS table, am.amname AS method,
+       i.indisvalid AS valid, i.indisready AS ready, i.indisunique AS is_unique
+FROM pg_index i
+JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam
+JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE ic.relkind = 'i' AND ic.relpersistence <> 't' AND {_USER_SCHEMA}
+ORDER BY 1, 2
+"""
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """JSON-able lists of dicts; keys are the column names of the queries above."""
+
+    server_version: str = ""
+    server_version_num: int = 0
+    tables: list[dict[str, Any]] = field(default_factory=list)
+    foreign_keys: list[dict[str, Any]] = field(default_factory=list)
+    constraints: list[dict[str, Any]] = field(default_factory=list)
+    unique_keys: list[dict[str, Any]] = field(default_factory=list)
+    sequences: list[dict[str, Any]] = field(default_factory=list)
+    indexes: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Catalog:
+        return cls(**data)
+
+    def table_names(self) -> list[str]:
+        return [f"{t['schema']}.{t['name']}" for t in self.tables]
+
+
+def read_catalog(conninfo: str) -> Catalog:
+    """One read-only pass over the system catalogs."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.read_only = True
+        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            num = int(cur.execute("SELECT current_setting('server_version_num')::int AS n").fetchone()["n"])  # type: ignore[index]
+            version = str(cur.execute("SELECT current_setting('server_version') AS v").fetchone()["v"])  # type: ignore[index]
+            # Columns that newer servers added: NOT ENFORCED constraints (18), NULLS NOT DISTINCT (15).
+            enforced = "con.conenforced" if num >= 180000 else "true"
+            nnd = "i.indnullsnotdistinct" if num >= 150000 else "false"
+
+            def rows(query: str) -> list[dict[str, Any]]:
+                return [dict(r) for r in cur.execute(query.encode()).fetchall()]  # static text, no user input
+
+            return Catalog(
+                server_version=version,
+                server_version_num=num,
+                tables=rows(TABLES_SQL),
+                foreign_keys=rows(FOREIGN_KEYS_SQL.replace("{enforced}", enforced)),
+                constraints=rows(CONSTRAINTS_SQL),
+                unique_keys=rows(UNIQUE_KEYS_SQL.replace("{nulls_not_distinct}", nnd)),
+                sequences=rows(SEQUENCES_SQL),
+                indexes=rows(INDEXES_SQL),
+            )

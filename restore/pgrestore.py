@@ -1,0 +1,148 @@
+"""Run pg_restore (archives) or psql (plain SQL) and account for every error they report.
+
+Both tools report an error and carry on by default; the exit code alone hides how many objects were lost.
+Every error is kept with the TOC entry or SQL line it belongs to, so that the report can name what failed.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from restore.archive import ArchiveInfo, open_plain
+from restore.tools import clean_env, pg_tool
+
+
+@dataclass
+class ToolRun:
+    """What one pg_restore/psql invocation reported."""
+
+    command: str
+    exit_code: int = 0
+    errors: list[str] = field(default_factory=list)
+    data_processed: list[str] = field(default_factory=list)
+    data_failed: list[str] = field(default_factory=list)
+
+
+_TOC_CONTEXT = re.compile(r"^pg_restore: from TOC entry \d+; \d+ \d+ (.*)$")
+_PROCESSING_DATA = re.compile(r'^pg_restore: processing data for table "(.+)"$')
+# pg_restore names the entry by tag only ("TABLE DATA orders owner"), without its schema.
+_TABLE_DATA_ENTRY = re.compile(r"^TABLE DATA (.+) \S+$")
+_PSQL_ERROR = re.compile(r"^psql:[^:]*:\d+: (ERROR|FATAL|error):\s+(.*)$")
+_COPY_CONTEXT = re.compile(r"^CONTEXT:\s+COPY (\S+?),")
+
+
+def _unquote_qualified(name: str) -> str:
+    return name.replace('"', "")
+
+
+def parse_pg_restore_log(lines: Iterable[str], run: ToolRun) -> None:
+    """Fill ``run.errors`` / ``run.data_*`` from pg_restore ``--verbose`` stderr."""
+    current: list[str] | None = None
+    pending_context: str | None = None
+    for raw in lines:
+        line = raw.rstrip("\n")
+        if line.startswith("pg_restore: "):
+            if current is not None:
+                run.errors.append("\n".join(current))
+                current = None
+            if m := _TOC_CONTEXT.match(line):
+                pending_context = m.group(1)
+                if t := _TABLE_DATA_ENTRY.match(pending_context):
+                    run.data_failed.append(t.group(1))
+            elif m := _PROCESSING_DATA.match(line):
+                run.data_processed.append(_unquote_qualified(m.group(1)))
+            elif line.startswith("pg_restore: error:"):
+                text = line.removeprefix("pg_restore: error: ")
+                current = [f"[{pending_context}] {text}" if pending_context else text]
+                pending_context = None
+            elif line.startswith("pg_restore: warning: errors ignored on restore"):
+                pending_context = None
+        elif current is not None and line.strip():
+            current.append(line)
+    if current is not None:
+        run.errors.append("\n".join(current))
+
+
+def parse_psql_log(lines: Iterable[str], run: ToolRun) -> None:
+    current: list[str] | None = None
+    for raw in lines:
+        line = raw.rstrip("\n")
+        if m := _PSQL_ERROR.match(line):
+            if current is not None:
+                run.errors.append("\n".join(current))
+            current = [m.group(2)]
+        elif current is not None and line.strip():
+            current.append(line)
+            if m := _COPY_CONTEXT.match(line):
+                run.data_failed.append(m.group(1))
+    if current is not None:
+        run.errors.append("\n".join(current))
+
+
+def _tee(stream: IO[str], log: IO[str], sink: list[str]) -> None:
+    for line in stream:
+        log.write(line)
+        log.flush()
+        sink.append(line)
+
+
+def _run_logged(
+    args: list[str], *, log: IO[str], stdin_lines: Iterator[str] | None = None, shown: str
+) -> tuple[int, list[str]]:
+    """Run a tool, copying its stderr into the restore log as it comes (a long restore is watchable)."""
+    log.write(f"$ {shown}\n")
+    log.flush()
+    proc = subprocess.Popen(
+        args, stdin=subprocess.PIPE if stdin_lines is not None else subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=clean_env(),
+    )
+    captured: list[str] = []
+    assert proc.stderr is not None
+    reader = threading.Thread(target=_tee, args=(proc.stderr, log, captured), daemon=True)
+    reader.start()
+    if stdin_lines is not None:
+        assert proc.stdin is not None
+        try:
+            for chunk in stdin_lines:
+                proc.stdin.write(chunk)
+        except BrokenPipeError:
+            pass
+        finally:
+            proc.stdin.close()
+    code = proc.wait()
+    reader.join()
+    log.write(f"# exit code {code}\n")
+    return code, captured
+
+
+def run_pg_restore(archive: ArchiveInfo, conninfo: str, *, jobs: int, log: IO[str]) -> ToolRun:
+    # tar archives cannot be restored in parallel (pg_restore reads them sequentially)
+    effective_jobs = 1 if archive.format == "tar" else max(jobs, 1)
+    args = [str(pg_tool("pg_restore")), "--verbose", f"--jobs={effective_jobs}", "--dbname", conninfo,
+            str(archive.path)]
+    shown = f"pg_restore --verbose --jobs={effective_jobs} --dbname <target> {archive.path}"
+    run = ToolRun(command=shown)
+    run.exit_code, lines = _run_logged(args, log=log, shown=shown)
+    parse_pg_restore_log(lines, run)
+    if run.exit_code != 0 and not run.errors:
+        run.errors.append(f"pg_restore exited with code {run.exit_code} without naming an error; see the restore log")
+    return run
+
+
+def run_psql_file(path: Path, conninfo: str, *, log: IO[str], plain_dump: bool) -> ToolRun:
+    """Feed a SQL file to psql without stopping at errors, the way the runbook restores plain dumps."""
+    args = [str(pg_tool("psql")), "-X", "-q", "-v", "ON_ERROR_STOP=0", "-d", conninfo, "-f", "-"]
+    shown = f"psql -X -q -v ON_ERROR_STOP=0 -d <target> -f - < {path}"
+    run = ToolRun(command=shown)
+    lines = open_plain(path) if plain_dump else iter(path.read_text().splitlines(keepends=True))
+    run.exit_code, captured = _run_logged(args, log=log, stdin_lines=lines, shown=shown)
+    parse_psql_log(captured, run)
+    if run.exit_code != 0 and not run.errors:
+        run.errors.append(f"psql exited with code {run.exit_code} without naming an error; see the restore log")
+    return run

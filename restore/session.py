@@ -1,0 +1,239 @@
+"""One restore, start to finish: verify the backup, start the target, create roles, restore, get ready.
+
+:func:`prepare` is a context manager yielding a :class:`PreparedDatabase` — plain, JSON-able data that the
+pytest plugin hands to every xdist worker — and tears the target down on exit (unless asked to keep it).
+A backup that fails verification, or a target that does not start, is not raised: the outcome records it as
+``refused`` so that ``restore_succeeded`` fails with the reason and every other check skips, naming it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from restore.archive import ArchiveInfo, inspect, referenced_roles, verify_readable
+from restore.conninfo import get_param, redact
+from restore.embedded import SUPERUSER, EmbeddedServer
+from restore.errors import DumpNotFound, RestoreError
+from restore.pgrestore import ToolRun, run_pg_restore, run_psql_file
+from restore.targets import TargetSpec
+from restore.tools import clean_env, pg_tool, tool_version
+
+DEFAULT_RESTORED_DBNAME = "restored"
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """Everything a restore needs, resolved from options before anything starts."""
+
+    target: TargetSpec
+    backup: Path | None
+    jobs: int
+    log_path: Path
+    globals_file: Path | None = None
+    allowed_errors: tuple[str, ...] = ()
+    keep_target: bool = False
+
+
+@dataclass
+class RestoreOutcome:
+    """What happened; ``performed`` is False for an existing target (nothing restored, only verified)."""
+
+    performed: bool = False
+    refused: str | None = None
+    exit_code: int | None = None
+    errors: list[str] = field(default_factory=list)
+    accepted_errors: list[str] = field(default_factory=list)
+    phases_s: dict[str, float] = field(default_factory=dict)
+    duration_s: float | None = None
+    roles_created: list[str] = field(default_factory=list)
+    globals_file: str | None = None
+    jobs: int | None = None
+    pg_restore_version: str | None = None
+    command: str | None = None
+    data_processed: list[str] = field(default_factory=list)
+    data_failed: list[str] = field(default_factory=list)
+    installed_extensions: list[str] = field(default_factory=list)
+    log_path: str | None = None
+
+
+@dataclass(frozen=True)
+class PreparedDatabase:
+    """The database the checks verify, as plain data (it crosses to xdist workers as JSON)."""
+
+    target_name: str
+    target_kind: str
+    target_display: str
+    conninfo: str | None  # may carry a password: never print it, print target_display
+    dbname: str | None
+    app_host: str | None
+    app_port: int | None
+    owned: bool
+    archive: dict[str, Any] | None
+    restore: dict[str, Any]
+    kept_dir: str | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.conninfo is not None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PreparedDatabase:
+        return cls(**data)
+
+
+def _accept(errors: list[str], patterns: tuple[str, ...], outcome: RestoreOutcome, *, prefix: str = "",
+            why: str = "--allow-restore-error") -> None:
+    """Split errors into unaccepted and accepted; an accepted one keeps its text and says what accepted it."""
+    for error in errors:
+        pattern = next((p for p in patterns if re.search(p, error)), None)
+        if pattern is None:
+            outcome.errors.append(prefix + error)
+        else:
+            outcome.accepted_errors.append(f"{prefix}{error}  [accepted: {why} {pattern!r}]")
+
+
+class _Clock:
+    def __init__(self, outcome: RestoreOutcome) -> None:
+        self.outcome = outcome
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.outcome.phases_s[name] = round(time.monotonic() - start, 3)
+
+
+def _create_roles(server: EmbeddedServer, plan: RestorePlan, info: ArchiveInfo, outcome: RestoreOutcome,
+                  log: Any) -> None:
+    """Owners and grantees must exist before the restore, or ownership and grants are lost with an error.
+
+    With ``--globals`` the real roles (with their password hashes and memberships) come from
+    ``pg_dumpall --globals-only``; without it every role the archive names is created NOLOGIN, and listed.
+    """
+    if plan.globals_file is not None:
+        outcome.globals_file = str(plan.globals_file)
+        run = run_psql_file(plan.globals_file, server.conninfo(), log=log, plain_dump=False)
+        # The run's own bootstrap superuser always exists already; that one error is expected.
+        own = f'role "{SUPERUSER}" already exists'
+        _accept(run.errors, (re.escape(own), *plan.allowed_errors), outcome, prefix="[globals] ",
+                why="the target's own bootstrap superuser, or --allow-restore-error")
+    needed = referenced_roles(info)
+    with psycopg.connect(server.conninfo(), autocommit=True) as conn:
+        existing = {r for (r,) in conn.execute("SELECT rolname FROM pg_roles")}
+        for role in sorted(needed - existing):
+            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+            outcome.roles_created.append(role)
+
+
+def _restore_dbname(info: ArchiveInfo) -> str:
+    database_entry = next((e.tag for e in info.entries if e.desc == "DATABASE"), None)
+    return info.dbname or database_entry or DEFAULT_RESTORED_DBNAME
+
+
+def _restore_into(server: EmbeddedServer, plan: RestorePlan, info: ArchiveInfo, outcome: RestoreOutcome,
+                  clock: _Clock, log: Any) -> str:
+    dbname = _restore_dbname(info)
+    creates_itself = info.format in ("plain", "plain-gzip") and any(e.desc == "DATABASE" for e in info.entries)
+    with clock.phase("roles"):
+        _create_roles(server, plan, info, outcome, log)
+    if not creates_itself:
+        with psycopg.connect(server.conninfo(), autocommit=True) as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone() is None:
+                conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(dbname)))
+    with clock.phase("restore"):
+        run: ToolRun
+        if info.format in ("plain", "plain-gzip"):
+            target_db = "postgres" if creates_itself else dbname
+            run = run_psql_file(info.path, server.conninfo(target_db), log=log, plain_dump=True)
+        else:
+            run = run_pg_restore(info, server.conninfo(dbname), jobs=plan.jobs, log=log)
+    outcome.exit_code = run.exit_code
+    outcome.command = run.command
+    outcome.data_processed = run.data_processed
+    outcome.data_failed = run.data_failed
+    _accept(run.errors, plan.allowed_errors, outcome)
+    with clock.phase("ready"):
+        with psycopg.connect(server.conninfo(dbname), autocommit=True) as conn:
+            # Our own throwaway copy: amcheck may be installed here (never on an existing target).
+            if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'amcheck'").fetchone() is None:
+                conn.execute("CREATE EXTENSION amcheck")
+                outcome.installed_extensions.append("amcheck")
+        # Statistics, as a DBA would gather before letting the application in: critical-query budgets and
+        # check plans are meaningless on a never-analyzed database.
+        subprocess.run(
+            [str(pg_tool("vacuumdb")), "--analyze-only", f"--jobs={max(plan.jobs, 1)}", "--quiet",
+             "--dbname", server.conninfo(dbname)],
+            check=False, capture_output=True, env=clean_env(),
+        )
+    return dbname
+
+
+@contextlib.contextmanager
+def prepare(plan: RestorePlan) -> Iterator[PreparedDatabase]:
+    """Restore (or, for an existing target, only describe) the database to verify."""
+    target = plan.target
+    if not target.needs_restore:
+        conninfo = target.conninfo()
+        yield PreparedDatabase(
+            target_name=target.name, target_kind=target.kind, target_display=target.redacted(),
+            conninfo=conninfo, dbname=get_param(conninfo, "dbname"), app_host=get_param(conninfo, "host"),
+            app_port=int(get_param(conninfo, "port") or 5432), owned=False, archive=None,
+            restore=asdict(RestoreOutcome()),
+        )
+        return
+
+    outcome = RestoreOutcome(performed=True, jobs=plan.jobs, log_path=str(plan.log_path))
+    clock = _Clock(outcome)
+    started = time.monotonic()
+    info: ArchiveInfo | None = None
+    plan.log_path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        log = stack.enter_context(plan.log_path.open("a"))
+        server: EmbeddedServer | None = None
+        dbname: str | None = None
+        try:
+            outcome.pg_restore_version = tool_version("pg_restore")
+            if plan.backup is None:
+                raise DumpNotFound("No backup given: pass --backup PATH (ini: backup).")
+            with clock.phase("fetch"):
+                if not plan.backup.exists():
+                    raise DumpNotFound.at(plan.backup)
+            with clock.phase("verify_archive"):
+                info = inspect(plan.backup)
+                verify_readable(info)
+            with clock.phase("start_target"):
+                server = EmbeddedServer(jobs=plan.jobs, keep=plan.keep_target)
+                stack.enter_context(server)
+            dbname = _restore_into(server, plan, info, outcome, clock, log)
+        except RestoreError as exc:
+            outcome.refused = "\n".join([str(exc), *getattr(exc, "__notes__", [])])
+            detail = getattr(exc, "detail", "")
+            log.write(f"# refused: {exc}\n{detail}\n")
+            if detail:
+                outcome.refused += f"\n{detail}"
+        outcome.duration_s = round(time.monotonic() - started, 3)
+        usable = server is not None and dbname is not None and outcome.refused is None
+        yield PreparedDatabase(
+            target_name=target.name, target_kind=target.kind,
+            target_display=f"embedded PostgreSQL {tool_version('postgres')} ({redact(server.conninfo(dbname))})"
+            if usable and server is not None and dbname is not None else target.redacted(),
+            conninfo=server.conninfo(dbname) if usable and server is not None and dbname else None,
+            dbname=dbname, app_host="127.0.0.1" if server else None, app_port=server.port if server else None,
+            owned=True, archive=info.to_json() if info else None, restore=asdict(outcome),
+            kept_dir=str(server.base_dir) if server is not None and plan.keep_target else None,
+        )

@@ -1,0 +1,111 @@
+"""Where a backup is restored to, or which existing database is verified: ``--target NAME|DSN``."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from psycopg.conninfo import conninfo_to_dict
+
+from restore.conninfo import redact, with_params
+from restore.errors import ConfigError
+
+TargetKind = Literal["embedded", "existing"]
+KNOWN_KINDS: tuple[str, ...] = ("embedded", "existing")
+BUILTIN_LOCAL = "local"
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """A target as configured: nothing is connected or started yet."""
+
+    name: str
+    kind: TargetKind
+    dsn: str | None = None
+    password_env: str | None = None
+
+    @property
+    def needs_restore(self) -> bool:
+        return self.kind != "existing"
+
+    def conninfo(self) -> str:
+        """The DSN with the password from ``password_env`` added; never log the result, log :meth:`redacted`."""
+        if self.dsn is None:
+            raise ConfigError(f"Target {self.name!r} has no dsn.")
+        if self.password_env:
+            password = os.environ.get(self.password_env)
+            if password is None:
+                raise ConfigError(
+                    f"Target {self.name!r} takes its password from ${self.password_env}, which is not set. "
+                    f"Export it before running (export {self.password_env}=...)."
+                )
+            return with_params(self.dsn, password=password)
+        return self.dsn
+
+    def redacted(self) -> str:
+        return redact(self.dsn) if self.dsn else f"embedded PostgreSQL ({self.name})"
+
+
+def looks_like_dsn(value: str) -> bool:
+    return value.startswith(("postgresql://", "postgres://")) or "=" in value
+
+
+def _check_no_password(dsn: str, where: str) -> None:
+    try:
+        params = conninfo_to_dict(dsn)
+    except Exception as exc:
+        raise ConfigError.invalid("connection string", redact(dsn), where, f"libpq cannot parse it: {exc}") from exc
+    if "password" in params and where != "--target":
+        raise ConfigError(
+            f"The dsn in {where} contains a password. Passwords never live in the targets file: remove it and "
+            "name an environment variable instead (password_env = \"MY_DB_PASSWORD\")."
+        )
+
+
+def load_targets_file(path: Path) -> dict[str, TargetSpec]:
+    if not path.exists():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}. Fix the file named by --targets-file.") from exc
+    targets: dict[str, TargetSpec] = {}
+    for name, raw in (data.get("targets") or {}).items():
+        where = f"{path} [targets.{name}]"
+        kind = raw.get("kind", "existing" if "dsn" in raw else "embedded")
+        if kind not in KNOWN_KINDS:
+            raise ConfigError.invalid("target kind", kind, where, f"Use one of: {', '.join(KNOWN_KINDS)}.")
+        if "password" in raw:
+            raise ConfigError(
+                f"{where} has a password key. Passwords never live in the targets file: use "
+                "password_env = \"NAME_OF_AN_ENVIRONMENT_VARIABLE\"."
+            )
+        dsn = raw.get("dsn")
+        if kind == "existing":
+            if not dsn:
+                raise ConfigError(f"{where}: an existing target needs dsn = \"postgresql://host/db?user=…\".")
+            _check_no_password(dsn, where)
+        targets[name] = TargetSpec(name=name, kind=kind, dsn=dsn, password_env=raw.get("password_env"))
+    return targets
+
+
+def resolve_target(value: str, targets_file: Path) -> TargetSpec:
+    """``local`` → the embedded server; a URI or keyword string → an existing database; else a named target."""
+    if value == BUILTIN_LOCAL:
+        return TargetSpec(name=BUILTIN_LOCAL, kind="embedded")
+    if looks_like_dsn(value):
+        _check_no_password(value, "--target")
+        params = conninfo_to_dict(value)
+        label = str(params.get("dbname") or params.get("host") or "dsn")
+        return TargetSpec(name=label, kind="existing", dsn=value)
+    targets = load_targets_file(targets_file)
+    if value in targets:
+        return targets[value]
+    known = ", ".join(sorted([BUILTIN_LOCAL, *targets])) or BUILTIN_LOCAL
+    raise ConfigError(
+        f"Unknown target {value!r}: it is neither 'local', a connection string, nor a name in {targets_file}. "
+        f"Known targets: {known}. Add [targets.{value}] to the file, or pass --targets-file."
+    )

@@ -1,0 +1,207 @@
+"""The SQL behind each check: read-only, identifiers composed with ``psycopg.sql``, results as plain data.
+
+Every function takes an open connection whose transaction is READ ONLY (see ``fixtures/connections.py``).
+Integrity scans turn index scans off for their transaction: a corrupt index must not be the thing that
+answers "are there duplicates / orphans?".
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+SAMPLE_LIMIT = 10
+
+
+def split_qualified(name: str) -> tuple[str, str]:
+    schema, sep, table = name.partition(".")
+    return (schema, table) if sep else ("public", schema)
+
+
+def read_heap_only(conn: psycopg.Connection[Any]) -> None:
+    """Make the rest of this transaction read tables, not indexes that may be corrupt."""
+    for setting in ("enable_indexscan", "enable_indexonlyscan", "enable_bitmapscan"):
+        conn.execute(sql.SQL("SET LOCAL {} = off").format(sql.Identifier(setting)))
+
+
+def relation_exists(conn: psycopg.Connection[Any], schema: str, name: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relname = %s",
+        (schema, name),
+    ).fetchone()
+    return row is not None
+
+
+def count_rows(conn: psycopg.Connection[Any], schema: str, table: str) -> int:
+    row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@dataclass(frozen=True)
+class Findings:
+    """How many offending rows or groups a scan found, with the first few as text."""
+
+    count: int
+    sample: list[str]
+
+
+def _sample(conn: psycopg.Connection[Any], query: sql.Composable) -> list[str]:
+    return [str(r[0]) for r in conn.execute(sql.SQL("{} LIMIT {}").format(query, sql.Literal(SAMPLE_LIMIT)))]
+
+
+def orphans(conn: psycopg.Connection[Any], fk: dict[str, Any]) -> Findings:
+    """Child rows whose parent row is missing, with the FK's own null semantics.
+
+    MATCH SIMPLE (the default): a row with any NULL key column is not checked. MATCH FULL: a row with some
+    but not all key columns NULL is itself a violation.
+    """
+    child = sql.Identifier(fk["schema"], fk["table"])
+    parent = sql.Identifier(fk["ref_schema"], fk["ref_table"])
+    cols = [sql.Identifier("c", col) for col in fk["columns"]]
+    join = sql.SQL(" AND ").join(
+        sql.SQL("p.{} = {}").format(sql.Identifier(ref), c) for ref, c in zip(fk["ref_columns"], cols, strict=True)
+    )
+    all_set = sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(c) for c in cols)
+    missing_parent = sql.SQL("({all_set} AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE {join}))").format(
+        all_set=all_set, parent=parent, join=join
+    )
+    condition: sql.Composable = missing_parent
+    if fk["match_type"] == "f" and len(cols) > 1:
+        some_null = sql.SQL(" OR ").join(sql.SQL("{} IS NULL").format(c) for c in cols)
+        condition = sql.SQL("{} OR (({}) AND NOT ({}))").format(missing_parent, some_null, all_set)
+    key_text = sql.SQL("ROW({})::text").format(sql.SQL(", ").join(cols))
+    read_heap_only(conn)
+    count_row = conn.execute(
+        sql.SQL("SELECT count(*) FROM {child} c WHERE {cond}").format(child=child, cond=condition)
+    ).fetchone()
+    assert count_row is not None
+    count = int(count_row[0])
+    sample = (
+        _sample(conn, sql.SQL("SELECT {k} FROM {child} c WHERE {cond}").format(k=key_text, child=child, cond=condition))
+        if count
+        else []
+    )
+    return Findings(count, sample)
+
+
+def duplicates(conn: psycopg.Connection[Any], key: dict[str, Any]) -> Findings:
+    """Key values held by more than one row, scanning the heap (the unique index may be the broken part).
+
+    ``key`` is a catalog unique key, or a declared one (``columns`` only). Expression keys and predicates come
+    from ``pg_get_indexdef``/``pg_get_expr`` — server-generated SQL text, used as such.
+    """
+    table = sql.Identifier(key["schema"], key["table"])
+    if key.get("has_expressions"):
+        parts: list[sql.Composable] = [sql.SQL(text) for text in key["key_sql"]]
+    else:
+        parts = [sql.Identifier(col) for col in key["columns"]]
+    cols = sql.SQL(", ").join(parts)
+    conditions: list[sql.Composable] = []
+    if not key.get("nulls_not_distinct"):
+        conditions += [sql.SQL("({}) IS NOT NULL").format(p) for p in parts]
+    if key.get("predicate"):
+        conditions.append(sql.SQL("({})").format(sql.SQL(key["predicate"])))
+    where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
+    groups = sql.SQL("SELECT ROW({cols})::text AS k, count(*) AS n FROM {table}{where} GROUP BY {cols} "
+                     "HAVING count(*) > 1").format(cols=cols, table=table, where=where)
+    read_heap_only(conn)
+    row = conn.execute(sql.SQL("SELECT count(*) FROM ({}) d").format(groups)).fetchone()
+    assert row is not None
+    count = int(row[0])
+    sample = _sample(conn, sql.SQL("SELECT k || ' x' || n FROM ({}) d").format(groups)) if count else []
+    return Findings(count, sample)
+
+
+@dataclass(frozen=True)
+class SequenceState:
+    next_value: int
+    column_extreme: int | None
+    ok: bool
+
+
+def sequence_state(conn: psycopg.Connection[Any], seq: dict[str, Any]) -> SequenceState:
+    """Where the sequence will hand out its next value, against the column's max (min if descending)."""
+    row = conn.execute(
+        sql.SQL("SELECT last_value, is_called FROM {}").format(sql.Identifier(seq["schema"], seq["name"]))
+    ).fetchone()
+    assert row is not None
+    last_value, is_called = int(row[0]), bool(row[1])
+    increment = int(seq["increment"])
+    next_value = last_value + increment if is_called else last_value
+    agg = sql.SQL("max" if increment > 0 else "min")
+    extreme_row = conn.execute(
+        sql.SQL("SELECT {}({}) FROM {}").format(
+            agg, sql.Identifier(seq["column"]), sql.Identifier(seq["table_schema"], seq["table"])
+        )
+    ).fetchone()
+    extreme = None if extreme_row is None or extreme_row[0] is None else int(extreme_row[0])
+    ok = extreme is None or (next_value > extreme if increment > 0 else next_value < extreme)
+    return SequenceState(next_value, extreme, ok)
+
+
+def amcheck_schema(conn: psycopg.Connection[Any]) -> str | None:
+    row = conn.execute(
+        "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace"
+        " WHERE e.extname = 'amcheck'"
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def bt_index_check(conn: psycopg.Connection[Any], ext_schema: str, schema: str, index: str) -> None:
+    """amcheck's B-tree check with ``heapallindexed``: raises on corruption (a heap row missing from the index)."""
+    conn.execute(
+        sql.SQL("SELECT {}.bt_index_check(%s::regclass, true)").format(sql.Identifier(ext_schema)),
+        (sql.Identifier(schema, index).as_string(conn),),
+    )
+
+
+def verify_heapam(conn: psycopg.Connection[Any], ext_schema: str, schema: str, table: str) -> list[str]:
+    rows = conn.execute(
+        sql.SQL("SELECT blkno, offnum, msg FROM {}.verify_heapam(%s::regclass) LIMIT {}").format(
+            sql.Identifier(ext_schema), sql.Literal(SAMPLE_LIMIT)
+        ),
+        (sql.Identifier(schema, table).as_string(conn),),
+    ).fetchall()
+    return [f"block {b}, offset {o}: {m}" for b, o, m in rows]
+
+
+_PRIVILEGE_FUNCTIONS = {
+    "table": "has_table_privilege",
+    "schema": "has_schema_privilege",
+    "sequence": "has_sequence_privilege",
+    "function": "has_function_privilege",
+    "database": "has_database_privilege",
+}
+
+
+def has_privilege(conn: psycopg.Connection[Any], role: str, kind: str, obj: str, privilege: str) -> bool:
+    func = sql.Identifier(_PRIVILEGE_FUNCTIONS[kind])
+    row = conn.execute(sql.SQL("SELECT {}(%s, %s, %s)").format(func), (role, obj, privilege)).fetchone()
+    return bool(row and row[0])
+
+
+def privilege_kinds() -> tuple[str, ...]:
+    return tuple(_PRIVILEGE_FUNCTIONS)
+
+
+@dataclass(frozen=True)
+class QueryRun:
+    rows: list[tuple[Any, ...]]
+    columns: list[str]
+    elapsed_ms: float
+
+
+def run_query(conn: psycopg.Connection[Any], text: str, *, max_rows: int | None = None) -> QueryRun:
+    """Run a user's SQL file as it is (it is the user's query, in a read-only transaction)."""
+    start = time.perf_counter()
+    cur = conn.execute(text.encode())  # a whole .sql file from expectations/, sent verbatim
+    rows = cur.fetchmany(max_rows) if max_rows is not None else cur.fetchall()
+    elapsed = (time.perf_counter() - start) * 1000
+    columns = [d.name for d in cur.description] if cur.description else []
+    return QueryRun(rows=list(rows), columns=columns, elapsed_ms=elapsed)

@@ -1,0 +1,134 @@
+"""Self-test fixtures: a built sample, a server holding a pristine restored copy, and a way to run the suite.
+
+The suite is always run as a user runs it: ``python -m pytest …`` in a subprocess from the project root,
+judged by its exit code and ``result.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from examples.build_sample import APP_PASSWORD, SAMPLE_DB, build
+from reports.checklist import CHECKLIST
+from restore.embedded import EmbeddedServer
+from restore.tools import clean_env, pg_tool
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Sample:
+    dump: Path
+    globals_sql: Path
+    expectations: Path
+    out: Path
+
+
+@pytest.fixture(scope="session")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> Sample:
+    """The sample e-commerce database, dumped (-Fc), with its globals and a private copy of expectations/."""
+    base = tmp_path_factory.mktemp("sample")
+    expectations = base / "expectations"
+    shutil.copytree(ROOT / "expectations", expectations)
+    written = build(base / "out", expectations, ["custom"])
+    # app.toml points at the repository's examples/out; this copy uses the one just built.
+    app = expectations / "app.toml"
+    app.write_text(app.read_text().replace("../examples/out/app.pgpass", str(written["pgpass"])))
+    return Sample(dump=written["custom"], globals_sql=written["globals"], expectations=expectations, out=base / "out")
+
+
+@dataclass
+class SuiteRun:
+    returncode: int
+    output: str
+    result: dict[str, Any]
+    run_dir: Path
+
+    def failed_items(self) -> set[str]:
+        return {k for k, v in self.result["checklist"].items() if v == "failed"}
+
+    def explain(self) -> str:
+        return f"exit {self.returncode}\n{json.dumps(self.result.get('checklist_reasons'), indent=1)}\n{self.output[-3000:]}"
+
+
+@pytest.fixture
+def run_suite(tmp_path: Path) -> Callable[..., SuiteRun]:
+    """Run the suite in a subprocess with its own reports dir and TMPDIR; returns its result.json."""
+    counter = iter(range(100))
+
+    def run(*args: str, env: dict[str, str] | None = None, expect_result: bool = True) -> SuiteRun:
+        n = next(counter)
+        reports = tmp_path / f"reports{n}"
+        result_path = tmp_path / f"result{n}.json"
+        run_tmp = tmp_path / f"tmp{n}"
+        run_tmp.mkdir()
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", *args, f"--reports-dir={reports}", f"--result-json={result_path}"],
+            cwd=ROOT, capture_output=True, text=True, timeout=600,
+            env={**os.environ, "TMPDIR": str(run_tmp), **(env or {})},
+        )
+        output = proc.stdout + proc.stderr
+        if not expect_result:
+            return SuiteRun(proc.returncode, output, {}, reports)
+        assert result_path.exists(), f"no result.json written (exit {proc.returncode}):\n{output[-4000:]}"
+        result = json.loads(result_path.read_text())
+        leftovers = [p.name for p in run_tmp.iterdir() if p.name.startswith("restore-verify-")]
+        assert not leftovers, f"the run left its embedded server behind: {leftovers}"
+        return SuiteRun(proc.returncode, output, result, Path(result["run_dir"]))
+
+    return run
+
+
+@dataclass(frozen=True)
+class FaultServer:
+    server: EmbeddedServer
+    pristine: str
+
+    def copy(self, name: str) -> str:
+        """A fresh database cloned from the pristine restored copy; returns its superuser conninfo."""
+        with psycopg.connect(self.server.conninfo(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name),
+                                                                         sql.Identifier(self.pristine)))
+        return self.server.conninfo(name)
+
+
+def restore_sample_into(server: EmbeddedServer, sample: Sample, dbname: str) -> None:
+    """Set up a restored copy the way a DBA would by hand (psql + pg_restore), outside the suite under test."""
+    env = clean_env()
+    subprocess.run([str(pg_tool("psql")), "-X", "-q", "-d", server.conninfo(), "-f", str(sample.globals_sql)],
+                   env=env, capture_output=True, check=False)  # "role postgres already exists" is expected
+    with psycopg.connect(server.conninfo(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    subprocess.run([str(pg_tool("pg_restore")), "--exit-on-error", "-d", server.conninfo(dbname), str(sample.dump)],
+                   env=env, check=True)
+    with psycopg.connect(server.conninfo(dbname), autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION amcheck")
+        conn.execute("ANALYZE")
+
+
+@pytest.fixture(scope="session")
+def fault_server(sample: Sample) -> Iterator[FaultServer]:
+    """A server of the tests' own holding the sample restored once; faults go into copies of it."""
+    with EmbeddedServer(jobs=2) as server:
+        restore_sample_into(server, sample, "pristine")
+        yield FaultServer(server, "pristine")
+
+
+ALL_ITEMS = tuple(CHECKLIST)
+# Verifying an existing database: nothing was restored, so these have nothing to judge.
+SKIPPED_FOR_EXISTING_TARGET = {"restore_succeeded", "rto"}
+
+__all__ = ["ALL_ITEMS", "APP_PASSWORD", "SAMPLE_DB", "SKIPPED_FOR_EXISTING_TARGET", "Sample", "SuiteRun"]

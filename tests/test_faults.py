@@ -1,0 +1,141 @@
+"""Each check goes red on the fault it exists for, and only that check.
+
+Faults are injected into a copy of a restored sample database (our own server), which the suite then verifies
+as an existing target (``--target DSN``), the way ``pytest --target=prod-restored`` runs after the runbook's
+manual restore. Faults in the backup itself (truncated, flipped bytes) go through ``--backup``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.conftest import ALL_ITEMS, SKIPPED_FOR_EXISTING_TARGET, FaultServer, Sample, SuiteRun
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    item: str
+    statements: tuple[str, ...]
+    reason_contains: str
+
+
+FAULTS = (
+    Fault("dropped_table", "tables_present", ("DROP TABLE audit.order_events",), "audit.order_events is missing"),
+    Fault("deleted_rows", "row_counts", ("DELETE FROM audit.order_events WHERE id % 10 = 0",), "rows; expected exactly"),
+    Fault("orphans", "orphaned_records", (
+        # What a data-only restore with --disable-triggers, or a bad manual fix, leaves behind.
+        "ALTER TABLE audit.order_events DISABLE TRIGGER ALL",
+        "UPDATE audit.order_events SET order_id = 999999 WHERE id = 3",
+        "ALTER TABLE audit.order_events ENABLE TRIGGER ALL",
+    ), "have no parent"),
+    Fault("not_valid_foreign_key", "unvalidated_constraints", (
+        "ALTER TABLE audit.order_events DROP CONSTRAINT order_events_order_id_fkey",
+        "ALTER TABLE audit.order_events ADD CONSTRAINT order_events_order_id_fkey FOREIGN KEY (order_id)"
+        " REFERENCES public.orders (id) NOT VALID",
+    ), "is NOT VALID"),
+    Fault("duplicate_pk_behind_dropped_constraint", "duplicate_primary_keys", (
+        "ALTER TABLE audit.order_events DROP CONSTRAINT order_events_pkey",
+        "UPDATE audit.order_events SET id = 3 WHERE id = 6",
+    ), "duplicated key value"),
+    Fault("sequence_reset", "sequences", ("SELECT setval('public.orders_id_seq', 5)",), "would hand out 6 next"),
+    Fault("invalid_index", "no_corruption", (
+        # A CREATE INDEX CONCURRENTLY that failed half-way leaves an INVALID index behind.
+        "CREATE INDEX CONCURRENTLY products_broken_idx ON public.products ((1 / (stock - stock)))",
+    ), "INVALID"),
+    Fault("index_misses_heap_rows", "no_corruption", (
+        # Rows updated while the index was not maintained: the index no longer has every heap tuple.
+        "UPDATE pg_index SET indisready = false WHERE indexrelid = 'public.order_items_product_idx'::regclass",
+        "UPDATE public.order_items SET product_id = product_id % 500 + 1 WHERE order_id <= 3",
+        "UPDATE pg_index SET indisready = true WHERE indexrelid = 'public.order_items_product_idx'::regclass",
+    ), "lacks matching index tuple"),
+    Fault("business_rule_violation", "business_rules", ("UPDATE public.orders SET total = total + 0.01 WHERE id = 8",),
+          "order_total_matches_items"),
+    Fault("failing_critical_query", "critical_queries", ("DROP FUNCTION public.order_item_total(bigint)",),
+          "order_page_total"),
+    Fault("app_role_lacks_privilege", "app_connect", ("REVOKE UPDATE ON public.orders FROM ecommerce_app",),
+          "lacks UPDATE on table public.orders"),
+)
+
+
+def _existing_target_args(dsn: str, sample: Sample) -> tuple[str, ...]:
+    # An existing target has no archive to date it: say when "the backup" was taken, as a user would.
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    return (f"--target={dsn}", f"--expectations={sample.expectations}", f"--backup-time={now}", "--rpo=1d")
+
+
+def _inject(conninfo: str, statements: tuple[str, ...]) -> None:
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for statement in statements:
+            try:
+                conn.execute(statement.encode())
+            except psycopg.Error:
+                if "CONCURRENTLY" not in statement:  # the failing concurrent build is the fault itself
+                    raise
+
+
+def _expected_for_existing(item: str | None) -> dict[str, str]:
+    expected = {i: ("skipped" if i in SKIPPED_FOR_EXISTING_TARGET else "passed") for i in ALL_ITEMS}
+    if item is not None:
+        expected[item] = "failed"
+    return expected
+
+
+def test_clean_copy_passes_as_existing_target(
+    fault_server: FaultServer, sample: Sample, run_suite: Callable[..., SuiteRun]
+) -> None:
+    dsn = fault_server.copy("clean_copy")
+    run = run_suite(*_existing_target_args(dsn, sample))
+    assert run.returncode == 0, run.explain()
+    assert run.result["checklist"] == _expected_for_existing(None), run.explain()
+    assert run.result["restore"]["performed"] is False
+    assert "existing target" in run.result["checklist_reasons"]["restore_succeeded"]
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=[f.name for f in FAULTS])
+def test_fault_fails_exactly_its_item(
+    fault: Fault, fault_server: FaultServer, sample: Sample, run_suite: Callable[..., SuiteRun]
+) -> None:
+    dsn = fault_server.copy(f"fault_{fault.name}")
+    _inject(dsn, fault.statements)
+    run = run_suite(*_existing_target_args(dsn, sample))
+    assert run.returncode == 1, run.explain()
+    assert run.result["checklist"] == _expected_for_existing(fault.item), run.explain()
+    messages = " ".join(f["message"] for f in run.result["failures"])
+    assert fault.reason_contains in messages, messages
+    assert all(f["checklist"] == fault.item for f in run.result["failures"])
+
+
+def _corrupt_copy(sample: Sample, tmp_path: Path, how: str) -> Path:
+    data = bytearray(sample.dump.read_bytes())
+    target = tmp_path / f"{how}.dump"
+    if how == "truncated":
+        target.write_bytes(bytes(data[: len(data) * 2 // 3]))
+    else:  # flip bytes in the middle of the data blocks (the TOC is at the start and stays intact)
+        for offset in range(len(data) * 2 // 3, len(data) * 2 // 3 + 64):
+            data[offset] ^= 0xFF
+        target.write_bytes(bytes(data))
+    return target
+
+
+@pytest.mark.parametrize("how", ["truncated", "flipped_bytes"])
+def test_damaged_dump_fails_restore_succeeded_and_restores_nothing(
+    how: str, sample: Sample, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    dump = _corrupt_copy(sample, tmp_path, how)
+    run = run_suite(f"--backup={dump}", f"--globals={sample.globals_sql}", f"--expectations={sample.expectations}")
+    assert run.returncode == 1, run.explain()
+    checklist = run.result["checklist"]
+    assert checklist["restore_succeeded"] == "failed", run.explain()
+    # Nothing was restored, so nothing else can pass or fail: every other item says why it was skipped.
+    assert {i: s for i, s in checklist.items() if i != "restore_succeeded"} == dict.fromkeys(
+        [i for i in ALL_ITEMS if i != "restore_succeeded"], "skipped"), run.explain()
+    assert "cannot be read end to end" in run.result["checklist_reasons"]["restore_succeeded"]
+    assert "pg_restore -f /dev/null" in run.result["restore"]["refused"]
+    assert "$ pg_restore --verbose" not in (run.run_dir / "restore.log").read_text()
