@@ -60,7 +60,8 @@ def test_app_role_logs_in(app: AppExpectation, restored_db: PreparedDatabase) ->
             "and their passwords), and the password source in app.toml.",
             pytrace=False,
         )
-    assert row is not None and row[0] == app.role
+    assert row is not None
+    assert row[0] == app.role
 
 
 def test_app_privilege(

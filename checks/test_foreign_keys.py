@@ -25,7 +25,9 @@ def test_foreign_key(expected_fk: dict[str, Any], restored_db: PreparedDatabase,
         "orphaned rows. Look for its 'FK CONSTRAINT' error in the restore log; recreate it with ALTER TABLE … "
         "ADD CONSTRAINT once orphans are removed."
     )
-    assert fk["enforced"], f"Foreign key {name} on {table} is NOT ENFORCED: ALTER TABLE … ALTER CONSTRAINT {name} ENFORCED."
+    assert fk["enforced"], (
+        f"Foreign key {name} on {table} is NOT ENFORCED: ALTER TABLE … ALTER CONSTRAINT {name} ENFORCED."
+    )
     assert fk["triggers_enabled"], (
         f"Foreign key {name} on {table} exists but its triggers are disabled (ALTER TABLE … DISABLE TRIGGER ALL): "
         f"it does not check new rows. Re-enable with ALTER TABLE {table} ENABLE TRIGGER ALL."

@@ -9,8 +9,8 @@ import pytest
 
 from restore.catalog import Catalog
 from restore.session import PreparedDatabase
-from restore.verify import bt_index_check, verify_heapam
 from restore.verify import amcheck_schema as find_amcheck
+from restore.verify import bt_index_check, verify_heapam
 
 pytestmark = pytest.mark.checklist("no_corruption")
 

@@ -122,7 +122,8 @@ def _suite_version() -> str:
 
 
 def build_result(state: RunState, collected: Collected, exitstatus: int) -> dict[str, Any]:
-    assert state.prepared is not None and state.config is not None
+    assert state.prepared is not None
+    assert state.config is not None
     prepared, outcome, archive = state.prepared, state.prepared.restore, state.prepared.archive or {}
     by_item: dict[str, list[TestResult]] = {cid: [] for cid in CHECKLIST}
     for result in collected.results.values():
@@ -175,7 +176,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     collected = session.config.stash.get(COLLECTED_KEY, None)
     if state is None or collected is None or state.prepared is None:
         return
-    assert state.run_dir is not None and state.config is not None
+    assert state.run_dir is not None
+    assert state.config is not None
     collected.result_json = build_result(state, collected, exitstatus)
     text = json.dumps(collected.result_json, indent=2, ensure_ascii=False) + "\n"
     (state.run_dir / "result.json").write_text(text)
@@ -234,7 +236,8 @@ class _HtmlReport:
                                f"{len(r['restore']['accepted_errors'])} accepted"),
         ]
         fact_rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
-        errors = "".join(f"<li><pre>{esc(e)}</pre></li>" for e in r["restore"]["errors"] + r["restore"]["accepted_errors"])
+        all_errors = r["restore"]["errors"] + r["restore"]["accepted_errors"]
+        errors = "".join(f"<li><pre>{esc(e)}</pre></li>" for e in all_errors)
         prefix.append(
             f"<h2>Restore</h2><table id='restore-facts'>{fact_rows}</table>"
             + (f"<h3>Restore errors</h3><ul id='restore-errors'>{errors}</ul>" if errors else "")

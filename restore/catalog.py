@@ -76,7 +76,7 @@ WHERE i.indisunique AND c.relkind IN ('r', 'm') AND {_USER_SCHEMA}
 ORDER BY 2, 3, 1
 """
 
-SEQUENCES_SQL = f"""
+SEQUENCES_SQL = """
 SELECT sn.nspname AS schema, s.relname AS name, tn.nspname AS table_schema, t.relname AS table,
        a.attname AS column, CASE d.deptype WHEN 'i' THEN 'identity' ELSE 'serial' END AS kind,
        seq.seqincrement AS increment

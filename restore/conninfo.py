@@ -20,8 +20,18 @@ def redact(conninfo: str) -> str:
 
 
 def with_params(conninfo: str, **params: str | int | None) -> str:
-    """``conninfo`` with some parameters replaced (e.g. another ``dbname`` or ``user``)."""
-    return make_conninfo(conninfo, **{k: v for k, v in params.items()})
+    """``conninfo`` with some parameters replaced; a ``None`` value removes the parameter.
+
+    (``make_conninfo`` alone keeps a parameter passed as None: an application login built from the suite's
+    own DSN would silently carry the suite's password.)
+    """
+    merged: dict[str, object] = dict(conninfo_to_dict(conninfo)) if conninfo else {}
+    for key, value in params.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return make_conninfo(**{k: str(v) for k, v in merged.items()})
 
 
 def get_param(conninfo: str, key: str) -> str | None:

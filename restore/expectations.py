@@ -1,14 +1,15 @@
 """The user's expectations of a restored database: ``expectations/`` (``--expectations DIR``).
 
-| file | what it says |
-|---|---|
-| ``tables.txt`` | one ``schema.table`` per line: the tables that must exist (used when no dump was restored) |
-| ``row_counts.toml`` | ``[tables]`` ``"schema.table" = 123`` (exact), or ``{ min = .., max = .. }``, or ``{ expected = .., tolerance = "2%" }`` |
-| ``keys.toml`` | ``[primary_keys]`` ``"schema.table" = ["col", …]`` and ``[foreign_keys]`` ``"schema.table" = ["fk_name", …]`` |
-| ``app.toml`` | ``role``, ``password_env`` or ``passfile``, optional ``database``, and ``[privileges]`` ``"table public.orders" = ["SELECT"]`` |
-| ``rpo.toml`` | ``query = "SELECT max(created_at) FROM public.orders"`` or ``column = "public.orders.created_at"`` |
-| ``critical_queries/*.sql`` | queries that must succeed; header comments ``-- max_ms: 500``, ``-- min_rows: 1``, ``-- max_rows: …`` |
-| ``business_rules/*.sql`` | queries returning the rows that break a rule: none may come back |
+- ``tables.txt``: one ``schema.table`` per line, the tables that must exist (when no dump was restored).
+- ``row_counts.toml``: ``[tables]`` with ``"schema.table" = 123`` (exact), ``{ min = 1, max = 9 }`` or
+  ``{ expected = 100, tolerance = "2%" }``.
+- ``keys.toml``: ``[primary_keys]`` ``"schema.table" = ["col", …]``; ``[foreign_keys]`` ``"schema.table" = ["fk", …]``.
+- ``app.toml``: ``role``, ``password_env`` or ``passfile``, optional ``database``, and ``[privileges]`` with
+  ``"table public.orders" = ["SELECT"]``.
+- ``rpo.toml``: ``column = "public.orders.created_at"`` or ``query = "SELECT max(created_at) FROM …"``.
+- ``critical_queries/*.sql``: queries that must succeed; header comments ``-- max_ms: 500``, ``-- min_rows: 1``,
+  ``-- max_rows: …``.
+- ``business_rules/*.sql``: queries returning the rows that break a rule; none may come back.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from psycopg import sql
 
 from restore.errors import ConfigError
 from restore.verify import privilege_kinds
@@ -168,10 +171,11 @@ def _freshness(path: Path) -> str | None:
     if "column" in raw:
         parts = str(raw["column"]).split(".")
         if len(parts) != 3:
-            raise ConfigError.invalid("freshness column", raw["column"], str(path), 'Write it as "schema.table.column".')
-        from psycopg import sql
-
-        return sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(parts[2]), sql.Identifier(parts[0], parts[1])).as_string()
+            raise ConfigError.invalid(
+                "freshness column", raw["column"], str(path), 'Write it as "schema.table.column".'
+            )
+        query = sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(parts[2]), sql.Identifier(parts[0], parts[1]))
+        return query.as_string()
     raise ConfigError(f"{path} needs query = \"SELECT max(ts) FROM …\" or column = \"schema.table.column\".")
 
 
@@ -189,7 +193,8 @@ def load(directory: Path) -> Expectations:
     row_counts: dict[str, RowCountRule] = {}
     if (directory / "row_counts.toml").exists():
         raw = _toml(directory / "row_counts.toml").get("tables", {})
-        row_counts = {t: _row_count_rule(t, v, f"{directory / 'row_counts.toml'} [tables] {t!r}") for t, v in raw.items()}
+        where = directory / "row_counts.toml"
+        row_counts = {t: _row_count_rule(t, v, f"{where} [tables] {t!r}") for t, v in raw.items()}
     keys = _toml(directory / "keys.toml") if (directory / "keys.toml").exists() else {}
     return Expectations(
         directory=directory,

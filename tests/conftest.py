@@ -60,7 +60,8 @@ class SuiteRun:
         return {k for k, v in self.result["checklist"].items() if v == "failed"}
 
     def explain(self) -> str:
-        return f"exit {self.returncode}\n{json.dumps(self.result.get('checklist_reasons'), indent=1)}\n{self.output[-3000:]}"
+        reasons = json.dumps(self.result.get("checklist_reasons"), indent=1)
+        return f"exit {self.returncode}\n{reasons}\n{self.output[-3000:]}"
 
 
 @pytest.fixture

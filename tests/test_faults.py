@@ -28,7 +28,8 @@ class Fault:
 
 FAULTS = (
     Fault("dropped_table", "tables_present", ("DROP TABLE audit.order_events",), "audit.order_events is missing"),
-    Fault("deleted_rows", "row_counts", ("DELETE FROM audit.order_events WHERE id % 10 = 0",), "rows; expected exactly"),
+    Fault("deleted_rows", "row_counts", ("DELETE FROM audit.order_events WHERE id % 10 = 0",),
+          "rows; expected exactly"),
     Fault("orphans", "orphaned_records", (
         # What a data-only restore with --disable-triggers, or a bad manual fix, leaves behind.
         "ALTER TABLE audit.order_events DISABLE TRIGGER ALL",

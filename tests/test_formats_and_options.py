@@ -1,0 +1,186 @@
+"""Backup formats, options, usage errors, the allow-list, read-only verification and teardown."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from examples.build_sample import build
+from restore.embedded import SYSTEM_USER_AS_ROOT
+from restore.tools import pg_tool
+from tests.conftest import ALL_ITEMS, ROOT, SKIPPED_FOR_EXISTING_TARGET, FaultServer, Sample, SuiteRun
+
+
+@pytest.fixture(scope="module")
+def other_formats(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("formats")
+    written = build(out, None, ["directory", "tar", "plain"])
+    gz = out / "sample.sql.gz"
+    with written["plain"].open("rb") as src, gzip.open(gz, "wb") as dst:
+        dst.write(src.read())
+    written["plain-gzip"] = gz
+    return written
+
+
+@pytest.mark.parametrize("fmt", ["directory", "tar", "plain", "plain-gzip"])
+def test_every_dump_format_restores_and_passes(
+    fmt: str, other_formats: dict[str, Path], sample: Sample, run_suite: Callable[..., SuiteRun]
+) -> None:
+    run = run_suite(f"--backup={other_formats[fmt]}", f"--globals={other_formats['globals']}",
+                    f"--expectations={sample.expectations}")
+    assert run.returncode == 0, run.explain()
+    assert run.result["checklist"] == dict.fromkeys(ALL_ITEMS, "passed"), run.explain()
+    assert run.result["backup"]["format"] == fmt
+
+
+def _plain_with_bad_statement(other_formats: dict[str, Path], tmp_path: Path) -> Path:
+    text = other_formats["plain"].read_text()
+    marker = "-- PostgreSQL database dump complete"
+    bad = tmp_path / "bad.sql"
+    bad.write_text(text.replace(marker, "CREATE TABLE public.uses_missing_type (x nosuchtype);\n\n" + marker))
+    return bad
+
+
+def test_restore_error_fails_restore_succeeded_and_is_named(
+    other_formats: dict[str, Path], sample: Sample, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    bad = _plain_with_bad_statement(other_formats, tmp_path)
+    run = run_suite(f"--backup={bad}", f"--globals={other_formats['globals']}", f"--expectations={sample.expectations}")
+    assert run.returncode == 1
+    assert run.failed_items() == {"restore_succeeded"}, run.explain()
+    assert 'type "nosuchtype" does not exist' in run.result["restore"]["errors"][0]
+    assert "--allow-restore-error" in run.result["checklist_reasons"]["restore_succeeded"]
+
+
+def test_allow_listed_error_is_accepted_counted_and_shown(
+    other_formats: dict[str, Path], sample: Sample, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    bad = _plain_with_bad_statement(other_formats, tmp_path)
+    run = run_suite(f"--backup={bad}", f"--globals={other_formats['globals']}", f"--expectations={sample.expectations}",
+                    '--allow-restore-error=type "nosuchtype" does not exist')
+    assert run.returncode == 0, run.explain()
+    assert run.result["restore"]["errors"] == []
+    accepted = [e for e in run.result["restore"]["accepted_errors"] if "nosuchtype" in e]
+    assert len(accepted) == 1
+    assert "accepted: --allow-restore-error" in accepted[0]
+    assert "nosuchtype" in (run.run_dir / "report.html").read_text()
+
+
+def test_no_backup_and_no_existing_target_is_a_usage_error(run_suite: Callable[..., SuiteRun]) -> None:
+    run = run_suite(expect_result=False)
+    assert run.returncode == 4, run.output
+    assert "pass --backup PATH" in run.output
+    assert "--target" in run.output
+
+
+def test_bare_path_after_backup_is_refused_with_the_fix(sample: Sample, run_suite: Callable[..., SuiteRun]) -> None:
+    run = run_suite("--backup", str(sample.dump), expect_result=False)
+    assert run.returncode == 4
+    assert f"Write --backup={sample.dump}" in run.output
+
+
+def test_targets_file_rejects_passwords_and_names_missing_env(
+    tmp_path: Path, fault_server: FaultServer, sample: Sample, run_suite: Callable[..., SuiteRun]
+) -> None:
+    dsn = fault_server.copy("named_target")
+    targets = tmp_path / "targets.toml"
+    targets.write_text(f'[targets.bad]\ndsn = "{dsn}"\npassword = "hunter2"\n')
+    run = run_suite(f"--targets-file={targets}", "--target=bad", expect_result=False)
+    assert run.returncode == 4
+    assert "Passwords never live in the targets file" in run.output
+    assert "hunter2" not in run.output
+    targets.write_text(f'[targets.prod-restored]\ndsn = "{dsn}"\npassword_env = "RV_TEST_PASSWORD"\n')
+    run = run_suite(f"--targets-file={targets}", "--target=prod-restored", expect_result=False)
+    assert run.returncode == 4
+    assert "$RV_TEST_PASSWORD, which is not set" in run.output
+    run = run_suite(f"--targets-file={targets}", "--target=prod-restored", f"--expectations={sample.expectations}",
+                    env={"RV_TEST_PASSWORD": "s3cret-value"})
+    assert run.result["target"]["name"] == "prod-restored"
+    assert run.result["checklist"]["db_accessible"] == "passed", run.explain()
+    assert "s3cret-value" not in run.output
+    assert "s3cret-value" not in (run.run_dir / "result.json").read_text()
+
+
+def _write_counters(conninfo: str, dbname: str) -> tuple[int, int, int]:
+    time.sleep(1.2)  # cumulative statistics are flushed about once a second
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute("SELECT tup_inserted, tup_updated, tup_deleted FROM pg_stat_database WHERE datname = %s",
+                           (dbname,)).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def test_verifies_a_read_only_database_and_writes_nothing(
+    fault_server: FaultServer, sample: Sample, run_suite: Callable[..., SuiteRun]
+) -> None:
+    dsn = fault_server.copy("read_only_copy")
+    admin = fault_server.server.conninfo()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("ALTER DATABASE read_only_copy SET default_transaction_read_only = on")
+    before = _write_counters(admin, "read_only_copy")
+    run = run_suite(f"--target={dsn}", f"--expectations={sample.expectations}", "-n", "2")
+    after = _write_counters(admin, "read_only_copy")
+    expected = {i: "skipped" if i in SKIPPED_FOR_EXISTING_TARGET | {"rpo"} else "passed" for i in ALL_ITEMS}
+    assert run.result["checklist"] == expected, run.explain()
+    assert after == before, f"the suite wrote to the database it verified: {before} -> {after}"
+
+
+def test_keep_target_keeps_the_server_and_says_how_to_connect(
+    sample: Sample, tmp_path: Path
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", f"--backup={sample.dump}", "--keep-target", f"--reports-dir={tmp_path}",
+         "-k", "db_accessible"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("connect:"))
+    conninfo = line.split("'")[1]
+    stop = next(ln for ln in proc.stdout.splitlines() if ln.startswith("stop:"))
+    datadir = stop.split()[3]
+    try:
+        with psycopg.connect(conninfo) as conn:
+            assert conn.execute("SELECT count(*) FROM public.orders").fetchone() == (10000,)
+    finally:
+        subprocess.run([str(pg_tool("pg_ctl")), "-D", datadir, "-m", "immediate", "stop"],
+                       user=SYSTEM_USER_AS_ROOT if os.geteuid() == 0 else None, check=False, capture_output=True)
+        shutil.rmtree(Path(datadir).parent, ignore_errors=True)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupted_run_tears_the_server_down(sig: int, sample: Sample, tmp_path: Path) -> None:
+    expectations = tmp_path / "expectations"
+    (expectations / "critical_queries").mkdir(parents=True)
+    (expectations / "critical_queries" / "slow.sql").write_text("SELECT pg_sleep(60);\n")
+    run_tmp = tmp_path / "tmp"
+    run_tmp.mkdir()
+    log = (tmp_path / "out.txt").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", f"--backup={sample.dump}", f"--expectations={expectations}",
+         f"--reports-dir={tmp_path / 'reports'}", "-k", "critical_query"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TMPDIR": str(run_tmp)},
+    )
+    deadline = time.monotonic() + 120
+    while "restore finished" not in (tmp_path / "out.txt").read_text():
+        assert proc.poll() is None, (tmp_path / "out.txt").read_text()
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    servers = [p for p in run_tmp.iterdir() if p.name.startswith("restore-verify-")]
+    assert len(servers) == 1
+    time.sleep(1.5)  # inside the slow check now
+    proc.send_signal(sig)
+    proc.wait(timeout=120)
+    output = (tmp_path / "out.txt").read_text()
+    assert not servers[0].exists(), f"server left behind after {sig!r}:\n{output[-3000:]}"
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(servers[0]) not in ps, "a postgres process of the run is still alive"

@@ -1,0 +1,133 @@
+"""Fast tests of the library's parsers and helpers (no server)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fixtures.options import parse_duration
+from restore.archive import _parse_toc_body, roles_in_sql
+from restore.conninfo import redact, with_params
+from restore.errors import ConfigError
+from restore.expectations import load
+from restore.pgrestore import ToolRun, parse_pg_restore_log, parse_psql_log
+from restore.targets import looks_like_dsn, resolve_target
+from tests.conftest import ROOT
+
+
+def test_redact_hides_every_secret() -> None:
+    shown = redact("host=db.example port=5432 user=app password=hunter2 sslpassword=x dbname=shop")
+    assert "hunter2" not in shown
+    assert "password=***" in shown
+    assert "sslpassword=***" in shown
+    assert "host=db.example" in shown
+    assert "hunter2" not in redact("postgresql://app:hunter2@db.example/shop")
+    assert redact("this is not ' a dsn") == "<unparsable connection string>"
+
+
+def test_with_params_none_removes_a_parameter() -> None:
+    assert "password" not in with_params("host=a user=b password=c", password=None, user="x")
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("1h", 3600), ("15min", 900), ("90s", 90), ("500ms", 0.5), ("42", 42)])
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text, "test") == seconds
+
+
+def test_parse_duration_rejects_garbage_naming_its_source() -> None:
+    with pytest.raises(ConfigError, match="from the ini file"):
+        parse_duration("soon", "the ini file")
+
+
+def test_toc_lines_with_multiword_descriptions() -> None:
+    entry = _parse_toc_body("TABLE DATA public order_items owner")
+    assert entry is not None
+    assert (entry.desc, entry.qualified, entry.owner) == ("TABLE DATA", "public.order_items",
+                                                                                  "owner")
+    fk = _parse_toc_body("FK CONSTRAINT audit order_events order_events_order_id_fkey ecommerce_owner")
+    assert fk is not None
+    assert fk.desc == "FK CONSTRAINT"
+    assert fk.tag == "order_events order_events_order_id_fkey"
+
+
+def test_roles_in_sql_reads_owners_grantees_and_quoted_names_but_not_copy_data() -> None:
+    sql = [
+        "ALTER TABLE public.t OWNER TO owner_role;\n",
+        'GRANT SELECT ON TABLE public.t TO app, "Report Reader" WITH GRANT OPTION;\n',
+        "REVOKE ALL ON SCHEMA public FROM PUBLIC;\n",
+        'ALTER DEFAULT PRIVILEGES FOR ROLE "Migrator" IN SCHEMA public GRANT SELECT ON TABLES TO app;\n',
+        "COPY public.notes (body) FROM stdin;\n",
+        "GRANT ALL ON TABLE x TO not_a_role;\n",
+        "\\.\n",
+    ]
+    assert roles_in_sql(sql) == {"owner_role", "app", "Report Reader", "Migrator"}
+
+
+def test_pg_restore_errors_keep_their_toc_entry() -> None:
+    run = ToolRun(command="x")
+    parse_pg_restore_log([
+        'pg_restore: processing data for table "public.orders"\n',
+        "pg_restore: while PROCESSING TOC:\n",
+        "pg_restore: from TOC entry 3345; 0 16389 TABLE DATA order_items owner\n",
+        "pg_restore: error: COPY failed for table \"order_items\": ERROR:  invalid input syntax\n",
+        "CONTEXT:  COPY order_items, line 3\n",
+        "pg_restore: warning: errors ignored on restore: 1\n",
+    ], run)
+    assert run.data_processed == ["public.orders"]
+    assert run.data_failed == ["order_items"]
+    assert len(run.errors) == 1
+    assert run.errors[0].startswith("[TABLE DATA order_items owner] COPY failed")
+    assert "CONTEXT:  COPY order_items, line 3" in run.errors[0]
+
+
+def test_psql_errors_are_split_and_copy_failures_named() -> None:
+    run = ToolRun(command="x")
+    parse_psql_log([
+        'psql:<stdin>:10: ERROR:  relation "x" does not exist\n',
+        "LINE 1: SELECT * FROM x;\n",
+        'psql:<stdin>:20: ERROR:  invalid input syntax for type integer: "a"\n',
+        'CONTEXT:  COPY orders, line 1, column id: "a"\n',
+    ], run)
+    assert len(run.errors) == 2
+    assert run.data_failed == ["orders"]
+
+
+def test_target_resolution(tmp_path: Path) -> None:
+    assert resolve_target("local", tmp_path / "none.toml").kind == "embedded"
+    assert looks_like_dsn("postgresql://h/db")
+    assert looks_like_dsn("host=h dbname=db")
+    assert not looks_like_dsn("prod")
+    with pytest.raises(ConfigError, match="Unknown target 'prod'"):
+        resolve_target("prod", tmp_path / "none.toml")
+
+
+def test_expectations_of_the_example_set_load() -> None:
+    exp = load(ROOT / "expectations")
+    assert exp.tables
+    assert "public.orders" in exp.tables
+    assert exp.row_counts["public.orders"].accepts(10000)
+    assert not exp.row_counts["public.orders"].accepts(9999)
+    assert exp.app is not None
+    assert exp.app.role == "ecommerce_app"
+    assert exp.app.privileges
+    assert {q.name for q in exp.critical_queries} >= {"order_page_total"}
+    assert exp.critical_queries[0].max_ms is not None
+
+
+def test_tolerance_rule(tmp_path: Path) -> None:
+    (tmp_path / "row_counts.toml").write_text('[tables]\n"public.t" = { expected = 1000, tolerance = "2%" }\n')
+    rule = load(tmp_path).row_counts["public.t"]
+    assert rule.accepts(980)
+    assert rule.accepts(1020)
+    assert not rule.accepts(979)
+    assert not rule.accepts(1021)
+
+
+def test_committed_expectations_match_the_sample_builder(tmp_path: Path) -> None:
+    """expectations/ is the sample's: rebuilding it gives the same files (the builder is deterministic)."""
+    from examples.build_sample import build
+
+    build(tmp_path / "out", tmp_path / "exp", ["custom"])
+    for name in ("tables.txt", "row_counts.toml", "keys.toml"):
+        assert (tmp_path / "exp" / name).read_text() == (ROOT / "expectations" / name).read_text(), name

@@ -1,0 +1,101 @@
+"""A database this project has never seen, dumped and verified with xdist, clean and with faults."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from restore.embedded import EmbeddedServer
+from restore.tools import clean_env, pg_tool
+from tests.conftest import SuiteRun
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture(scope="module")
+def unseen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmbeddedServer, Path]]:
+    """The unseen database on a server of the tests' own, and its -Fc dump."""
+    out = tmp_path_factory.mktemp("unseen")
+    with EmbeddedServer(jobs=2) as server:
+        with psycopg.connect(server.conninfo(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE library")
+        source = server.conninfo("library")
+        subprocess.run([str(pg_tool("psql")), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", source,
+                        "-f", str(HERE / "unseen_schema.sql")], check=True, env=clean_env())
+        dump = out / "library.dump"
+        subprocess.run([str(pg_tool("pg_dump")), "-Fc", "-f", str(dump), "-d", source], check=True, env=clean_env())
+        with psycopg.connect(source, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION amcheck")
+        yield server, dump
+
+
+NOT_CONFIGURED = {"row_counts", "app_connect", "critical_queries", "business_rules", "rpo"}
+
+
+def test_unseen_dump_passes_with_xdist(
+    unseen: tuple[EmbeddedServer, Path], tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    _, dump = unseen
+    empty = tmp_path / "no-expectations"
+    empty.mkdir()
+    run = run_suite("-n", "2", f"--backup={dump}", f"--expectations={empty}")
+    assert run.returncode == 0, run.explain()
+    checklist = run.result["checklist"]
+    assert {i for i, s in checklist.items() if s == "skipped"} == NOT_CONFIGURED, run.explain()
+    assert {i for i, s in checklist.items() if s == "failed"} == set(), run.explain()
+    # Not configured is said, never passed: a table without an expected count is "not checked".
+    assert "not checked" in checklist_reason(run, "row_counts")
+    nodeids = " ".join(f["nodeid"] for f in run.result["skips"])
+    assert "Lending.loan_2025" in nodeids
+    assert run.result["workers"] == ["gw0", "gw1"]
+
+
+def checklist_reason(run: SuiteRun, item: str) -> str:
+    return str(run.result["checklist_reasons"][item])
+
+
+UNSEEN_FAULTS = [
+    # A composite MATCH SIMPLE key with one column set to a branch that does not exist.
+    ("composite_orphan", "orphaned_records",
+     ['ALTER TABLE "Lending"."Copy" DISABLE TRIGGER ALL',
+      """UPDATE "Lending"."Copy" SET code = 99 WHERE id = 1""",
+      'ALTER TABLE "Lending"."Copy" ENABLE TRIGGER ALL']),
+    # MATCH FULL: half-NULL keys are violations, in a partition.
+    ("match_full_half_null", "orphaned_records",
+     ['ALTER TABLE "Lending".loan_2025 DISABLE TRIGGER ALL',
+      """UPDATE "Lending".loan_2025 SET code = NULL WHERE ctid = (SELECT min(ctid) FROM "Lending".loan_2025)""",
+      'ALTER TABLE "Lending".loan_2025 ENABLE TRIGGER ALL']),
+    ("identity_sequence_reset", "sequences", ["""SELECT setval('"Lending"."Copy_id_seq"', 10)"""]),
+    # A primary key index that stopped being maintained: the heap holds a duplicate the index never saw.
+    # That is corruption (amcheck) and a duplicate key (heap scan) at once: both items must say so.
+    ("duplicate_behind_stale_pk_index", "duplicate_primary_keys+no_corruption",
+     ['UPDATE pg_index SET indisready = false WHERE indexrelid = \'public."Weird Table_pkey"\'::regclass',
+      'UPDATE public."Weird Table" SET "Id" = 1 WHERE "Id" = 2',
+      'UPDATE pg_index SET indisready = true WHERE indexrelid = \'public."Weird Table_pkey"\'::regclass']),
+    ("check_not_valid", "unvalidated_constraints",
+     ["""ALTER TABLE "Lending".book ADD CONSTRAINT price_positive CHECK (price > 0) NOT VALID"""]),
+]
+
+
+@pytest.mark.parametrize(("name", "item", "statements"), UNSEEN_FAULTS, ids=[f[0] for f in UNSEEN_FAULTS])
+def test_unseen_fault_fails_its_item(
+    name: str, item: str, statements: list[str], unseen: tuple[EmbeddedServer, Path], tmp_path: Path,
+    run_suite: Callable[..., SuiteRun],
+) -> None:
+    server, _ = unseen
+    with psycopg.connect(server.conninfo(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE library").format(sql.Identifier(name)))
+    with psycopg.connect(server.conninfo(name), autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement.encode())
+    empty = tmp_path / "no-expectations"
+    empty.mkdir()
+    run = run_suite(f"--target={server.conninfo(name)}", f"--expectations={empty}")
+    assert run.returncode == 1, run.explain()
+    failed = {i for i, s in run.result["checklist"].items() if s == "failed"}
+    assert failed == set(item.split("+")), run.explain()
