@@ -200,6 +200,28 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     terminalreporter.write_line(f"report: {result['run_dir']}/report.html   result: {result['run_dir']}/result.json")
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Restore provenance in pytest-metadata's Environment table (connection strings are already redacted)."""
+    state = _active_controller(session.config)
+    if state is None or state.prepared is None or not session.config.pluginmanager.hasplugin("metadata"):
+        return
+    from pytest_metadata.plugin import metadata_key
+
+    metadata = session.config.stash[metadata_key]
+    archive = state.prepared.archive or {}
+    outcome = state.prepared.restore
+    metadata["restore-verify"] = _suite_version()
+    metadata["Target"] = f"{state.prepared.target_name} ({state.prepared.target_kind})"
+    metadata["PostgreSQL (target)"] = state.catalog.server_version or "unknown"
+    if archive:
+        metadata["Backup"] = f"{archive.get('path')} ({archive.get('format')})"
+        metadata["Dumped from / by"] = f"{archive.get('dumped_from')} / {archive.get('dumped_by')}"
+    if outcome.get("performed"):
+        metadata["pg_restore"] = str(outcome.get("pg_restore_version"))
+        metadata["Restore jobs"] = str(outcome.get("jobs"))
+
+
 class _HtmlReport:
     """pytest-html hooks; registered only when pytest-html is installed."""
 
@@ -238,8 +260,12 @@ class _HtmlReport:
         fact_rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
         all_errors = r["restore"]["errors"] + r["restore"]["accepted_errors"]
         errors = "".join(f"<li><pre>{esc(e)}</pre></li>" for e in all_errors)
+        style = ("<style>#checklist td, #checklist th {padding: 2px 8px; text-align: left}"
+                 " .checklist-failed td {color: #b00; font-weight: bold} .checklist-passed td:nth-child(2) "
+                 "{color: #070} .checklist-skipped td:nth-child(2) {color: #a60} #restore-errors pre "
+                 "{white-space: pre-wrap}</style>")
         prefix.append(
-            f"<h2>Restore</h2><table id='restore-facts'>{fact_rows}</table>"
+            style + f"<h2>Restore</h2><table id='restore-facts'>{fact_rows}</table>"
             + (f"<h3>Restore errors</h3><ul id='restore-errors'>{errors}</ul>" if errors else "")
             + "<h2>Checklist</h2><table id='checklist'><tr><th>item</th><th>status</th><th>runbook</th>"
             f"<th>reason</th></tr>{rows}</table>"

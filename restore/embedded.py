@@ -68,9 +68,11 @@ class EmbeddedServer:
     """Start with ``with EmbeddedServer(jobs=2) as server:``; ``server.conninfo(dbname)`` connects as superuser."""
 
     def __init__(
-        self, *, jobs: int, base_dir: Path | None = None, keep: bool = False, start_timeout_s: int = 120
+        self, *, jobs: int, base_dir: Path | None = None, keep: bool = False, start_timeout_s: int = 120,
+        tuned: bool = True,
     ) -> None:
         self.jobs = jobs
+        self.tuned = tuned  # False: stock settings, the runbook's baseline in bench/
         self.keep = keep
         self.start_timeout_s = start_timeout_s
         self._given_base = base_dir
@@ -163,7 +165,7 @@ class EmbeddedServer:
             "host all all 127.0.0.1/32 scram-sha-256\n"
         )
         self.port = _free_loopback_port()
-        settings = tuned_settings(jobs=self.jobs) | {
+        settings = (tuned_settings(jobs=self.jobs) if self.tuned else {}) | {
             "listen_addresses": "'127.0.0.1'",
             "port": str(self.port),
             "unix_socket_directories": f"'{self.socket_dir}'",

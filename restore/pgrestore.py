@@ -27,10 +27,14 @@ class ToolRun:
     errors: list[str] = field(default_factory=list)
     data_processed: list[str] = field(default_factory=list)
     data_failed: list[str] = field(default_factory=list)
+    reported_error_count: int = 0
 
 
-_TOC_CONTEXT = re.compile(r"^pg_restore: from TOC entry \d+; \d+ \d+ (.*)$")
-_PROCESSING_DATA = re.compile(r'^pg_restore: processing data for table "(.+)"$')
+_PREFIX = re.compile(r"pg_restore: ?")
+_TOC_CONTEXT = re.compile(r"from TOC entry \d+; \d+ \d+ (.*)$")
+_PROCESSING_DATA = re.compile(r'processing data for table "(.+?)"')
+_FINISHED_DATA = re.compile(r"finished item \d+ TABLE DATA (.+)$")
+_IGNORED = re.compile(r"warning: errors ignored on restore: (\d+)")
 # pg_restore names the entry by tag only ("TABLE DATA orders owner"), without its schema.
 _TABLE_DATA_ENTRY = re.compile(r"^TABLE DATA (.+) \S+$")
 _PSQL_ERROR = re.compile(r"^psql:[^:]*:\d+: (ERROR|FATAL|error):\s+(.*)$")
@@ -41,32 +45,51 @@ def _unquote_qualified(name: str) -> str:
     return name.replace('"', "")
 
 
+def _chunks(line: str) -> str:
+    """A line with pg_restore's separately written prefix chunks removed.
+
+    pg_restore writes "pg_restore: ", the level ("error: ") and the message as separate writes to an
+    unbuffered stderr; with --jobs, worker processes interleave them ("pg_restore:pg_restore: processing …").
+    Each message is one write, so it stays whole; only the prefixes wander.
+    """
+    return _PREFIX.sub("", line).strip()
+
+
 def parse_pg_restore_log(lines: Iterable[str], run: ToolRun) -> None:
     """Fill ``run.errors`` / ``run.data_*`` from pg_restore ``--verbose`` stderr."""
     current: list[str] | None = None
     pending_context: str | None = None
     for raw in lines:
         line = raw.rstrip("\n")
-        if line.startswith("pg_restore: "):
+        text = _chunks(line)
+        known = (_TOC_CONTEXT, _PROCESSING_DATA, _FINISHED_DATA, _IGNORED)
+        if "pg_restore:" in line or any(p.search(text) for p in known):
             if current is not None:
                 run.errors.append("\n".join(current))
                 current = None
-            if m := _TOC_CONTEXT.match(line):
+            if m := _TOC_CONTEXT.search(text):
                 pending_context = m.group(1)
                 if t := _TABLE_DATA_ENTRY.match(pending_context):
                     run.data_failed.append(t.group(1))
-            elif m := _PROCESSING_DATA.match(line):
+            elif m := _PROCESSING_DATA.search(text):
                 run.data_processed.append(_unquote_qualified(m.group(1)))
-            elif line.startswith("pg_restore: error:"):
-                text = line.removeprefix("pg_restore: error: ")
-                current = [f"[{pending_context}] {text}" if pending_context else text]
+            elif m := _FINISHED_DATA.search(text):  # the leader, in parallel mode: tag only
+                run.data_processed.append(m.group(1))
+            elif m := _IGNORED.search(text):
+                run.reported_error_count = int(m.group(1))
                 pending_context = None
-            elif line.startswith("pg_restore: warning: errors ignored on restore"):
+            elif text.startswith("error: "):
+                message = text.removeprefix("error: ")
+                current = [f"[{pending_context}] {message}" if pending_context else message]
                 pending_context = None
         elif current is not None and line.strip():
             current.append(line)
     if current is not None:
         run.errors.append("\n".join(current))
+    missing = run.reported_error_count - len(run.errors)
+    if missing > 0:  # interleaved output hid some; the count pg_restore printed is authoritative
+        run.errors.append(f"pg_restore reported {run.reported_error_count} errors; {missing} could not be "
+                          "told apart in its parallel output: see the restore log")
 
 
 def parse_psql_log(lines: Iterable[str], run: ToolRun) -> None:

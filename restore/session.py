@@ -23,7 +23,7 @@ from psycopg import sql
 from restore.archive import ArchiveInfo, inspect, referenced_roles, verify_readable
 from restore.conninfo import get_param, redact
 from restore.embedded import SUPERUSER, EmbeddedServer
-from restore.errors import DumpNotFound, RestoreError
+from restore.errors import ConfigError, DumpNotFound, RestoreError
 from restore.pgrestore import ToolRun, run_pg_restore, run_psql_file
 from restore.targets import TargetSpec
 from restore.tools import clean_env, pg_tool, tool_version
@@ -188,12 +188,24 @@ def prepare(plan: RestorePlan) -> Iterator[PreparedDatabase]:
     """Restore (or, for an existing target, only describe) the database to verify."""
     target = plan.target
     if not target.needs_restore:
+        # Nothing is restored. A backup given alongside (the dump the DBA restored by hand) still says which
+        # tables and foreign keys must exist, and when the backup was taken.
         conninfo = target.conninfo()
+        existing_outcome = RestoreOutcome()
+        toc: ArchiveInfo | None = None
+        if plan.backup is not None:
+            try:
+                toc = inspect(plan.backup)
+            except RestoreError as exc:
+                raise ConfigError(
+                    f"--backup names the dump this existing target was restored from, so that its table of "
+                    f"contents says what must be there; it cannot be read: {exc}"
+                ) from exc
         yield PreparedDatabase(
             target_name=target.name, target_kind=target.kind, target_display=target.redacted(),
             conninfo=conninfo, dbname=get_param(conninfo, "dbname"), app_host=get_param(conninfo, "host"),
-            app_port=int(get_param(conninfo, "port") or 5432), owned=False, archive=None,
-            restore=asdict(RestoreOutcome()),
+            app_port=int(get_param(conninfo, "port") or 5432), owned=False,
+            archive=toc.to_json() if toc else None, restore=asdict(existing_outcome),
         )
         return
 

@@ -140,3 +140,19 @@ def test_damaged_dump_fails_restore_succeeded_and_restores_nothing(
     assert "cannot be read end to end" in run.result["checklist_reasons"]["restore_succeeded"]
     assert "pg_restore -f /dev/null" in run.result["restore"]["refused"]
     assert "$ pg_restore --verbose" not in (run.run_dir / "restore.log").read_text()
+
+
+def test_existing_target_with_its_dump_expects_the_dumps_tables(
+    fault_server: FaultServer, sample: Sample, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    """After a manual restore, --backup names the dump it came from: its TOC says what must be there."""
+    dsn = fault_server.copy("manual_restore")
+    _inject(dsn, ("DROP TABLE audit.order_events",))
+    empty = tmp_path / "no-expectations"
+    empty.mkdir()
+    run = run_suite(f"--target={dsn}", f"--backup={sample.dump}", f"--expectations={empty}")
+    assert run.result["restore"]["performed"] is False
+    assert run.failed_items() == {"tables_present"}, run.explain()
+    assert "the dump's table of contents" in run.result["checklist_reasons"]["tables_present"]
+    assert run.result["checklist"]["rpo"] == "skipped"  # no rpo.toml here; the dump's time is known though
+    assert run.result["backup"]["dumped_from"]

@@ -131,3 +131,19 @@ def test_committed_expectations_match_the_sample_builder(tmp_path: Path) -> None
     build(tmp_path / "out", tmp_path / "exp", ["custom"])
     for name in ("tables.txt", "row_counts.toml", "keys.toml"):
         assert (tmp_path / "exp" / name).read_text() == (ROOT / "expectations" / name).read_text(), name
+
+
+def test_parallel_pg_restore_output_with_interleaved_prefixes() -> None:
+    """With --jobs, workers interleave their separately written prefix chunks; messages stay whole."""
+    run = ToolRun(command="x")
+    parse_pg_restore_log([
+        "pg_restore: launching item 2634 TABLE DATA orders\n",
+        'pg_restore:pg_restore: processing data for table "public.order_items"\n',
+        ' processing data for table "public.orders"\n',
+        "pg_restore: finished item 2636 TABLE DATA payments\n",
+        "pg_restore: warning: errors ignored on restore: 2\n",
+    ], run)
+    assert set(run.data_processed) == {"public.order_items", "public.orders", "payments"}
+    assert run.reported_error_count == 2
+    assert len(run.errors) == 1
+    assert "2 errors" in run.errors[0]

@@ -1,0 +1,130 @@
+"""Benchmark: the runbook's plain restore against restore-verify's full run, and the floor of one data pass.
+
+    python bench/bench.py [--scale 1] [--repeat 3] [--out bench/out]
+
+Builds a scaled e-commerce database (bench/bench.sql; scale 1 ≈ 1.2 GB, 9.5M rows, 5 tables, 4 FKs), dumps it
+with pg_dump -Fc, then measures, each --repeat times (medians printed; these machines are noisy):
+
+  baseline   plain serial `pg_restore -d` into a server with stock settings (the runbook's restore)
+  restore    restore-verify's restore alone (tuned embedded server, --jobs = cores), from result.json
+  full       `pytest -n <cores> --backup=…` end to end (restore + every check), wall clock
+  count      one count(*) pass over all tables (on a restored copy, warm)
+  checksum   one pass serialising every row: sum(hashtextextended(t::text, 0)) per table
+
+and prints seconds and the ratios full/baseline and (full − restore)/checksum.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from restore.embedded import EmbeddedServer  # noqa: E402
+from restore.tools import clean_env, pg_tool  # noqa: E402
+
+TABLES = ("customers", "products", "orders", "order_items", "payments")
+
+
+def build_dump(scale: int, out: Path) -> Path:
+    dump = out / f"bench-scale{scale}.dump"
+    if dump.exists():
+        return dump
+    with EmbeddedServer(jobs=os.cpu_count() or 1) as server:
+        with psycopg.connect(server.conninfo(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE bench")
+        subprocess.run([str(pg_tool("psql")), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", f"scale={scale}",
+                        "-d", server.conninfo("bench"), "-f", str(Path(__file__).parent / "bench.sql")],
+                       check=True, env=clean_env())
+        subprocess.run([str(pg_tool("pg_dump")), "-Fc", "-f", str(dump), "-d", server.conninfo("bench")],
+                       check=True, env=clean_env())
+    return dump
+
+
+def timed(func: object) -> float:
+    start = time.perf_counter()
+    func()  # type: ignore[operator]
+    return time.perf_counter() - start
+
+
+def baseline_restore(dump: Path) -> float:
+    """The runbook: pg_restore -d into a stock server, serially."""
+    with EmbeddedServer(jobs=1, tuned=False) as server:
+        with psycopg.connect(server.conninfo(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE bench")
+        return timed(lambda: subprocess.run(
+            [str(pg_tool("pg_restore")), "-d", server.conninfo("bench"), str(dump)], check=True, env=clean_env()))
+
+
+def full_run(dump: Path, out: Path) -> tuple[float, float]:
+    result = out / "result.json"
+    empty = Path(tempfile.mkdtemp())
+    cores = os.cpu_count() or 1
+    wall = timed(lambda: subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-n", str(cores), f"--backup={dump}", f"--expectations={empty}",
+         f"--result-json={result}", f"--reports-dir={out / 'runs'}"],
+        cwd=ROOT, check=False, capture_output=True))
+    data = json.loads(result.read_text())
+    if data["tests"]["failed"]:
+        raise SystemExit(f"the benchmark run failed checks: {data['failures'][:3]}")
+    return wall, float(data["restore"]["duration_s"])
+
+
+def floors(dump: Path) -> tuple[float, float]:
+    with EmbeddedServer(jobs=os.cpu_count() or 1) as server:
+        with psycopg.connect(server.conninfo(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE bench")
+        subprocess.run([str(pg_tool("pg_restore")), "-j", str(os.cpu_count() or 1), "-d", server.conninfo("bench"),
+                        str(dump)], check=True, env=clean_env())
+        with psycopg.connect(server.conninfo("bench"), autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE")
+
+            def scan(expr: str) -> None:
+                for table in TABLES:
+                    conn.execute(sql.SQL("SELECT count(*), " + expr + " FROM {} t").format(sql.Identifier(table)))
+
+            scan("0")  # warm the cache, as the checks run right after the restore
+            return timed(lambda: scan("0")), timed(lambda: scan("sum(hashtextextended(t::text, 0))"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    dump = build_dump(args.scale, args.out)
+    print(f"dump: {dump} ({dump.stat().st_size / 1e6:.0f} MB), cores: {os.cpu_count()}", flush=True)
+    samples: dict[str, list[float]] = {k: [] for k in ("baseline", "restore", "full", "count", "checksum")}
+    for i in range(args.repeat):
+        samples["baseline"].append(baseline_restore(dump))
+        full, restore = full_run(dump, args.out)
+        samples["full"].append(full)
+        samples["restore"].append(restore)
+        count, checksum = floors(dump)
+        samples["count"].append(count)
+        samples["checksum"].append(checksum)
+        print(f"run {i + 1}: " + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in samples.items()), flush=True)
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    print("\nmedians over", args.repeat, "runs:")
+    for key, value in med.items():
+        print(f"  {key:9} {value:8.1f} s")
+    print(f"  full / baseline               {med['full'] / med['baseline']:.2f}")
+    print(f"  (full - restore) / checksum   {(med['full'] - med['restore']) / med['checksum']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
