@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
 
+from fixtures.connections import Comparison
 from restore.catalog import Catalog
 from restore.session import PreparedDatabase
 from restore.verify import amcheck_schema as find_amcheck
@@ -59,6 +61,28 @@ def test_index(index: dict[str, Any], amcheck_schema: str, db_conn: psycopg.Conn
             "out how it happened.",
             pytrace=False,
         )
+
+
+def test_content_checksum(
+    content_table: dict[str, Any], comparison: Comparison, record_property: Callable[[str, object], None]
+) -> None:
+    """The table's rows hash to the manifest's checksum: no value changed, no row swapped for another."""
+    table = content_table["table"]
+    if comparison.kind == "baseline":
+        pytest.skip("content is compared against a manifest taken with the backup, not a live baseline that moves on")
+    src, dst = comparison.source["tables"][table], comparison.restored["tables"].get(table)
+    if dst is None or "checksum" not in dst:
+        pytest.skip(f"{table} is missing (see tables_present)")
+    record_property("checksum", dst["checksum"])
+    if src["row_count"] == dst["row_count"]:
+        what = "the same number of rows but different content: a value changed, or a row was replaced by another"
+    else:
+        what = f"{dst['row_count']} rows instead of {src['row_count']} (see row_counts)"
+    assert src["checksum"] == dst["checksum"], (
+        f"The content of {table} is not what was backed up: {what}. Checksum "
+        f"(sum of hashtextextended(row::text, 0)) was {src['checksum']}, is {dst['checksum']}. Compare the table "
+        f"with the source around the restore's backup time; {comparison.source_path} records the source's values."
+    )
 
 
 def test_heap(heap_table: dict[str, Any], amcheck_schema: str, db_conn: psycopg.Connection[Any]) -> None:

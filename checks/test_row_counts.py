@@ -1,4 +1,5 @@
-"""row_counts: each table holds the number of rows expected in expectations/row_counts.toml."""
+"""row_counts: each table holds the number of rows expected — exactly as in the backup's manifest, or as
+expectations/row_counts.toml says."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from fixtures.options import RestoreConfig
+from fixtures.session import RunState
 from restore.expectations import Expectations
 from restore.session import PreparedDatabase
 from restore.verify import count_rows, relation_exists, split_qualified
@@ -15,16 +18,46 @@ from restore.verify import count_rows, relation_exists, split_qualified
 pytestmark = pytest.mark.checklist("row_counts")
 
 
+def _manifest_counts(state: RunState, name: str) -> tuple[int, int] | None:
+    """(backed up, restored) counts when a manifest comparison has both; the restored side was counted in the
+    same scan as its checksum, so no second pass is needed here."""
+    manifests = state.manifests() if not state.manifest_error else None
+    if manifests is None:
+        return None
+    src, dst = manifests[0]["tables"].get(name), manifests[1]["tables"].get(name)
+    if not src or not dst or "row_count" not in src or "row_count" not in dst:
+        return None
+    return int(src["row_count"]), int(dst["row_count"])
+
+
 def test_row_count(
     counted_table: dict[str, Any], restored_db: PreparedDatabase, db_conn: psycopg.Connection[Any],
-    expectations: Expectations, record_property: Callable[[str, object], None],
+    expectations: Expectations, run_state_data: RunState, restore_config: RestoreConfig,
+    record_property: Callable[[str, object], None],
 ) -> None:
-    """Exact count(*) of the table against its expectation; a table without one is reported as not checked."""
+    """Exact count(*) against the manifest or the table's expectation; a table with neither is "not checked"."""
     name = counted_table["table"]
     schema, table = split_qualified(name)
+    from_manifest = _manifest_counts(run_state_data, name)
+    if from_manifest is not None:
+        expected, count = from_manifest
+        record_property("rows", count)
+        if run_state_data.source_kind == "baseline":
+            tolerance = restore_config.baseline_tolerance
+            assert tolerance.accepts(expected, count), (
+                f"{name} has {count} rows; the live baseline has {expected} ({count - expected:+d}), beyond the "
+                f"tolerance of {tolerance} (--baseline-tolerance)."
+            )
+        else:
+            assert count == expected, (
+                f"{name} has {count} rows; the backup held exactly {expected} ({count - expected:+d}) according to "
+                f"its manifest ({run_state_data.source_manifest_path}). Rows were lost or added in the restore."
+            )
+        if name not in expectations.row_counts:
+            return
     if not relation_exists(db_conn, schema, table):
         pytest.skip(f"{name} does not exist, so it has no rows to count (see tables_present)")
-    count = count_rows(db_conn, schema, table)
+    count = from_manifest[1] if from_manifest else count_rows(db_conn, schema, table)
     record_property("rows", count)
     rule = expectations.row_counts.get(name)
     if rule is None:

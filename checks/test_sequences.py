@@ -7,10 +7,41 @@ from typing import Any
 import psycopg
 import pytest
 
+from fixtures.connections import Comparison
+from restore.manifest import sequence_bounds
 from restore.session import PreparedDatabase
 from restore.verify import sequence_state
 
 pytestmark = pytest.mark.checklist("sequences")
+
+
+def test_sequence_matches_manifest(manifest_sequence: dict[str, Any], comparison: Comparison) -> None:
+    """The sequence resumes where the backup left it (a reset or a lost setval shows here)."""
+    name = manifest_sequence["sequence"]
+    src = comparison.source["sequences"][name]
+    dst = comparison.restored["sequences"].get(name)
+    owner_table = src["owned_by"].rsplit(".", 1)[0] if src["owned_by"] else None
+    if dst is None and owner_table and owner_table not in comparison.restored["tables"]:
+        pytest.skip(f"{name} belongs to {owner_table}, which is missing altogether (see tables_present)")
+    assert dst is not None, f"Sequence {name} is missing from the restored database ({comparison.label} has it)."
+    if comparison.kind == "baseline":
+        # A live source moves on: the restore may only be behind it, never ahead.
+        assert (dst["last_value"] or 0) <= (src["last_value"] or 0) or src["increment"] < 0, (
+            f"Sequence {name} is at {dst['last_value']} in the restore, ahead of the live baseline "
+            f"({src['last_value']}): the restore did not come from this source."
+        )
+        return
+    low, high = sequence_bounds(src)
+    value = dst["last_value"]
+    if low is None or high is None:  # never called in the backup: it must not have been called since
+        within = value is None
+    else:
+        within = value is not None and low <= value <= high
+    was = f"{low}" if low == high else f"between {low} and {high} while the dump ran"
+    assert within, (
+        f"Sequence {name} is at {value} in the restore but was at {was} in the backup ({comparison.source_path}): "
+        f"it was reset or its setval was lost. Fix: SELECT setval('{name}', {high});"
+    )
 
 
 def test_sequence_ahead_of_column(

@@ -19,6 +19,10 @@ def test_table_present(
     """The table exists in the restored database; if the dump held rows for it, they were loaded."""
     name = expected_table["table"]
     schema, table = split_qualified(name)
+    assert not expected_table.get("unexpected"), (
+        f"Table {name} is in the restored database but not in {expected_table['source']}: the restore holds "
+        "something the backup did not (a wrong backup, or a target that was not empty)."
+    )
     assert relation_exists(db_conn, schema, table), (
         f"Table {name} is missing from the restored database; it is expected because it is in "
         f"{expected_table['source']}. Look for its CREATE TABLE error in the restore log "

@@ -2,7 +2,8 @@
 
     python examples/build_sample.py [--out examples/out] [--expectations expectations] [--format custom]
 
-Writes ``OUT/sample.dump`` (pg_dump -Fc), ``OUT/sample.globals.sql`` (pg_dumpall --globals-only),
+Writes ``OUT/sample.dump`` (pg_dump -Fc) with ``OUT/sample.dump.manifest.json`` (both from one snapshot),
+``OUT/sample.globals.sql`` (pg_dumpall --globals-only),
 ``OUT/app.pgpass`` (the sample application's password, for expectations/app.toml) and, in the
 expectations directory, ``tables.txt``, ``row_counts.toml`` and ``keys.toml`` read from the source database.
 The server is a throwaway embedded PostgreSQL, gone when the script ends.
@@ -21,11 +22,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from restore.embedded import EmbeddedServer  # noqa: E402
+from restore.manifest import take_backup  # noqa: E402
 from restore.tools import clean_env, pg_tool  # noqa: E402
 
 SAMPLE_DB = "ecommerce_production"
 APP_ROLE = "ecommerce_app"
 APP_PASSWORD = "sample-app-password"  # the sample's own throwaway role; real passwords never live in files
+FRESHNESS_SQL = "SELECT max(created_at) FROM public.orders"
 FORMAT_FLAGS = {"custom": ("-Fc", ".dump"), "directory": ("-Fd", ".dir"), "tar": ("-Ft", ".tar"),
                 "plain": ("-Fp", ".sql")}
 
@@ -88,7 +91,13 @@ def build(out: Path, expectations: Path | None, formats: list[str]) -> dict[str,
             flag, suffix = FORMAT_FLAGS[fmt]
             path = out / f"sample{suffix}"
             subprocess.run(["rm", "-rf", str(path)], check=True)
-            subprocess.run([str(pg_tool("pg_dump")), flag, "-f", str(path), "-d", source], check=True, env=clean_env())
+            if fmt == "custom":
+                # The dump and its manifest from one exported snapshot, as `python -m restore backup` takes them.
+                _, manifest_path = take_backup(source, path, jobs=2, freshness_sql=FRESHNESS_SQL)
+                written["manifest"] = manifest_path
+            else:
+                subprocess.run([str(pg_tool("pg_dump")), flag, "-f", str(path), "-d", source], check=True,
+                               env=clean_env())
             written[fmt] = path
         globals_sql = subprocess.run(
             [str(pg_tool("pg_dumpall")), "--globals-only", "-d", server.conninfo()],

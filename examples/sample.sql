@@ -2,6 +2,8 @@
 -- Deterministic: no random(); every value derives from generate_series so that expectations can be exact.
 -- Timestamps are relative to now() so that the newest order is minutes old when the dump is taken (RPO).
 
+CREATE EXTENSION pg_trgm;  -- product search
+
 CREATE ROLE ecommerce_owner NOLOGIN;
 CREATE ROLE ecommerce_app LOGIN PASSWORD 'sample-app-password';
 
@@ -24,6 +26,8 @@ CREATE TABLE public.products (
     price       numeric(10, 2) NOT NULL CHECK (price >= 0),
     stock       integer NOT NULL CHECK (stock >= 0)
 );
+
+CREATE INDEX products_name_search_idx ON public.products USING gin (name gin_trgm_ops);
 
 CREATE TABLE public.orders (
     id           bigserial PRIMARY KEY,

@@ -19,6 +19,9 @@ CHECKLIST: dict[str, tuple[str, str]] = {
                                 "no FK or CHECK constraint is NOT VALID"),
     "duplicate_primary_keys": ("Check for duplicate primary keys",
                                "no duplicates on any primary key, unique constraint or unique index"),
+    "schema_matches": ("(restore 完整: schema 與備份一致)",
+                       "every table, column, constraint, index, trigger, partition, view, function, type and "
+                       "extension of the backup's manifest is there, defined the same"),
     "sequences": ("(application inserts)", "every serial/identity sequence is beyond its column's max"),
     "no_corruption": ("未偵測到資料損毀", "amcheck on every btree index and table; no invalid indexes"),
     "app_connect": ("Application 可以連線", "the application role logs in and holds its privileges"),

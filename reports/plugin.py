@@ -158,6 +158,8 @@ def build_result(state: RunState, collected: Collected, exitstatus: int) -> dict
                     "phases_s": outcome["phases_s"], "jobs": outcome["jobs"],
                     "roles_created": outcome["roles_created"], "globals_file": outcome["globals_file"],
                     "pg_restore_version": outcome["pg_restore_version"], "log": outcome["log_path"]},
+        "manifest": {"kind": state.source_kind, "source": state.source_manifest_path,
+                     "restored": state.restored_manifest_path, "error": state.manifest_error},
         "checklist": checklist,
         "checklist_reasons": reasons,
         "tests": tests,

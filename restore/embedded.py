@@ -13,7 +13,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
 
@@ -69,8 +68,9 @@ class EmbeddedServer:
 
     def __init__(
         self, *, jobs: int, base_dir: Path | None = None, keep: bool = False, start_timeout_s: int = 120,
-        tuned: bool = True,
+        tuned: bool = True, bin_dir: Path | None = None,
     ) -> None:
+        self.bin_dir = bin_dir  # another PostgreSQL's binaries (e.g. /usr/lib/postgresql/15/bin); default: the wheel
         self.jobs = jobs
         self.tuned = tuned  # False: stock settings, the runbook's baseline in bench/
         self.keep = keep
@@ -103,6 +103,9 @@ class EmbeddedServer:
         return with_params("", host="127.0.0.1", port=self.port, user=user, dbname=dbname)
 
     # -- lifecycle -------------------------------------------------------------------------------------
+    def _tool(self, name: str) -> str:
+        return str(self.bin_dir / name if self.bin_dir else pg_tool(name))
+
     def _run_as_owner(self, args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
         user = SYSTEM_USER_AS_ROOT if os.geteuid() == 0 else None
         return subprocess.run(  # type: ignore[call-overload,no-any-return]
@@ -124,12 +127,13 @@ class EmbeddedServer:
             )
 
         ensure_user_exists(SYSTEM_USER_AS_ROOT)
-        bin_dir = pg_tool("postgres").parent
-        ensure_prefix_permissions(bin_dir)
-        read = stat.S_IRGRP | stat.S_IROTH
-        ensure_folder_permissions(bin_dir, read | stat.S_IXGRP | stat.S_IXOTH)
-        ensure_folder_permissions(bin_dir.parent / "lib", read)
-        ensure_folder_permissions(bin_dir.parent / "share", read)
+        if self.bin_dir is None:  # the wheel's files may be root-only; a system install is readable already
+            bin_dir = Path(self._tool("postgres")).parent
+            ensure_prefix_permissions(bin_dir)
+            read = stat.S_IRGRP | stat.S_IROTH
+            ensure_folder_permissions(bin_dir, read | stat.S_IXGRP | stat.S_IXOTH)
+            ensure_folder_permissions(bin_dir.parent / "lib", read)
+            ensure_folder_permissions(bin_dir.parent / "share", read)
         ensure_prefix_permissions(self.base_dir)
         entry = pwd.getpwnam(SYSTEM_USER_AS_ROOT)
         for path in (self.base_dir, self.datadir, self.socket_dir):
@@ -152,9 +156,13 @@ class EmbeddedServer:
         if os.geteuid() == 0:
             self._prepare_root_owner()
         atexit.register(self.stop)
+        version = subprocess.run([self._tool("initdb"), "--version"], capture_output=True, text=True).stdout
+        # initdb 18 turns data checksums on by default: pointless CPU for a copy that lives one run.
+        no_checksums = ["--no-data-checksums"] if "initdb (PostgreSQL) 1" in version and int(
+            version.split()[-1].split(".")[0]) >= 18 else []
         init = self._run_as_owner([
-            str(pg_tool("initdb")), "-D", str(self.datadir), "-U", SUPERUSER, "--encoding=UTF8",
-            "--locale=C.UTF-8", "--no-data-checksums", "--auth-local=trust", "--auth-host=scram-sha-256",
+            self._tool("initdb"), "-D", str(self.datadir), "-U", SUPERUSER, "--encoding=UTF8",
+            "--locale=C.UTF-8", *no_checksums, "--auth-local=trust", "--auth-host=scram-sha-256",
         ])
         if init.returncode != 0:
             raise ServerStartFailed.with_log(self.datadir, "initdb failed", init.stdout + init.stderr)
@@ -174,7 +182,7 @@ class EmbeddedServer:
             conf.write("\n# restore-verify: throwaway restore target\n")
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
         started = self._run_as_owner(
-            [str(pg_tool("pg_ctl")), "-D", str(self.datadir), "-l", str(self.logfile), "-w",
+            [self._tool("pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile), "-w",
              "-t", str(self.start_timeout_s), "start"],
             # Its own session: a Ctrl-C on the terminal reaches pytest, which then stops the server in order.
             start_new_session=True,
@@ -190,7 +198,7 @@ class EmbeddedServer:
         if self._running:
             for mode in ("fast", "immediate"):
                 done = self._run_as_owner(
-                    [str(pg_tool("pg_ctl")), "-D", str(self.datadir), "-m", mode, "-w", "-t", "60", "stop"]
+                    [self._tool("pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "-t", "60", "stop"]
                 )
                 if done.returncode == 0:
                     break
@@ -201,17 +209,6 @@ class EmbeddedServer:
                 shutil.rmtree(self._short_socket_dir, ignore_errors=True)
         with contextlib.suppress(Exception):
             atexit.unregister(self.stop)
-
-    def wait_ready(self, timeout_s: float = 30) -> None:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            ready = subprocess.run(
-                [str(pg_tool("pg_isready")), "-h", str(self.socket_dir), "-p", str(self.port)],
-                capture_output=True, text=True, env=clean_env(),
-            )
-            if ready.returncode == 0 or time.monotonic() > deadline:
-                return
-            time.sleep(0.2)
 
     def __enter__(self) -> EmbeddedServer:
         return self.start()

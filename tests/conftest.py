@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @dataclass(frozen=True)
 class Sample:
     dump: Path
+    manifest: Path
     globals_sql: Path
     expectations: Path
     out: Path
@@ -46,7 +47,8 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> Sample:
     # app.toml points at the repository's examples/out; this copy uses the one just built.
     app = expectations / "app.toml"
     app.write_text(app.read_text().replace("../examples/out/app.pgpass", str(written["pgpass"])))
-    return Sample(dump=written["custom"], globals_sql=written["globals"], expectations=expectations, out=base / "out")
+    return Sample(dump=written["custom"], manifest=written["manifest"], globals_sql=written["globals"],
+                  expectations=expectations, out=base / "out")
 
 
 @dataclass
@@ -131,5 +133,8 @@ def fault_server(sample: Sample) -> Iterator[FaultServer]:
 ALL_ITEMS = tuple(CHECKLIST)
 # Verifying an existing database: nothing was restored, so these have nothing to judge.
 SKIPPED_FOR_EXISTING_TARGET = {"restore_succeeded", "rto"}
+# Without a manifest (--manifest, or one next to the dump) there is nothing to compare the schema with.
+SKIPPED_WITHOUT_MANIFEST = {"schema_matches"}
 
-__all__ = ["ALL_ITEMS", "APP_PASSWORD", "SAMPLE_DB", "SKIPPED_FOR_EXISTING_TARGET", "Sample", "SuiteRun"]
+__all__ = ["ALL_ITEMS", "APP_PASSWORD", "SAMPLE_DB", "SKIPPED_FOR_EXISTING_TARGET", "SKIPPED_WITHOUT_MANIFEST", "Sample",
+           "SuiteRun"]

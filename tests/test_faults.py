@@ -15,7 +15,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import ALL_ITEMS, SKIPPED_FOR_EXISTING_TARGET, FaultServer, Sample, SuiteRun
+from tests.conftest import (
+    ALL_ITEMS,
+    SKIPPED_FOR_EXISTING_TARGET,
+    SKIPPED_WITHOUT_MANIFEST,
+    FaultServer,
+    Sample,
+    SuiteRun,
+)
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,8 @@ def _inject(conninfo: str, statements: tuple[str, ...]) -> None:
 
 
 def _expected_for_existing(item: str | None) -> dict[str, str]:
-    expected = {i: ("skipped" if i in SKIPPED_FOR_EXISTING_TARGET else "passed") for i in ALL_ITEMS}
+    skipped = SKIPPED_FOR_EXISTING_TARGET | SKIPPED_WITHOUT_MANIFEST
+    expected = {i: ("skipped" if i in skipped else "passed") for i in ALL_ITEMS}
     if item is not None:
         expected[item] = "failed"
     return expected

@@ -18,13 +18,22 @@ import pytest
 from examples.build_sample import build
 from restore.embedded import SYSTEM_USER_AS_ROOT
 from restore.tools import pg_tool
-from tests.conftest import ALL_ITEMS, ROOT, SKIPPED_FOR_EXISTING_TARGET, FaultServer, Sample, SuiteRun
+from tests.conftest import (
+    ALL_ITEMS,
+    ROOT,
+    SKIPPED_FOR_EXISTING_TARGET,
+    SKIPPED_WITHOUT_MANIFEST,
+    FaultServer,
+    Sample,
+    SuiteRun,
+)
 
 
 @pytest.fixture(scope="module")
 def other_formats(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("formats")
-    written = build(out, None, ["directory", "tar", "plain"])
+    # The custom dump brings a manifest; the other formats are dumped right after from the same, idle database.
+    written = build(out, None, ["custom", "directory", "tar", "plain"])
     gz = out / "sample.sql.gz"
     with written["plain"].open("rb") as src, gzip.open(gz, "wb") as dst:
         dst.write(src.read())
@@ -37,7 +46,7 @@ def test_every_dump_format_restores_and_passes(
     fmt: str, other_formats: dict[str, Path], sample: Sample, run_suite: Callable[..., SuiteRun]
 ) -> None:
     run = run_suite(f"--backup={other_formats[fmt]}", f"--globals={other_formats['globals']}",
-                    f"--expectations={sample.expectations}")
+                    f"--expectations={sample.expectations}", f"--manifest={other_formats['manifest']}")
     assert run.returncode == 0, run.explain()
     assert run.result["checklist"] == dict.fromkeys(ALL_ITEMS, "passed"), run.explain()
     assert run.result["backup"]["format"] == fmt
@@ -131,7 +140,8 @@ def test_verifies_a_read_only_database_and_writes_nothing(
     before = _write_counters(admin, "read_only_copy")
     run = run_suite(f"--target={dsn}", f"--expectations={sample.expectations}", "-n", "2")
     after = _write_counters(admin, "read_only_copy")
-    expected = {i: "skipped" if i in SKIPPED_FOR_EXISTING_TARGET | {"rpo"} else "passed" for i in ALL_ITEMS}
+    skipped = SKIPPED_FOR_EXISTING_TARGET | SKIPPED_WITHOUT_MANIFEST | {"rpo"}
+    expected = {i: "skipped" if i in skipped else "passed" for i in ALL_ITEMS}
     assert run.result["checklist"] == expected, run.explain()
     assert after == before, f"the suite wrote to the database it verified: {before} -> {after}"
 
