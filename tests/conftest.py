@@ -136,5 +136,5 @@ SKIPPED_FOR_EXISTING_TARGET = {"restore_succeeded", "rto"}
 # Without a manifest (--manifest, or one next to the dump) there is nothing to compare the schema with.
 SKIPPED_WITHOUT_MANIFEST = {"schema_matches"}
 
-__all__ = ["ALL_ITEMS", "APP_PASSWORD", "SAMPLE_DB", "SKIPPED_FOR_EXISTING_TARGET", "SKIPPED_WITHOUT_MANIFEST", "Sample",
-           "SuiteRun"]
+__all__ = ["ALL_ITEMS", "APP_PASSWORD", "SAMPLE_DB", "SKIPPED_FOR_EXISTING_TARGET", "SKIPPED_WITHOUT_MANIFEST",
+           "Sample", "SuiteRun"]

@@ -161,6 +161,21 @@ def test_existing_target_with_its_dump_expects_the_dumps_tables(
     run = run_suite(f"--target={dsn}", f"--backup={sample.dump}", f"--expectations={empty}")
     assert run.result["restore"]["performed"] is False
     assert run.failed_items() == {"tables_present"}, run.explain()
-    assert "the dump's table of contents" in run.result["checklist_reasons"]["tables_present"]
+    # The manifest next to the dump is found and used; without one, the dump's table of contents would be.
+    assert "the backup's manifest" in run.result["checklist_reasons"]["tables_present"]
     assert run.result["checklist"]["rpo"] == "skipped"  # no rpo.toml here; the dump's time is known though
     assert run.result["backup"]["dumped_from"]
+
+
+def test_existing_target_with_a_dump_without_manifest_uses_its_table_of_contents(
+    fault_server: FaultServer, sample: Sample, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    dump = tmp_path / "plain-copy.dump"
+    dump.write_bytes(sample.dump.read_bytes())  # no manifest next to this one
+    dsn = fault_server.copy("manual_restore_toc")
+    _inject(dsn, ("DROP TABLE audit.order_events",))
+    empty = tmp_path / "no-expectations"
+    empty.mkdir()
+    run = run_suite(f"--target={dsn}", f"--backup={dump}", f"--expectations={empty}")
+    assert run.failed_items() == {"tables_present"}, run.explain()
+    assert "the dump's table of contents" in run.result["checklist_reasons"]["tables_present"]
