@@ -7,11 +7,13 @@ with pg_dump -Fc, then measures, each --repeat times (medians printed; these mac
 
   baseline   plain serial `pg_restore -d` into a server with stock settings (the runbook's restore)
   restore    restore-verify's restore alone (tuned embedded server, --jobs = cores), from result.json
-  full       `pytest -n <cores> --backup=…` end to end (restore + every check), wall clock
+  full       `pytest -n <cores> --backup=…` end to end (restore + every check + the manifest comparison, the
+             manifest being the one `python -m restore backup` wrote next to the dump), wall clock
   count      one count(*) pass over all tables (on a restored copy, warm)
-  checksum   one pass serialising every row: sum(hashtextextended(t::text, 0)) per table
+  checksum   one pass serialising every row: sum(hashtextextended(t::text, 0)) per table, one connection
+  capture    a manifest capture of the restored copy (catalog + the checksum pass over --jobs connections)
 
-and prints seconds and the ratios full/baseline and (full − restore)/checksum.
+and prints seconds, ratios to the checksum pass, full/baseline and (full − restore)/checksum.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from restore.embedded import EmbeddedServer  # noqa: E402
+from restore.manifest import capture, take_backup  # noqa: E402
 from restore.tools import clean_env, pg_tool  # noqa: E402
 
 TABLES = ("customers", "products", "orders", "order_items", "payments")
@@ -48,8 +51,7 @@ def build_dump(scale: int, out: Path) -> Path:
         subprocess.run([str(pg_tool("psql")), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", f"scale={scale}",
                         "-d", server.conninfo("bench"), "-f", str(Path(__file__).parent / "bench.sql")],
                        check=True, env=clean_env())
-        subprocess.run([str(pg_tool("pg_dump")), "-Fc", "-f", str(dump), "-d", server.conninfo("bench")],
-                       check=True, env=clean_env())
+        take_backup(server.conninfo("bench"), dump, jobs=os.cpu_count() or 1)
     return dump
 
 
@@ -82,7 +84,7 @@ def full_run(dump: Path, out: Path) -> tuple[float, float]:
     return wall, float(data["restore"]["duration_s"])
 
 
-def floors(dump: Path) -> tuple[float, float]:
+def floors(dump: Path) -> tuple[float, float, float]:
     with EmbeddedServer(jobs=os.cpu_count() or 1) as server:
         with psycopg.connect(server.conninfo(), autocommit=True) as conn:
             conn.execute("CREATE DATABASE bench")
@@ -96,7 +98,10 @@ def floors(dump: Path) -> tuple[float, float]:
                     conn.execute(sql.SQL("SELECT count(*), " + expr + " FROM {} t").format(sql.Identifier(table)))
 
             scan("0")  # warm the cache, as the checks run right after the restore
-            return timed(lambda: scan("0")), timed(lambda: scan("sum(hashtextextended(t::text, 0))"))
+            count = timed(lambda: scan("0"))
+            checksum = timed(lambda: scan("sum(hashtextextended(t::text, 0))"))
+        manifest_capture = timed(lambda: capture(server.conninfo("bench"), jobs=os.cpu_count() or 1))
+        return count, checksum, manifest_capture
 
 
 def main() -> None:
@@ -108,20 +113,22 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     dump = build_dump(args.scale, args.out)
     print(f"dump: {dump} ({dump.stat().st_size / 1e6:.0f} MB), cores: {os.cpu_count()}", flush=True)
-    samples: dict[str, list[float]] = {k: [] for k in ("baseline", "restore", "full", "count", "checksum")}
+    samples: dict[str, list[float]] = {k: [] for k in ("baseline", "restore", "full", "count", "checksum",
+                                                       "capture")}
     for i in range(args.repeat):
         samples["baseline"].append(baseline_restore(dump))
         full, restore = full_run(dump, args.out)
         samples["full"].append(full)
         samples["restore"].append(restore)
-        count, checksum = floors(dump)
+        count, checksum, manifest_capture = floors(dump)
         samples["count"].append(count)
         samples["checksum"].append(checksum)
+        samples["capture"].append(manifest_capture)
         print(f"run {i + 1}: " + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in samples.items()), flush=True)
     med = {k: statistics.median(v) for k, v in samples.items()}
     print("\nmedians over", args.repeat, "runs:")
     for key, value in med.items():
-        print(f"  {key:9} {value:8.1f} s")
+        print(f"  {key:9} {value:8.1f} s   {value / med['checksum']:6.2f} x checksum")
     print(f"  full / baseline               {med['full'] / med['baseline']:.2f}")
     print(f"  (full - restore) / checksum   {(med['full'] - med['restore']) / med['checksum']:.2f}")
 

@@ -9,10 +9,11 @@ import psycopg
 import pytest
 
 from fixtures.connections import Comparison
+from fixtures.options import RestoreConfig
 from restore.catalog import Catalog
 from restore.session import PreparedDatabase
 from restore.verify import amcheck_schema as find_amcheck
-from restore.verify import bt_index_check, verify_heapam
+from restore.verify import bt_index_check, gin_index_check, has_function, verify_heapam
 
 pytestmark = pytest.mark.checklist("no_corruption")
 
@@ -41,14 +42,27 @@ def test_no_invalid_indexes(catalog: Catalog, restored_db: PreparedDatabase) -> 
     )
 
 
-def test_index(index: dict[str, Any], amcheck_schema: str, db_conn: psycopg.Connection[Any]) -> None:
-    """bt_index_check(index, heapallindexed => true): structure sound and every heap row present in the index."""
+def test_index(
+    index: dict[str, Any], amcheck_schema: str, db_conn: psycopg.Connection[Any], restore_config: RestoreConfig,
+    catalog: Catalog, record_property: Callable[[str, object], None],
+) -> None:
+    """bt_index_check(index, heapallindexed => true): structure sound and every heap row present in the index.
+    At --depth full, bt_index_parent_check (root-descending) where the server allows it."""
     i = index
-    if i["method"] != "btree":
-        pytest.skip(f"not checked: {i['schema']}.{i['name']} is a {i['method']} index, and amcheck's "
-                    "heapallindexed check exists for btree indexes only")
+    if restore_config.depth == "quick":
+        pytest.skip("--depth quick: amcheck is not run (run --depth standard)")
+    # parent_check takes a ShareLock: only on our own restored copy, never on a standby.
+    parent = restore_config.depth == "full" and not catalog.in_recovery
+    record_property("amcheck", "bt_index_parent_check" if parent else "bt_index_check")
+    gin = i["method"] == "gin" and has_function(db_conn, f"{amcheck_schema}.gin_index_check(regclass)")
+    if i["method"] != "btree" and not gin:
+        pytest.skip(f"not checked: {i['schema']}.{i['name']} is a {i['method']} index, and this server's amcheck "
+                    "has checks for btree (and, from PostgreSQL 18, gin) indexes only")
     try:
-        bt_index_check(db_conn, amcheck_schema, i["schema"], i["name"])
+        if gin:
+            gin_index_check(db_conn, amcheck_schema, i["schema"], i["name"])
+        else:
+            bt_index_check(db_conn, amcheck_schema, i["schema"], i["name"], parent=parent)
         failure = None
     except psycopg.errors.QueryCanceled:
         raise  # a statement_timeout is not corruption; let it show as what it is
@@ -64,10 +78,13 @@ def test_index(index: dict[str, Any], amcheck_schema: str, db_conn: psycopg.Conn
 
 
 def test_content_checksum(
-    content_table: dict[str, Any], comparison: Comparison, record_property: Callable[[str, object], None]
+    content_table: dict[str, Any], comparison: Comparison, restore_config: RestoreConfig,
+    record_property: Callable[[str, object], None],
 ) -> None:
     """The table's rows hash to the manifest's checksum: no value changed, no row swapped for another."""
     table = content_table["table"]
+    if restore_config.depth == "quick":
+        pytest.skip("--depth quick: rows are counted, not hashed (run --depth standard to compare content)")
     if comparison.kind == "baseline":
         pytest.skip("content is compared against a manifest taken with the backup, not a live baseline that moves on")
     src, dst = comparison.source["tables"][table], comparison.restored["tables"].get(table)
@@ -85,10 +102,15 @@ def test_content_checksum(
     )
 
 
-def test_heap(heap_table: dict[str, Any], amcheck_schema: str, db_conn: psycopg.Connection[Any]) -> None:
-    """verify_heapam(table): no corrupt tuples or pages."""
+def test_heap(
+    heap_table: dict[str, Any], amcheck_schema: str, db_conn: psycopg.Connection[Any], restore_config: RestoreConfig
+) -> None:
+    """verify_heapam(table): no corrupt tuples or pages (and, at --depth full, no broken TOAST pointers)."""
     t = heap_table
-    problems = verify_heapam(db_conn, amcheck_schema, t["schema"], t["name"])
+    if restore_config.depth == "quick":
+        pytest.skip("--depth quick: amcheck is not run (run --depth standard)")
+    full = restore_config.depth == "full"
+    problems = verify_heapam(db_conn, amcheck_schema, t["schema"], t["name"], check_toast=full)
     assert not problems, (
         f"amcheck's verify_heapam found corruption in {t['schema']}.{t['name']}: {'; '.join(problems)}. "
         "The rows on those pages cannot be trusted: restore from another backup."

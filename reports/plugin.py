@@ -28,6 +28,8 @@ class TestResult:
     checklist: str | None
     outcome: str = "passed"
     message: str = ""
+    duration_s: float = 0.0
+    verified_by: str | None = None
 
 
 @dataclass
@@ -104,6 +106,9 @@ class _Collector:
         elif report.skipped and result.outcome != "failed":
             result.outcome = "skipped"
             result.message = _message(report)
+        if report.when == "call":
+            result.duration_s = round(report.duration, 3)
+            result.verified_by = next((str(v) for k, v in report.user_properties if k == "verified_by"), None)
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
@@ -167,6 +172,11 @@ def build_result(state: RunState, collected: Collected, exitstatus: int) -> dict
                      for r in collected.results.values() if r.outcome == "failed"],
         "skips": [{"nodeid": r.nodeid, "checklist": r.checklist, "reason": r.message}
                   for r in collected.results.values() if r.outcome == "skipped"],
+        "slowest_checks": [{"nodeid": r.nodeid, "checklist": r.checklist, "duration_s": r.duration_s}
+                           for r in sorted(collected.results.values(), key=lambda r: -r.duration_s)[:10]],
+        "proven_by_restore": [{"nodeid": r.nodeid, "checklist": r.checklist, "reason": r.verified_by}
+                              for r in collected.results.values() if r.verified_by],
+        "depth": state.config.depth,
         "workers": sorted(collected.workers),
         "exit_status": int(exitstatus),
     }
@@ -266,6 +276,14 @@ class _HtmlReport:
                  " .checklist-failed td {color: #b00; font-weight: bold} .checklist-passed td:nth-child(2) "
                  "{color: #070} .checklist-skipped td:nth-child(2) {color: #a60} #restore-errors pre "
                  "{white-space: pre-wrap}</style>")
+        slow_rows = "".join(f"<tr><td>{esc(s['nodeid'])}</td><td>{s['duration_s']:.2f} s</td></tr>"
+                            for s in r["slowest_checks"])
+        proven = r["proven_by_restore"]
+        postfix.append(
+            f"<h2>Slowest checks</h2><table id='slowest'>{slow_rows}</table>"
+            + (f"<p id='proven'>{len(proven)} scan(s) skipped because the restore itself proved them: "
+               f"{esc(proven[0]['reason'])}</p>" if proven else "")
+        )
         prefix.append(
             style + f"<h2>Restore</h2><table id='restore-facts'>{fact_rows}</table>"
             + (f"<h3>Restore errors</h3><ul id='restore-errors'>{errors}</ul>" if errors else "")

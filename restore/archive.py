@@ -76,6 +76,18 @@ class ArchiveInfo:
                 result.append((f"{entry.schema}.{table}", name))
         return result
 
+    def constraints(self) -> list[tuple[str, str]]:
+        """(``schema.table``, name) of every CONSTRAINT entry: primary keys, unique and exclusion constraints."""
+        result = []
+        for entry in self.entries:
+            if entry.desc == "CONSTRAINT":
+                table, _, name = entry.tag.partition(" ")
+                result.append((f"{entry.schema}.{table}", name))
+        return result
+
+    def indexes(self) -> list[str]:
+        return [e.qualified for e in self.entries if e.desc == "INDEX"]
+
     def to_json(self) -> dict[str, object]:
         return {
             "path": str(self.path),
@@ -90,6 +102,8 @@ class ArchiveInfo:
             "tables": self.tables(),
             "tables_with_data": self.tables_with_data(),
             "foreign_keys": [list(fk) for fk in self.foreign_keys()],
+            "constraints": [list(c) for c in self.constraints()],
+            "indexes": self.indexes(),
         }
 
 

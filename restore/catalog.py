@@ -67,7 +67,7 @@ SELECT ic.relname AS index, n.nspname AS schema, c.relname AS table,
        array(SELECT pg_get_indexdef(i.indexrelid, k, true) FROM generate_series(1, i.indnkeyatts) k)
            AS key_sql,
        pg_get_expr(i.indpred, i.indrelid, true) AS predicate,
-       {{nulls_not_distinct}} AS nulls_not_distinct
+       {{nulls_not_distinct}} AS nulls_not_distinct, i.indisvalid AND i.indisready AS valid
 FROM pg_index i
 JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_class c ON c.oid = i.indrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -101,6 +101,17 @@ ORDER BY 1, 2
 """
 
 
+# TOAST tables of user tables and their indexes: checked at --depth full, as pg_amcheck does.
+TOAST_SQL = f"""
+SELECT 'pg_toast' AS schema, t.relname AS name, n.nspname || '.' || c.relname AS "table", 't' AS kind,
+       ti.relname AS index
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_class t ON t.oid = c.reltoastrelid
+LEFT JOIN pg_index i ON i.indrelid = t.oid LEFT JOIN pg_class ti ON ti.oid = i.indexrelid
+WHERE c.relkind IN ('r', 'm') AND {_USER_SCHEMA}
+ORDER BY 2
+"""
+
+
 @dataclass(frozen=True)
 class Catalog:
     """JSON-able lists of dicts; keys are the column names of the queries above."""
@@ -113,6 +124,8 @@ class Catalog:
     unique_keys: list[dict[str, Any]] = field(default_factory=list)
     sequences: list[dict[str, Any]] = field(default_factory=list)
     indexes: list[dict[str, Any]] = field(default_factory=list)
+    toast: list[dict[str, Any]] = field(default_factory=list)
+    in_recovery: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,4 +161,6 @@ def read_catalog(conninfo: str) -> Catalog:
                 unique_keys=rows(UNIQUE_KEYS_SQL.replace("{nulls_not_distinct}", nnd)),
                 sequences=rows(SEQUENCES_SQL),
                 indexes=rows(INDEXES_SQL),
+                toast=rows(TOAST_SQL),
+                in_recovery=bool(cur.execute("SELECT pg_is_in_recovery() AS r").fetchone()["r"]),  # type: ignore[index]
             )

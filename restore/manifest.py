@@ -49,6 +49,7 @@ PINNED_SETTINGS: dict[str, str] = {
     "search_path": "pg_catalog",
 }
 CHECKSUM_EXPRESSION = "count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)::text"
+COUNT_ONLY_EXPRESSION = "count(*), NULL::text"  # --depth quick: counting costs a fraction of hashing
 
 _USER = ("n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'"
          " AND n.nspname NOT LIKE 'pg\\_temp\\_%'")
@@ -61,7 +62,7 @@ SELECT c.oid, n.nspname || '.' || c.relname AS name, c.relkind AS kind, c.relisp
         JOIN pg_namespace pn ON pn.oid = p.relnamespace WHERE i.inhrelid = c.oid AND c.relispartition) AS partition_of,
        CASE WHEN c.relispartition THEN pg_get_expr(c.relpartbound, c.oid) END AS partition_bound,
        CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END AS partition_key,
-       pg_get_userbyid(c.relowner) AS owner
+       pg_get_userbyid(c.relowner) AS owner, c.relpages AS pages
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'f', 'm') AND {_USER} AND {_NOT_EXT.format(cls="'pg_class'", oid="c.oid")}
 ORDER BY 2
@@ -179,8 +180,8 @@ def _snapshot_session(conninfo: str, snapshot: str | None) -> Iterator[psycopg.C
             conn.execute("ROLLBACK")
 
 
-def _table_content(conninfo: str, snapshot: str | None, names: list[str], results: dict[str, tuple[int, str]],
-                   lock: threading.Lock, progress: Callable[[str], None] | None) -> None:
+def _table_content(conninfo: str, snapshot: str | None, names: list[str], results: dict[str, tuple[int, str | None]],
+                   lock: threading.Lock, progress: Callable[[str], None] | None, expression: str) -> None:
     with _snapshot_session(conninfo, snapshot) as conn:
         while True:
             with lock:
@@ -189,23 +190,25 @@ def _table_content(conninfo: str, snapshot: str | None, names: list[str], result
                 name = names.pop(0)
             schema, _, table = name.partition(".")
             row = conn.execute(
-                sql.SQL("SELECT " + CHECKSUM_EXPRESSION + " FROM {} t").format(sql.Identifier(schema, table))
+                sql.SQL("SELECT " + expression + " FROM {} t").format(sql.Identifier(schema, table))
             ).fetchone()
             assert row is not None
             with lock:
-                results[name] = (int(row[0]), str(row[1]))
+                results[name] = (int(row[0]), None if row[1] is None else str(row[1]))
             if progress:
                 progress(name)
 
 
 def table_contents(conninfo: str, tables: list[str], *, jobs: int, snapshot: str | None = None,
-                   progress: Callable[[str], None] | None = None) -> dict[str, tuple[int, str]]:
-    """(row count, checksum) per table, hashed over ``jobs`` connections at once, biggest tables first."""
-    results: dict[str, tuple[int, str]] = {}
+                   progress: Callable[[str], None] | None = None,
+                   checksums: bool = True) -> dict[str, tuple[int, str | None]]:
+    """(row count, checksum) per table, hashed over ``jobs`` connections at once, in the order given."""
+    expression = CHECKSUM_EXPRESSION if checksums else COUNT_ONLY_EXPRESSION
+    results: dict[str, tuple[int, str | None]] = {}
     queue = list(tables)
     lock = threading.Lock()
     with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(queue) or 1))) as pool:
-        futures = [pool.submit(_table_content, conninfo, snapshot, queue, results, lock, progress)
+        futures = [pool.submit(_table_content, conninfo, snapshot, queue, results, lock, progress, expression)
                    for _ in range(max(1, min(jobs, len(queue) or 1)))]
         for future in futures:
             future.result()
@@ -213,7 +216,7 @@ def table_contents(conninfo: str, tables: list[str], *, jobs: int, snapshot: str
 
 
 def capture(conninfo: str, *, jobs: int = 2, snapshot: str | None = None, freshness_sql: str | None = None,
-            content: bool = True) -> dict[str, Any]:
+            content: bool = True, checksums: bool = True) -> dict[str, Any]:
     """The manifest of the database at ``conninfo`` (read-only; on ``snapshot`` when given)."""
     captured_at = datetime.now(UTC)
     with _snapshot_session(conninfo, snapshot) as conn, conn.cursor(row_factory=dict_row) as cur:
@@ -276,10 +279,13 @@ def capture(conninfo: str, *, jobs: int = 2, snapshot: str | None = None, freshn
             value = next(iter(row.values())) if row else None
             freshness = {"query": freshness_sql, "value": value.isoformat() if isinstance(value, datetime) else value}
         if content:
-            storable = [n for n, e in tables.items() if e["kind"] == "r" or (e["kind"] == "m" and _populated(
-                tables_rows, n))]
-            for name, (count, checksum) in table_contents(conninfo, storable, jobs=jobs,
-                                                          snapshot=snapshot_for_content).items():
+            pages = {r["name"]: int(r["pages"]) for r in tables_rows}
+            populated = {r["name"] for r in tables_rows if r["populated"]}
+            storable = [n for n, e in tables.items() if e["kind"] == "r" or (e["kind"] == "m" and n in populated)]
+            # Biggest first, so that the last connection to finish is not stuck with the largest table.
+            storable.sort(key=lambda n: -pages[n])
+            for name, (count, checksum) in table_contents(conninfo, storable, jobs=jobs, snapshot=snapshot_for_content,
+                                                          checksums=checksums).items():
                 tables[name]["row_count"] = count
                 tables[name]["checksum"] = checksum
     return {
@@ -289,10 +295,6 @@ def capture(conninfo: str, *, jobs: int = 2, snapshot: str | None = None, freshn
         "extensions": extensions, "schemas": schemas, "roles": roles, "tables": tables, "sequences": sequences,
         "views": views, "functions": functions, "types": types, "freshness": freshness,
     }
-
-
-def _populated(rows: list[dict[str, Any]], name: str) -> bool:
-    return any(r["name"] == name and r["populated"] for r in rows)
 
 
 def write(manifest: dict[str, Any], path: Path) -> None:

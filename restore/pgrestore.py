@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import subprocess
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -108,15 +108,21 @@ def parse_psql_log(lines: Iterable[str], run: ToolRun) -> None:
         run.errors.append("\n".join(current))
 
 
-def _tee(stream: IO[str], log: IO[str], sink: list[str]) -> None:
+LineHook = Callable[[str], None]
+
+
+def _tee(stream: IO[str], log: IO[str], sink: list[str], on_line: LineHook | None) -> None:
     for line in stream:
         log.write(line)
         log.flush()
         sink.append(line)
+        if on_line is not None:
+            on_line(line)
 
 
 def _run_logged(
-    args: list[str], *, log: IO[str], stdin_lines: Iterator[str] | None = None, shown: str
+    args: list[str], *, log: IO[str], stdin_lines: Iterator[str] | None = None, shown: str,
+    on_line: LineHook | None = None,
 ) -> tuple[int, list[str]]:
     """Run a tool, copying its stderr into the restore log as it comes (a long restore is watchable)."""
     log.write(f"$ {shown}\n")
@@ -127,7 +133,7 @@ def _run_logged(
     )
     captured: list[str] = []
     assert proc.stderr is not None
-    reader = threading.Thread(target=_tee, args=(proc.stderr, log, captured), daemon=True)
+    reader = threading.Thread(target=_tee, args=(proc.stderr, log, captured, on_line), daemon=True)
     reader.start()
     if stdin_lines is not None:
         assert proc.stdin is not None
@@ -144,14 +150,20 @@ def _run_logged(
     return code, captured
 
 
-def run_pg_restore(archive: ArchiveInfo, conninfo: str, *, jobs: int, log: IO[str]) -> ToolRun:
+def table_done(line: str) -> bool:
+    """Whether a pg_restore --verbose line marks one table's data as loaded (parallel) or started (serial)."""
+    return bool(_FINISHED_DATA.search(line) or _PROCESSING_DATA.search(line))
+
+
+def run_pg_restore(archive: ArchiveInfo, conninfo: str, *, jobs: int, log: IO[str],
+                   on_line: LineHook | None = None) -> ToolRun:
     # tar archives cannot be restored in parallel (pg_restore reads them sequentially)
     effective_jobs = 1 if archive.format == "tar" else max(jobs, 1)
     args = [str(pg_tool("pg_restore")), "--verbose", f"--jobs={effective_jobs}", "--dbname", conninfo,
             str(archive.path)]
     shown = f"pg_restore --verbose --jobs={effective_jobs} --dbname <target> {archive.path}"
     run = ToolRun(command=shown)
-    run.exit_code, lines = _run_logged(args, log=log, shown=shown)
+    run.exit_code, lines = _run_logged(args, log=log, shown=shown, on_line=on_line)
     parse_pg_restore_log(lines, run)
     if run.exit_code != 0 and not run.errors:
         run.errors.append(f"pg_restore exited with code {run.exit_code} without naming an error; see the restore log")

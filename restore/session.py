@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import re
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from restore.archive import ArchiveInfo, inspect, referenced_roles, verify_reada
 from restore.conninfo import get_param, redact
 from restore.embedded import SUPERUSER, EmbeddedServer
 from restore.errors import ConfigError, DumpNotFound, RestoreError
-from restore.pgrestore import ToolRun, run_pg_restore, run_psql_file
+from restore.pgrestore import ToolRun, run_pg_restore, run_psql_file, table_done
 from restore.targets import TargetSpec
 from restore.tools import clean_env, pg_tool, tool_version
 
@@ -42,6 +43,7 @@ class RestorePlan:
     globals_file: Path | None = None
     allowed_errors: tuple[str, ...] = ()
     keep_target: bool = False
+    progress: Callable[[str], None] | None = None  # called about once a second while pg_restore runs
 
 
 @dataclass
@@ -64,6 +66,18 @@ class RestoreOutcome:
     data_failed: list[str] = field(default_factory=list)
     installed_extensions: list[str] = field(default_factory=list)
     log_path: str | None = None
+
+    @property
+    def clean_logical_restore(self) -> bool:
+        """An error-free logical restore into a fresh cluster: every constraint and unique index it created
+        was checked against all restored rows as it was created (ADD CONSTRAINT, CREATE UNIQUE INDEX)."""
+        return (self.performed and self.refused is None and self.exit_code == 0 and not self.errors
+                and not self.accepted_errors_in_restore)
+
+    @property
+    def accepted_errors_in_restore(self) -> list[str]:
+        # Errors accepted while applying --globals (the bootstrap superuser already existing) create no object.
+        return [e for e in self.accepted_errors if not e.startswith("[globals] ")]
 
 
 @dataclass(frozen=True)
@@ -118,6 +132,40 @@ class _Clock:
             self.outcome.phases_s[name] = round(time.monotonic() - start, 3)
 
 
+class _RestoreProgress:
+    """Tables done / total, bytes written and elapsed time, reported while pg_restore runs."""
+
+    def __init__(self, report: Callable[[str], None] | None, conninfo: str, total: int) -> None:
+        self.report, self.conninfo, self.total = report, conninfo, total
+        self.done = 0
+        self.started = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._tick, daemon=True)
+
+    def on_line(self, line: str) -> None:
+        if table_done(line):
+            self.done += 1
+
+    def _tick(self) -> None:
+        assert self.report is not None
+        with contextlib.suppress(psycopg.Error), psycopg.connect(self.conninfo, autocommit=True) as conn:
+            while not self._stop.wait(1.0):
+                row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+                size_mb = int(row[0]) / 1e6 if row else 0
+                self.report(f"restoring: {min(self.done, self.total)}/{self.total} tables' data, "
+                            f"{size_mb:,.0f} MB written, {time.monotonic() - self.started:.0f} s")
+
+    def __enter__(self) -> _RestoreProgress:
+        if self.report is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
 def _create_roles(server: EmbeddedServer, plan: RestorePlan, info: ArchiveInfo, outcome: RestoreOutcome,
                   log: Any) -> None:
     """Owners and grantees must exist before the restore, or ownership and grants are lost with an error.
@@ -161,7 +209,9 @@ def _restore_into(server: EmbeddedServer, plan: RestorePlan, info: ArchiveInfo, 
             target_db = "postgres" if creates_itself else dbname
             run = run_psql_file(info.path, server.conninfo(target_db), log=log, plain_dump=True)
         else:
-            run = run_pg_restore(info, server.conninfo(dbname), jobs=plan.jobs, log=log)
+            with _RestoreProgress(plan.progress, server.conninfo(dbname), len(info.tables_with_data())) as ticker:
+                run = run_pg_restore(info, server.conninfo(dbname), jobs=plan.jobs, log=log,
+                                     on_line=ticker.on_line)
     outcome.exit_code = run.exit_code
     outcome.command = run.command
     outcome.data_processed = run.data_processed
@@ -205,7 +255,8 @@ def prepare(plan: RestorePlan) -> Iterator[PreparedDatabase]:
             target_name=target.name, target_kind=target.kind, target_display=target.redacted(),
             conninfo=conninfo, dbname=get_param(conninfo, "dbname"), app_host=get_param(conninfo, "host"),
             app_port=int(get_param(conninfo, "port") or 5432), owned=False,
-            archive=toc.to_json() if toc else None, restore=asdict(existing_outcome),
+            archive=toc.to_json() if toc else None,
+            restore=asdict(existing_outcome) | {"clean_logical_restore": False},
         )
         return
 
@@ -246,6 +297,7 @@ def prepare(plan: RestorePlan) -> Iterator[PreparedDatabase]:
             if usable and server is not None and dbname is not None else target.redacted(),
             conninfo=server.conninfo(dbname) if usable and server is not None and dbname else None,
             dbname=dbname, app_host="127.0.0.1" if server else None, app_port=server.port if server else None,
-            owned=True, archive=info.to_json() if info else None, restore=asdict(outcome),
+            owned=True, archive=info.to_json() if info else None,
+            restore=asdict(outcome) | {"clean_logical_restore": outcome.clean_logical_restore},
             kept_dir=str(server.base_dir) if server is not None and plan.keep_target else None,
         )

@@ -153,20 +153,38 @@ def amcheck_schema(conn: psycopg.Connection[Any]) -> str | None:
     return None if row is None else str(row[0])
 
 
-def bt_index_check(conn: psycopg.Connection[Any], ext_schema: str, schema: str, index: str) -> None:
-    """amcheck's B-tree check with ``heapallindexed``: raises on corruption (a heap row missing from the index)."""
+def bt_index_check(conn: psycopg.Connection[Any], ext_schema: str, schema: str, index: str, *,
+                   parent: bool = False) -> None:
+    """amcheck's B-tree check with ``heapallindexed``: raises on corruption (a heap row missing from the index).
+
+    ``parent``: bt_index_parent_check (also checks parent/child invariants and descends from the root for each
+    tuple), which takes a ShareLock on the table (blocks writes) and cannot run on a standby.
+    """
+    func = "bt_index_parent_check(%s::regclass, true, true)" if parent else "bt_index_check(%s::regclass, true)"
     conn.execute(
-        sql.SQL("SELECT {}.bt_index_check(%s::regclass, true)").format(sql.Identifier(ext_schema)),
+        sql.SQL("SELECT {}." + func).format(sql.Identifier(ext_schema)),
         (sql.Identifier(schema, index).as_string(conn),),
     )
 
 
-def verify_heapam(conn: psycopg.Connection[Any], ext_schema: str, schema: str, table: str) -> list[str]:
+def has_function(conn: psycopg.Connection[Any], signature: str) -> bool:
+    row = conn.execute("SELECT to_regprocedure(%s) IS NOT NULL", (signature,)).fetchone()
+    return bool(row and row[0])
+
+
+def gin_index_check(conn: psycopg.Connection[Any], ext_schema: str, schema: str, index: str) -> None:
+    """amcheck's GIN check (amcheck 1.5, PostgreSQL 18): raises on corruption."""
+    conn.execute(sql.SQL("SELECT {}.gin_index_check(%s::regclass)").format(sql.Identifier(ext_schema)),
+                 (sql.Identifier(schema, index).as_string(conn),))
+
+
+def verify_heapam(conn: psycopg.Connection[Any], ext_schema: str, schema: str, table: str, *,
+                  check_toast: bool = False) -> list[str]:
     rows = conn.execute(
-        sql.SQL("SELECT blkno, offnum, msg FROM {}.verify_heapam(%s::regclass) LIMIT {}").format(
+        sql.SQL("SELECT blkno, offnum, msg FROM {}.verify_heapam(%s::regclass, check_toast => %s) LIMIT {}").format(
             sql.Identifier(ext_schema), sql.Literal(SAMPLE_LIMIT)
         ),
-        (sql.Identifier(schema, table).as_string(conn),),
+        (sql.Identifier(schema, table).as_string(conn), check_toast),
     ).fetchall()
     return [f"block {b}, offset {o}: {m}" for b, o, m in rows]
 

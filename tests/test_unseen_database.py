@@ -50,8 +50,7 @@ def test_unseen_dump_passes_with_xdist(
     assert {i for i, s in checklist.items() if s == "skipped"} == NOT_CONFIGURED, run.explain()
     assert {i for i, s in checklist.items() if s == "failed"} == set(), run.explain()
     assert "app.toml" in checklist_reason(run, "app_connect")  # not configured is said, never passed
-    nodeids = " ".join(f["nodeid"] for f in run.result["skips"])
-    assert "book_tags" in nodeids  # the gin index amcheck cannot check is listed, with why
+    assert not any("book_tags" in s["nodeid"] for s in run.result["skips"])  # amcheck 1.5 checks gin too
     assert run.result["workers"] == ["gw0", "gw1"]
     assert run.result["manifest"]["kind"] == "manifest"  # found next to the dump
     assert checklist["schema_matches"] == "passed"
