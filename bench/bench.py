@@ -1,6 +1,7 @@
 """Benchmark: the runbook's plain restore against restore-verify's full run, and the floor of one data pass.
 
     python bench/bench.py [--scale 1] [--repeat 3] [--out bench/out]
+    python bench/bench.py --many-tables [--repeat 3]
 
 Builds a scaled e-commerce database (bench/bench.sql; scale 1 ≈ 1.2 GB, 9.5M rows, 5 tables, 4 FKs), dumps it
 with pg_dump -Fc, then measures, each --repeat times (medians printed; these machines are noisy):
@@ -14,6 +15,9 @@ with pg_dump -Fc, then measures, each --repeat times (medians printed; these mac
   capture    a manifest capture of the restored copy (catalog + the checksum pass over --jobs connections)
 
 and prints seconds, ratios to the checksum pass, full/baseline and (full − restore)/checksum.
+
+--many-tables measures instead a database of 1,000 small tables and 2,000 foreign keys (bench/many_tables.sql):
+collection time (`pytest --collect-only`, restore excluded) and verification time (full run − restore).
 """
 
 from __future__ import annotations
@@ -41,16 +45,16 @@ from restore.tools import clean_env, pg_tool  # noqa: E402
 TABLES = ("customers", "products", "orders", "order_items", "payments")
 
 
-def build_dump(scale: int, out: Path) -> Path:
-    dump = out / f"bench-scale{scale}.dump"
+def build_dump(scale: int, out: Path, *, many_tables: bool = False) -> Path:
+    dump = out / ("bench-many-tables.dump" if many_tables else f"bench-scale{scale}.dump")
     if dump.exists():
         return dump
+    script = Path(__file__).parent / ("many_tables.sql" if many_tables else "bench.sql")
     with EmbeddedServer(jobs=os.cpu_count() or 1) as server:
         with psycopg.connect(server.conninfo(), autocommit=True) as conn:
             conn.execute("CREATE DATABASE bench")
         subprocess.run([str(pg_tool("psql")), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", f"scale={scale}",
-                        "-d", server.conninfo("bench"), "-f", str(Path(__file__).parent / "bench.sql")],
-                       check=True, env=clean_env())
+                        "-d", server.conninfo("bench"), "-f", str(script)], check=True, env=clean_env())
         take_backup(server.conninfo("bench"), dump, jobs=os.cpu_count() or 1)
     return dump
 
@@ -104,13 +108,43 @@ def floors(dump: Path) -> tuple[float, float, float]:
         return count, checksum, manifest_capture
 
 
+def collect_only(dump: Path, out: Path) -> tuple[float, float]:
+    """Wall time of `pytest --collect-only` and the restore inside it: collection = the difference."""
+    result = out / "collect.json"
+    empty = Path(tempfile.mkdtemp())
+    wall = timed(lambda: subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "--collect-only", f"--backup={dump}", f"--expectations={empty}",
+         f"--result-json={result}", f"--reports-dir={out / 'runs'}"], cwd=ROOT, check=False, capture_output=True))
+    return wall, float(json.loads(result.read_text())["restore"]["duration_s"])
+
+
+def many_tables(args: argparse.Namespace) -> None:
+    dump = build_dump(0, args.out, many_tables=True)
+    print(f"dump: {dump} (1,000 tables, 2,000 foreign keys), cores: {os.cpu_count()}", flush=True)
+    collect, verify = [], []
+    for i in range(args.repeat):
+        wall, restore = collect_only(dump, args.out)
+        collect.append(wall - restore)
+        full, restore = full_run(dump, args.out)
+        verify.append(full - restore)
+        tests = json.loads((args.out / "result.json").read_text())["tests"]
+        print(f"run {i + 1}: collection {collect[-1]:.1f}s, verification {verify[-1]:.1f}s "
+              f"(restore {restore:.1f}s), tests {tests}", flush=True)
+    print(f"\nmedians over {args.repeat} runs: collection {statistics.median(collect):.1f} s (goal < 10), "
+          f"verification without the restore {statistics.median(verify):.1f} s (goal < 60)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    parser.add_argument("--many-tables", action="store_true")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.many_tables:
+        many_tables(args)
+        return
     dump = build_dump(args.scale, args.out)
     print(f"dump: {dump} ({dump.stat().st_size / 1e6:.0f} MB), cores: {os.cpu_count()}", flush=True)
     samples: dict[str, list[float]] = {k: [] for k in ("baseline", "restore", "full", "count", "checksum",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -15,7 +16,8 @@ pytestmark = pytest.mark.checklist("business_rules")
 
 
 def test_business_rule(
-    business_rule: SqlCheck, restored_db: PreparedDatabase, db_conn: psycopg.Connection[Any]
+    business_rule: SqlCheck, restored_db: PreparedDatabase, db_conn: psycopg.Connection[Any],
+    record_property: Callable[[str, object], None],
 ) -> None:
     """No violating rows; the first ones are shown when there are."""
     rule = business_rule
@@ -26,6 +28,7 @@ def test_business_rule(
     if run is None:
         pytest.fail(f"Business rule {rule.path} could not run: {failure}", pytrace=False)
     if run.rows:
+        record_property("offending", [" | ".join(str(v) for v in row) for row in run.rows])
         header = " | ".join(run.columns)
         lines = "\n".join("  " + " | ".join(str(v) for v in row) for row in run.rows)
         pytest.fail(

@@ -36,6 +36,8 @@ def test_no_duplicate_keys(
         pytest.skip(f"{table} does not exist (see tables_present)")
     found = duplicates(db_conn, k)
     record_property("duplicate_groups", found.count)
+    if found.count:
+        record_property("offending", found.sample)
     if k.get("missing"):
         assert found.count == 0, (
             f"{table} has lost its primary key ({', '.join(k['columns'])}, declared in keys.toml) and now holds "

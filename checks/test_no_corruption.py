@@ -53,7 +53,11 @@ def test_index(
         pytest.skip("--depth quick: amcheck is not run (run --depth standard)")
     # parent_check takes a ShareLock: only on our own restored copy, never on a standby.
     parent = restore_config.depth == "full" and not catalog.in_recovery
-    record_property("amcheck", "bt_index_parent_check" if parent else "bt_index_check")
+    heapallindexed = not i.get("proven")
+    record_property("amcheck", ("bt_index_parent_check" if parent else "bt_index_check")
+                    + (" heapallindexed" if heapallindexed else ""))
+    if not heapallindexed:
+        record_property("verified_by", i["proven"])
     gin = i["method"] == "gin" and has_function(db_conn, f"{amcheck_schema}.gin_index_check(regclass)")
     if i["method"] != "btree" and not gin:
         pytest.skip(f"not checked: {i['schema']}.{i['name']} is a {i['method']} index, and this server's amcheck "
@@ -62,7 +66,8 @@ def test_index(
         if gin:
             gin_index_check(db_conn, amcheck_schema, i["schema"], i["name"])
         else:
-            bt_index_check(db_conn, amcheck_schema, i["schema"], i["name"], parent=parent)
+            bt_index_check(db_conn, amcheck_schema, i["schema"], i["name"], parent=parent,
+                           heapallindexed=heapallindexed)
         failure = None
     except psycopg.errors.QueryCanceled:
         raise  # a statement_timeout is not corruption; let it show as what it is

@@ -28,6 +28,8 @@ def test_no_orphans(
         pytest.skip("--depth quick: no data scans (run --depth standard to scan for orphans)")
     found = orphans(db_conn, foreign_key)
     record_property("orphans", found.count)
+    if found.count:
+        record_property("offending", found.sample)
     fk = foreign_key
     assert found.count == 0, (
         f"{found.count} row(s) of {fk['schema']}.{fk['table']} ({', '.join(fk['columns'])}) have no parent in "

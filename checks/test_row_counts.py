@@ -30,6 +30,23 @@ def _manifest_counts(state: RunState, name: str) -> tuple[int, int] | None:
     return int(src["row_count"]), int(dst["row_count"])
 
 
+def _check_trend(state: RunState, config: RestoreConfig, name: str, count: int,
+                 record_property: Callable[[str, object], None]) -> bool:
+    """Against the same target's previous run in the record: a shrink beyond --max-count-drop fails.
+    Returns whether there was a previous count to compare with."""
+    previous = (state.previous_counts or {}).get(name)
+    if previous is None:
+        return False
+    record_property("previous_rows", previous)
+    drop = (previous - count) / previous if previous else 0.0
+    assert drop <= config.max_count_drop, (
+        f"{name} shrank from {previous} rows at the previous run of target {config.target.name!r} to {count} "
+        f"({-drop:+.1%}), beyond --max-count-drop ({config.max_count_drop:.0%}; record {config.record}). Data "
+        "rarely shrinks: find out why (a purge? a partial backup?) before trusting this backup."
+    )
+    return True
+
+
 def test_row_count(
     counted_table: dict[str, Any], restored_db: PreparedDatabase, db_conn: psycopg.Connection[Any],
     expectations: Expectations, run_state_data: RunState, restore_config: RestoreConfig,
@@ -42,6 +59,7 @@ def test_row_count(
     if from_manifest is not None:
         expected, count = from_manifest
         record_property("rows", count)
+        _check_trend(run_state_data, restore_config, name, count, record_property)
         if run_state_data.source_kind == "baseline":
             tolerance = restore_config.baseline_tolerance
             assert tolerance.accepts(expected, count), (
@@ -59,8 +77,12 @@ def test_row_count(
         pytest.skip(f"{name} does not exist, so it has no rows to count (see tables_present)")
     count = from_manifest[1] if from_manifest else count_rows(db_conn, schema, table)
     record_property("rows", count)
+    trend_checked = from_manifest is None and _check_trend(run_state_data, restore_config, name, count,
+                                                           record_property)
     rule = expectations.row_counts.get(name)
     if rule is None:
+        if trend_checked:
+            return  # checked against the previous run, within --max-count-drop
         pytest.skip(f"not checked: {name} has {count} rows, but {expectations.directory / 'row_counts.toml'} "
                     "has no expectation for it")
     assert rule.accepts(count), (

@@ -17,8 +17,10 @@ from restore.manifest import compare_named, compare_table
 pytestmark = pytest.mark.checklist("schema_matches")
 
 
-def _fail(diffs: list[str], what: str, comparison: Comparison) -> None:
+def _fail(diffs: list[str], what: str, comparison: Comparison,
+          record_property: Callable[[str, object], None]) -> None:
     if diffs:
+        record_property("offending", diffs)
         shown = "\n".join(f"  - {d}" for d in diffs[:30])
         more = f"\n  ... and {len(diffs) - 30} more" if len(diffs) > 30 else ""
         pytest.fail(f"{what} differs from {comparison.label} ({comparison.source_path}):\n{shown}{more}",
@@ -49,9 +51,10 @@ def test_schema_matches(
         if category == "extensions":
             extra = sorted(set(dst["extensions"]) - set(src["extensions"]))
             record_property("extra_extensions", ", ".join(extra))
-        _fail(_globals(category, src, dst), category.capitalize(), comparison)
+        _fail(_globals(category, src, dst), category.capitalize(), comparison, record_property)
         return
     table = schema_object["table"]
     if table not in dst["tables"]:
         pytest.skip(f"{table} is missing altogether (see tables_present)")
-    _fail(compare_table(table, src["tables"][table], dst["tables"][table]), f"Table {table}", comparison)
+    _fail(compare_table(table, src["tables"][table], dst["tables"][table]), f"Table {table}", comparison,
+          record_property)

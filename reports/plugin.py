@@ -20,6 +20,7 @@ import pytest
 import restore
 from fixtures.session import STATE_KEY, RunState, is_worker, run_state
 from reports.checklist import CHECKLIST, item_status
+from restore import record
 
 
 @dataclass
@@ -36,6 +37,8 @@ class TestResult:
 class Collected:
     results: dict[str, TestResult] = field(default_factory=dict)
     workers: set[str] = field(default_factory=set)
+    row_counts: dict[str, int] = field(default_factory=dict)
+    measurements: dict[str, float] = field(default_factory=dict)
     result_json: dict[str, Any] | None = None
 
 
@@ -107,6 +110,12 @@ class _Collector:
             result.outcome = "skipped"
             result.message = _message(report)
         if report.when == "call":
+            props = dict(report.user_properties)
+            if "rows" in props and "::test_row_count[" in report.nodeid:
+                self.collected.row_counts[report.nodeid.rsplit("[", 1)[1].rstrip("]")] = int(str(props["rows"]))
+            for key in ("data_age_at_backup_s", "restore_duration_s"):
+                if key in props:
+                    self.collected.measurements[key] = float(str(props[key]))
             result.duration_s = round(report.duration, 3)
             result.verified_by = next((str(v) for k, v in report.user_properties if k == "verified_by"), None)
 
@@ -177,6 +186,8 @@ def build_result(state: RunState, collected: Collected, exitstatus: int) -> dict
         "proven_by_restore": [{"nodeid": r.nodeid, "checklist": r.checklist, "reason": r.verified_by}
                               for r in collected.results.values() if r.verified_by],
         "depth": state.config.depth,
+        "row_counts": dict(sorted(collected.row_counts.items())),
+        "measurements": collected.measurements,
         "workers": sorted(collected.workers),
         "exit_status": int(exitstatus),
     }
@@ -196,6 +207,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if state.config.result_json is not None:
         state.config.result_json.parent.mkdir(parents=True, exist_ok=True)
         state.config.result_json.write_text(text)
+    if state.config.record is not None:
+        line = record.record_line(collected.result_json, operator=record.operator_name(state.config.operator),
+                                  rto_s=state.config.rto_s, rpo_s=state.config.rpo_s)
+        record.append(state.config.record, line)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -240,6 +255,21 @@ class _HtmlReport:
     def __init__(self, state: RunState, config: pytest.Config) -> None:
         self.state = state
         self.config = config
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+        """On a failed check, the offending rows or objects (recorded as ``offending``) as a table extra."""
+        outcome = yield
+        report = outcome.get_result()
+        offending = next((v for k, v in item.user_properties if k == "offending"), None)
+        if report.when != "call" or not report.failed or not offending:
+            return
+        from pytest_html import extras
+
+        listed = offending if isinstance(offending, list) else [offending]
+        rows = "".join(f"<tr><td>{html.escape(str(row))}</td></tr>" for row in listed[:50])
+        report.extras = [*getattr(report, "extras", []),
+                         extras.html(f"<table class='offending'><tr><th>offending</th></tr>{rows}</table>")]
 
     def pytest_html_report_title(self, report: Any) -> None:
         cfg = self.state.config

@@ -2,9 +2,11 @@
 
     python -m restore manifest --dsn DSN --output PATH [--jobs N] [--freshness SQL]
     python -m restore backup   --dsn DSN --output FILE.dump [--jobs N] [--freshness SQL]
+    python -m restore record   --history reports/record.jsonl --output DIR [--until YYYY-MM]
 
 ``manifest`` writes the JSON manifest of a database (read-only, from one snapshot). ``backup`` takes a
 ``pg_dump -Fc`` and its manifest from one exported snapshot, writing FILE.dump and FILE.dump.manifest.json.
+``record`` renders the backup-test history (one line per run) as DIR/record.html and DIR/record.md.
 The DSN may omit the password: libpq's PGPASSWORD / ~/.pgpass apply (``--password-env VAR`` names another).
 """
 
@@ -15,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from restore import manifest
+from restore import manifest, record
 from restore.conninfo import redact, with_params
 
 
@@ -41,7 +43,19 @@ def main(argv: list[str] | None = None) -> int:
         cmd.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="connections hashing tables at once")
         cmd.add_argument("--freshness", metavar="SQL", help="query returning the newest write's timestamp (for RPO)")
         cmd.add_argument("--password-env", metavar="VAR", help="environment variable holding the password")
+    rec = sub.add_parser("record", help="render the backup-test history as record.html and record.md")
+    rec.add_argument("--history", required=True, type=Path, help="the JSONL history (--record of the runs)")
+    rec.add_argument("--output", required=True, type=Path, help="directory for record.html and record.md")
+    rec.add_argument("--until", metavar="YYYY-MM", help="show months up to this one (default: the current month)")
     args = parser.parse_args(argv)
+    if args.command == "record":
+        history = record.load(args.history)
+        if not history:
+            print(f"error: {args.history} holds no runs", file=sys.stderr)
+            return 1
+        html_path, md_path = record.render(history, args.output, until=args.until)
+        print(f"{len(history)} runs -> {html_path}, {md_path}")
+        return 0
     dsn = _dsn(args)
     try:
         if args.command == "manifest":

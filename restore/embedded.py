@@ -140,6 +140,13 @@ class EmbeddedServer:
             os.chown(path, entry.pw_uid, entry.pw_gid)
 
     def start(self) -> EmbeddedServer:
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()  # a half-made cluster (or its directory) must not outlive a failed start
+            raise
+
+    def _start(self) -> EmbeddedServer:
         self.base_dir = (
             Path(tempfile.mkdtemp(prefix="restore-verify-", dir=self._given_base))
             if self._given_base is None or self._given_base.exists()
@@ -195,7 +202,9 @@ class EmbeddedServer:
 
     def stop(self) -> None:
         """Stop and delete the cluster (unless ``keep``); safe to call twice, also from atexit."""
-        if self._running:
+        if self.base_dir == Path():
+            return
+        if self._running or (self.datadir / "postmaster.pid").exists():
             for mode in ("fast", "immediate"):
                 done = self._run_as_owner(
                     [self._tool("pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "-t", "60", "stop"]

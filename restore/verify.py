@@ -154,16 +154,16 @@ def amcheck_schema(conn: psycopg.Connection[Any]) -> str | None:
 
 
 def bt_index_check(conn: psycopg.Connection[Any], ext_schema: str, schema: str, index: str, *,
-                   parent: bool = False) -> None:
+                   parent: bool = False, heapallindexed: bool = True) -> None:
     """amcheck's B-tree check with ``heapallindexed``: raises on corruption (a heap row missing from the index).
 
     ``parent``: bt_index_parent_check (also checks parent/child invariants and descends from the root for each
     tuple), which takes a ShareLock on the table (blocks writes) and cannot run on a standby.
     """
-    func = "bt_index_parent_check(%s::regclass, true, true)" if parent else "bt_index_check(%s::regclass, true)"
+    func = "bt_index_parent_check(%s::regclass, %s, true)" if parent else "bt_index_check(%s::regclass, %s)"
     conn.execute(
         sql.SQL("SELECT {}." + func).format(sql.Identifier(ext_schema)),
-        (sql.Identifier(schema, index).as_string(conn),),
+        (sql.Identifier(schema, index).as_string(conn), heapallindexed),
     )
 
 

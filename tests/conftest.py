@@ -77,6 +77,8 @@ def run_suite(tmp_path: Path) -> Callable[..., SuiteRun]:
         result_path = tmp_path / f"result{n}.json"
         run_tmp = tmp_path / f"tmp{n}"
         run_tmp.mkdir()
+        if not any(a.startswith("--record=") for a in args):  # each run its own history unless a test shares one
+            args = (*args, f"--record={tmp_path / f'record{n}.jsonl'}")
         proc = subprocess.run(
             [sys.executable, "-m", "pytest", *args, f"--reports-dir={reports}", f"--result-json={result_path}"],
             cwd=ROOT, capture_output=True, text=True, timeout=600,

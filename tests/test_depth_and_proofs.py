@@ -50,7 +50,8 @@ def test_restore_with_an_error_proves_nothing_so_every_scan_runs(
     run = run_suite(f"--backup={sample.dump}", f"--globals={sample.globals_sql}",
                     f"--expectations={sample.expectations}")
     assert run.result["proven_by_restore"], "a clean restore proves its constraints"
-    assert {p["checklist"] for p in run.result["proven_by_restore"]} == {"orphaned_records", "duplicate_primary_keys"}
+    assert {p["checklist"] for p in run.result["proven_by_restore"]} == {
+        "orphaned_records", "duplicate_primary_keys", "no_corruption"}
     plain = tmp_path / "with-error.sql"
     subprocess.run([str(pg_tool("pg_restore")), "-f", str(plain), str(sample.dump)], check=True, env=clean_env())
     marker = "-- PostgreSQL database dump complete"
@@ -84,5 +85,5 @@ def test_depth_full_scans_everything_and_runs_parent_checks(
     assert run.result["checklist"] == dict.fromkeys(ALL_ITEMS, "passed"), run.explain()
     assert run.result["proven_by_restore"] == []
     junit = (run.run_dir / "junit.xml").read_text()
-    assert 'value="bt_index_parent_check"' in junit
+    assert 'value="bt_index_parent_check heapallindexed"' in junit
     assert "pg_toast" in junit  # TOAST tables and their indexes are checked too

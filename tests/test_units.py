@@ -147,3 +147,12 @@ def test_parallel_pg_restore_output_with_interleaved_prefixes() -> None:
     assert run.reported_error_count == 2
     assert len(run.errors) == 1
     assert "2 errors" in run.errors[0]
+
+
+def test_failed_server_start_leaves_nothing_behind(tmp_path: Path) -> None:
+    from restore.embedded import EmbeddedServer
+
+    server = EmbeddedServer(jobs=1, base_dir=tmp_path, bin_dir=tmp_path / "no-such-postgres")
+    with pytest.raises(FileNotFoundError):
+        server.start()
+    assert list(tmp_path.iterdir()) == []

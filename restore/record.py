@@ -1,0 +1,229 @@
+"""The monthly backup-test record: one JSON line per run, rendered as an auditor-friendly history.
+
+``append`` adds a run (derived from its ``result.json``) to a JSONL history; ``render`` writes ``record.html``
+(self-contained: inline SVG charts, no JavaScript, no network) and ``record.md``. Months without a run are
+shown as missing: a skipped monthly test is itself a finding.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+FIELDS_VERSION = 1
+
+
+def operator_name(explicit: str | None) -> str:
+    return explicit or os.environ.get("RESTORE_VERIFY_OPERATOR") or os.environ.get("USER") or os.environ.get(
+        "LOGNAME") or "unknown"
+
+
+def _age_s(later: str | None, earlier: str | None) -> float | None:
+    if not later or not earlier:
+        return None
+    return round((datetime.fromisoformat(later) - datetime.fromisoformat(earlier)).total_seconds(), 1)
+
+
+def record_line(result: dict[str, Any], *, operator: str, rto_s: float, rpo_s: float) -> dict[str, Any]:
+    """One history line from a run's result.json (plain data; no connection strings, no secrets)."""
+    measurements = result.get("measurements", {})
+    counts: dict[str, int] = result.get("row_counts", {})
+    backup = result["backup"]
+    return {
+        "record_version": FIELDS_VERSION,
+        "date": result["finished_at"],
+        "run_id": result.get("run_id"),
+        "target": {"name": result["target"]["name"], "kind": result["target"]["kind"],
+                   "server_version": result["target"].get("server_version")},
+        "backup": {"spec": backup.get("spec"), "id": Path(backup["spec"]).name if backup.get("spec") else None,
+                   "format": backup.get("format"), "created_at": backup.get("created_at"),
+                   "age_s": _age_s(result["finished_at"], backup.get("created_at"))},
+        "restore": {"performed": result["restore"].get("performed"), "duration_s": result["restore"]["duration_s"],
+                    "errors": len(result["restore"]["errors"]),
+                    "accepted_errors": len(result["restore"]["accepted_errors"])},
+        "rto": {"target_s": rto_s, "measured_s": result["restore"]["duration_s"],
+                "status": result["checklist"].get("rto")},
+        "rpo": {"target_s": rpo_s, "measured_s": measurements.get("data_age_at_backup_s"),
+                "status": result["checklist"].get("rpo")},
+        "checklist": result["checklist"],
+        "tests": result["tests"],
+        "failures": [{"checklist": f["checklist"], "message": f["message"][:300]} for f in result["failures"]],
+        "counts": counts,
+        "total_rows": sum(counts.values()) if counts else None,
+        "outcome": "failed" if result["tests"]["failed"] else "passed",
+        "depth": result.get("depth"),
+        "suite_version": result.get("suite_version"),
+        "operator": operator,
+        "run_dir": result.get("run_dir"),
+    }
+
+
+def append(path: Path, line: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fh.write(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n")
+
+
+def load(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def previous_counts(history: list[dict[str, Any]], target: str) -> dict[str, int] | None:
+    """The table counts of the newest earlier run of the same target that recorded any."""
+    for line in reversed(history):
+        if line["target"]["name"] == target and line.get("counts"):
+            return dict(line["counts"])
+    return None
+
+
+# --- rendering --------------------------------------------------------------------------------------------
+
+def _month(date: str) -> str:
+    return date[:7]
+
+
+def months_between(first: str, last: str) -> list[str]:
+    year, month = int(first[:4]), int(first[5:7])
+    end = (int(last[:4]), int(last[5:7]))
+    months = []
+    while (year, month) <= end:
+        months.append(f"{year:04d}-{month:02d}")
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return months
+
+
+@dataclass(frozen=True)
+class Series:
+    """One chart: points (date, value) with an optional limit line."""
+
+    chart_id: str
+    title: str
+    unit: str
+    points: list[tuple[str, float]]
+    limit: float | None = None
+    limit_label: str = ""
+
+
+def svg_chart(series: Series, *, width: int = 720, height: int = 220) -> str:
+    """An inline SVG line chart; every point carries data-date/data-value so that it can be checked."""
+    pad_l, pad_r, pad_t, pad_b = 60, 20, 30, 40
+    values = [v for _, v in series.points] + ([series.limit] if series.limit is not None else [])
+    top = max(values) * 1.15 if values and max(values) > 0 else 1.0
+    stamps = [datetime.fromisoformat(d).timestamp() for d, _ in series.points]
+    lo, hi = (min(stamps), max(stamps)) if stamps else (0.0, 1.0)
+    span = (hi - lo) or 1.0
+
+    def x(stamp: float) -> float:
+        return pad_l + (stamp - lo) / span * (width - pad_l - pad_r) if len(stamps) > 1 else width / 2
+
+    def y(value: float) -> float:
+        return pad_t + (1 - value / top) * (height - pad_t - pad_b)
+
+    esc = html.escape
+    parts = [f'<svg id="{esc(series.chart_id)}" class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+             f'height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="{esc(series.title)}">',
+             f'<text x="{pad_l}" y="18" font-size="14" font-weight="bold">{esc(series.title)}</text>',
+             f'<line x1="{pad_l}" y1="{height - pad_b}" x2="{width - pad_r}" y2="{height - pad_b}" stroke="#888"/>',
+             f'<line x1="{pad_l}" y1="{pad_t}" x2="{pad_l}" y2="{height - pad_b}" stroke="#888"/>',
+             f'<text x="4" y="{pad_t + 10}" font-size="11">{top:,.0f} {esc(series.unit)}</text>',
+             f'<text x="4" y="{height - pad_b}" font-size="11">0</text>']
+    if series.limit is not None:
+        ly = y(series.limit)
+        parts.append(f'<line class="limit" data-value="{series.limit}" x1="{pad_l}" y1="{ly:.1f}" '
+                     f'x2="{width - pad_r}" y2="{ly:.1f}" stroke="#c00" stroke-dasharray="6 4"/>')
+        parts.append(f'<text x="{width - pad_r - 4}" y="{ly - 4:.1f}" font-size="11" fill="#c00" '
+                     f'text-anchor="end">{esc(series.limit_label)}</text>')
+    coords = [(x(s), y(v)) for s, (_, v) in zip(stamps, series.points, strict=True)]
+    if len(coords) > 1:
+        path = " ".join(f"{cx:.1f},{cy:.1f}" for cx, cy in coords)
+        parts.append(f'<polyline points="{path}" fill="none" stroke="#36c" stroke-width="1.5"/>')
+    for (cx, cy), (date, value) in zip(coords, series.points, strict=True):
+        over = series.limit is not None and value > series.limit
+        parts.append(f'<circle class="point{" over" if over else ""}" data-date="{esc(date)}" data-value="{value}" '
+                     f'cx="{cx:.1f}" cy="{cy:.1f}" r="4" fill="{"#c00" if over else "#36c"}">'
+                     f'<title>{esc(date[:10])}: {value:,.1f} {esc(series.unit)}</title></circle>')
+    if series.points:
+        parts.append(f'<text x="{pad_l}" y="{height - 12}" font-size="11">{esc(series.points[0][0][:10])}</text>')
+        parts.append(f'<text x="{width - pad_r}" y="{height - 12}" font-size="11" text-anchor="end">'
+                     f'{esc(series.points[-1][0][:10])}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _series(history: list[dict[str, Any]]) -> list[Series]:
+    rto = next((h["rto"]["target_s"] for h in reversed(history) if h["rto"].get("target_s")), None)
+    rpo = next((h["rpo"]["target_s"] for h in reversed(history) if h["rpo"].get("target_s")), None)
+    monthly_rows: dict[str, tuple[str, float]] = {}
+    for h in history:
+        if h.get("total_rows") is not None:
+            monthly_rows[_month(h["date"])] = (h["date"], float(h["total_rows"]))  # the month's last run
+    return [
+        Series("chart-rto", "Restore duration against the RTO", "s",
+               [(h["date"], float(h["restore"]["duration_s"])) for h in history
+                if h["restore"].get("performed") and h["restore"].get("duration_s") is not None],
+               rto, f"RTO {rto:g} s" if rto else ""),
+        Series("chart-rpo", "Data age at backup time against the RPO", "s",
+               [(h["date"], float(h["rpo"]["measured_s"])) for h in history if h["rpo"].get("measured_s") is not None],
+               rpo, f"RPO {rpo:g} s" if rpo else ""),
+        Series("chart-rows", "Total rows per month (a sudden drop is as alarming as a failed check)", "rows",
+               sorted(monthly_rows.values())),
+    ]
+
+
+def render(history: list[dict[str, Any]], out_dir: Path, *, until: str | None = None) -> tuple[Path, Path]:
+    """Write record.html and record.md for the history; ``until`` (YYYY-MM) extends the months shown."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    history = sorted(history, key=lambda h: h["date"])
+    esc = html.escape
+    now_month = until or datetime.now(UTC).strftime("%Y-%m")
+    months = months_between(_month(history[0]["date"]), max(now_month, _month(history[-1]["date"]))) if history else []
+    by_month: dict[str, list[dict[str, Any]]] = {m: [] for m in months}
+    for h in history:
+        by_month.setdefault(_month(h["date"]), []).append(h)
+    rows, md = [], ["# Backup-test record", "", "| month | date | target | backup | outcome | restore s | "
+                    "failed items | report |", "|---|---|---|---|---|---|---|---|"]
+    for month in months:
+        runs = by_month[month]
+        if not runs:
+            rows.append(f'<tr class="missing" data-month="{month}"><td>{month}</td><td colspan="7">missing: no '
+                        "backup test ran this month</td></tr>")
+            md.append(f"| {month} | — | — | — | **MISSING: no backup test this month** | | | |")
+            continue
+        for h in runs:
+            failed = [k for k, v in h["checklist"].items() if v == "failed"]
+            report = f"{h['run_dir']}/report.html" if h.get("run_dir") else ""
+            link = f'<a href="{esc(report)}">report</a>' if report else ""
+            duration = h["restore"].get("duration_s")
+            duration_text = f"{duration:.1f}" if duration is not None and h["restore"].get("performed") else "—"
+            rows.append(
+                f'<tr class="run {h["outcome"]}" data-month="{month}"><td>{month}</td><td>{esc(h["date"][:16])}</td>'
+                f'<td>{esc(h["target"]["name"])}</td><td>{esc(str(h["backup"].get("id") or "—"))}</td>'
+                f'<td class="outcome">{h["outcome"]}</td><td>{duration_text}</td>'
+                f'<td>{esc(", ".join(failed))}</td><td>{link}</td></tr>')
+            md.append(f"| {month} | {h['date'][:16]} | {h['target']['name']} | {h['backup'].get('id') or '—'} | "
+                      f"{h['outcome']} | {duration_text} | {', '.join(failed)} | {report} |")
+    charts = "".join(svg_chart(s) for s in _series(history))
+    missing = [m for m in months if not by_month[m]]
+    failed_runs = sum(1 for h in history if h["outcome"] == "failed")
+    summary = (f"{len(history)} run(s) over {len(months)} month(s); {failed_runs} failed; "
+               f"{len(missing)} month(s) without a test{': ' + ', '.join(missing) if missing else ''}.")
+    page = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Backup-test record</title><style>"
+        "body{font-family:sans-serif;margin:24px} table{border-collapse:collapse} td,th{border:1px solid #ccc;"
+        "padding:3px 8px} tr.failed td.outcome{color:#b00;font-weight:bold} tr.passed td.outcome{color:#070}"
+        "tr.missing td{background:#fff3cd;color:#8a6d00;font-weight:bold} .chart{display:block;margin:12px 0}"
+        f"</style></head><body><h1>Backup-test record</h1><p id='summary'>{esc(summary)}</p>{charts}"
+        "<table id='runs'><tr><th>month</th><th>date (UTC)</th><th>target</th><th>backup</th><th>outcome</th>"
+        f"<th>restore s</th><th>failed items</th><th>report</th></tr>{''.join(rows)}</table></body></html>"
+    )
+    html_path, md_path = out_dir / "record.html", out_dir / "record.md"
+    html_path.write_text(page)
+    md_path.write_text("\n".join([*md, "", summary]) + "\n")
+    return html_path, md_path

@@ -1,0 +1,189 @@
+"""The monthly backup-test record: history lines, the count-drop trend, the rendered record, screenshots."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from reports.checklist import CHECKLIST
+from restore import record
+from tests.conftest import ROOT, FaultServer, Sample, SuiteRun
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def test_each_run_appends_one_line_with_what_an_auditor_asks(
+    sample: Sample, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    history = tmp_path / "record.jsonl"
+    for _ in range(2):
+        run = run_suite(f"--backup={sample.dump}", f"--globals={sample.globals_sql}",
+                        f"--expectations={sample.expectations}", f"--record={history}", "--operator=dba-on-call")
+        assert run.returncode == 0, run.explain()
+    lines = record.load(history)
+    assert len(lines) == 2
+    line = lines[-1]
+    assert line["operator"] == "dba-on-call"
+    assert line["target"]["name"] == "local"
+    assert line["backup"]["id"] == "sample.dump"
+    assert line["backup"]["age_s"] is not None
+    assert line["rto"] == {"target_s": 3600.0, "measured_s": line["restore"]["duration_s"], "status": "passed"}
+    assert line["rpo"]["status"] == "passed"
+    assert line["rpo"]["measured_s"] is not None
+    assert line["counts"]["public.orders"] == 10000
+    assert line["total_rows"] == sum(line["counts"].values())
+    assert set(line["checklist"]) == set(CHECKLIST)
+    assert line["outcome"] == "passed"
+    assert Path(line["run_dir"]).is_dir()
+    assert line["suite_version"]
+
+
+def test_row_count_trend_fails_on_a_ten_percent_shrink_and_passes_on_growth(
+    fault_server: FaultServer, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    history = tmp_path / "record.jsonl"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    dsn = fault_server.copy("trend")
+    args = (f"--target={dsn}", f"--expectations={empty}", f"--record={history}")
+    first = run_suite(*args)
+    assert first.result["checklist"]["row_counts"] == "skipped"  # nothing to compare with yet: said, not passed
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM audit.order_events WHERE id % 10 = 0")  # 10 %
+    shrunk = run_suite(*args)
+    assert shrunk.failed_items() == {"row_counts"}, shrunk.explain()
+    assert "shrank from 3333 rows" in shrunk.result["checklist_reasons"]["row_counts"]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO audit.order_events (order_id, event, at) SELECT 1, 'x', now()"
+                     " FROM generate_series(1, 1000)")
+    grown = run_suite(*args)
+    assert grown.result["checklist"]["row_counts"] == "passed", grown.explain()
+
+
+def _synthetic(month: str, day: int, *, failed: bool = False, duration: float = 900.0, rows: int = 1_000_000,
+               age: float = 300.0) -> dict[str, object]:
+    checklist = dict.fromkeys(CHECKLIST, "passed")
+    if failed:
+        checklist["orphaned_records"] = "failed"
+    return {
+        "record_version": 1, "date": f"{month}-{day:02d}T03:00:00+00:00", "run_id": f"{month}-{day}",
+        "target": {"name": "prod-restored", "kind": "existing", "server_version": "15.8"},
+        "backup": {"spec": f"s3://ecommerce-backups/database/backup-{month}.dump", "id": f"backup-{month}.dump",
+                   "format": "custom", "created_at": f"{month}-{day:02d}T02:00:00+00:00", "age_s": 3600.0},
+        "restore": {"performed": True, "duration_s": duration, "errors": 0, "accepted_errors": 0},
+        "rto": {"target_s": 3600.0, "measured_s": duration, "status": "passed"},
+        "rpo": {"target_s": 900.0, "measured_s": age, "status": "passed" if age <= 900 else "failed"},
+        "checklist": checklist, "tests": {"passed": 100, "failed": int(failed), "skipped": 0},
+        "failures": [{"checklist": "orphaned_records", "message": "3 orphans"}] if failed else [],
+        "counts": {"public.orders": rows}, "total_rows": rows, "outcome": "failed" if failed else "passed",
+        "depth": "standard", "suite_version": "0.1.0", "operator": "dba", "run_dir": f"reports/runs/{month}",
+    }
+
+
+def _history(tmp_path: Path, sample: Sample, run_suite: Callable[..., SuiteRun]) -> tuple[Path, list[dict]]:
+    """Six synthetic months (one failed, one missing) followed by two real runs of the suite."""
+    history = tmp_path / "record.jsonl"
+    synthetic = [
+        _synthetic("2026-04", 1, duration=1500, rows=900_000),
+        _synthetic("2026-05", 1, duration=1700, rows=950_000),
+        _synthetic("2026-06", 2, failed=True, duration=2100, rows=990_000, age=1200),
+        # 2026-07: no backup test ran
+        _synthetic("2026-08", 1, duration=1600, rows=1_020_000),
+        _synthetic("2026-09", 1, duration=4000, rows=1_050_000),  # over the RTO
+        _synthetic("2026-10", 1, duration=1800, rows=600_000),  # a sudden drop
+    ]
+    for line in synthetic:
+        record.append(history, line)
+    for _ in range(2):
+        run_suite(f"--backup={sample.dump}", f"--globals={sample.globals_sql}",
+                  f"--expectations={sample.expectations}", f"--record={history}")
+    return history, record.load(history)
+
+
+def test_rendered_record_shows_failed_and_missing_months_limits_and_the_data(
+    sample: Sample, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    history, lines = _history(tmp_path, sample, run_suite)
+    out = tmp_path / "rendered"
+    proc = subprocess.run([sys.executable, "-m", "restore", "record", f"--history={history}", f"--output={out}",
+                           "--until=2026-11"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    page = (out / "record.html").read_text()
+    assert "<script" not in page
+    assert "http" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert re.search(r'<tr class="missing" data-month="2026-07">', page)
+    assert re.search(r'<tr class="run failed" data-month="2026-06">', page)
+    rto_chart = re.search(r'<svg id="chart-rto".*?</svg>', page, re.S)
+    assert rto_chart is not None
+    assert 'class="limit" data-value="3600.0"' in rto_chart.group(0)
+    plotted = [float(v) for v in re.findall(r'class="point[^"]*" data-date="[^"]+" data-value="([^"]+)"',
+                                            rto_chart.group(0))]
+    expected = [float(h["restore"]["duration_s"]) for h in sorted(lines, key=lambda h: h["date"])]
+    assert plotted == expected
+    assert 'class="point over" data-date="2026-09-01' in rto_chart.group(0)
+    rows_chart = re.search(r'<svg id="chart-rows".*?</svg>', page, re.S)
+    assert rows_chart is not None
+    assert 'data-value="600000.0"' in rows_chart.group(0)
+    md = (out / "record.md").read_text()
+    assert "2026-07 | — | — | — | **MISSING" in md
+    assert "1 month(s) without a test: 2026-07" in md
+
+
+def _chromium(url: Path, png: Path) -> str:
+    profile = png.parent / f"profile-{png.stem}"
+    subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1280,1600",
+                    f"--screenshot={png}", url.as_uri()], capture_output=True, timeout=120, check=False)
+    dom = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", url.as_uri()],
+                         capture_output=True, text=True, timeout=120, check=False).stdout
+    return dom
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (apt-get install chromium)")
+def test_report_and_record_render_in_a_browser(
+    sample: Sample, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    history, _ = _history(tmp_path, sample, run_suite)
+    out = tmp_path / "rendered"
+    html_path, _ = record.render(record.load(history), out, until="2026-11")
+    report = Path(record.load(history)[-1]["run_dir"]) / "report.html"
+    dom = _chromium(report, tmp_path / "report.png")
+    # The rendered page (after pytest-html's script built it) holds the checklist and the results table.
+    checklist = re.search(r'<table id="checklist">.*?</table>', dom, re.S)
+    assert checklist is not None, dom[:2000]
+    assert all(f"<td>{item}</td>" in checklist.group(0) for item in CHECKLIST)
+    assert len(re.findall(r'class="[^"]*\bpassed\b[^"]*"', dom)) >= 50
+    dom = _chromium(html_path, tmp_path / "record.png")
+    assert len(re.findall(r'<svg id="chart-', dom)) == 3
+    assert len(re.findall(r"<circle ", dom)) >= 8
+    for png in ("report.png", "record.png"):
+        assert (tmp_path / png).stat().st_size > 20_000, f"{png} looks blank"
+
+
+def test_no_secret_reaches_any_file_the_run_writes(
+    fault_server: FaultServer, sample: Sample, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    secret = "Sup3r-s3cret-Pa55word"
+    with psycopg.connect(fault_server.server.conninfo(), autocommit=True) as conn:
+        conn.execute(f"ALTER ROLE postgres PASSWORD '{secret}'")
+    targets = tmp_path / "targets.toml"
+    targets.write_text(f'[targets.audited]\ndsn = "{fault_server.copy("secret_copy")}"\npassword_env = "RV_SECRET"\n')
+    history = tmp_path / "record.jsonl"
+    run = run_suite(f"--targets-file={targets}", "--target=audited", f"--manifest={sample.manifest}",
+                    f"--expectations={sample.expectations}", f"--record={history}", env={"RV_SECRET": secret})
+    assert run.result["checklist"]["db_accessible"] == "passed", run.explain()
+    written = [p for p in run.run_dir.rglob("*") if p.is_file()] + [history, tmp_path / "result0.json"]
+    assert len(written) >= 6
+    for path in written:
+        assert secret not in path.read_text(errors="replace"), f"the password leaked into {path}"
+    assert secret not in run.output
+    assert json.loads(history.read_text().splitlines()[-1])["target"]["name"] == "audited"
