@@ -191,6 +191,11 @@ def render(history: list[dict[str, Any]], out_dir: Path, *, until: str | None = 
                     "failed items | report |", "|---|---|---|---|---|---|---|---|"]
     for month in months:
         runs = by_month[month]
+        if not runs and month == now_month:  # the month is not over: the test is due, not yet missing
+            rows.append(f'<tr class="due" data-month="{month}"><td>{month}</td><td colspan="7">due: no backup test '
+                        "has run yet this month</td></tr>")
+            md.append(f"| {month} | — | — | — | due: no test yet this month | | | |")
+            continue
         if not runs:
             rows.append(f'<tr class="missing" data-month="{month}"><td>{month}</td><td colspan="7">missing: no '
                         "backup test ran this month</td></tr>")
@@ -210,7 +215,7 @@ def render(history: list[dict[str, Any]], out_dir: Path, *, until: str | None = 
             md.append(f"| {month} | {h['date'][:16]} | {h['target']['name']} | {h['backup'].get('id') or '—'} | "
                       f"{h['outcome']} | {duration_text} | {', '.join(failed)} | {report} |")
     charts = "".join(svg_chart(s) for s in _series(history))
-    missing = [m for m in months if not by_month[m]]
+    missing = [m for m in months if not by_month[m] and m != now_month]
     failed_runs = sum(1 for h in history if h["outcome"] == "failed")
     summary = (f"{len(history)} run(s) over {len(months)} month(s); {failed_runs} failed; "
                f"{len(missing)} month(s) without a test{': ' + ', '.join(missing) if missing else ''}.")
@@ -218,7 +223,8 @@ def render(history: list[dict[str, Any]], out_dir: Path, *, until: str | None = 
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Backup-test record</title><style>"
         "body{font-family:sans-serif;margin:24px} table{border-collapse:collapse} td,th{border:1px solid #ccc;"
         "padding:3px 8px} tr.failed td.outcome{color:#b00;font-weight:bold} tr.passed td.outcome{color:#070}"
-        "tr.missing td{background:#fff3cd;color:#8a6d00;font-weight:bold} .chart{display:block;margin:12px 0}"
+        "tr.missing td{background:#fff3cd;color:#8a6d00;font-weight:bold} tr.due td{color:#666;font-style:italic}"
+        ".chart{display:block;margin:12px 0}"
         f"</style></head><body><h1>Backup-test record</h1><p id='summary'>{esc(summary)}</p>{charts}"
         "<table id='runs'><tr><th>month</th><th>date (UTC)</th><th>target</th><th>backup</th><th>outcome</th>"
         f"<th>restore s</th><th>failed items</th><th>report</th></tr>{''.join(rows)}</table></body></html>"
