@@ -25,10 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -74,13 +76,49 @@ def baseline_restore(dump: Path) -> float:
             [str(pg_tool("pg_restore")), "-d", server.conninfo("bench"), str(dump)], check=True, env=clean_env()))
 
 
-def full_run(dump: Path, out: Path) -> tuple[float, float]:
+def server_pss_mb() -> float:
+    """Proportional memory (shared buffers split among the processes using them) of every postgres process now.
+    The servers are not our children (pg_ctl detaches them), so rusage does not see them."""
+    total = 0
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if (proc / "comm").read_text().strip() != "postgres":
+                continue
+            rollup = (proc / "smaps_rollup").read_text()
+        except OSError:
+            continue
+        total += int(rollup.split("\nPss:")[1].split()[0])
+    return total / 1024
+
+
+class PeakMemory:
+    """Samples server_pss_mb() twice a second in the background; .peak is the largest total seen."""
+
+    def __init__(self) -> None:
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            self.peak = max(self.peak, server_pss_mb())
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def full_run(dump: Path, out: Path, depth: str = "standard") -> tuple[float, float]:
     result = out / "result.json"
     empty = Path(tempfile.mkdtemp())
     cores = os.cpu_count() or 1
     wall = timed(lambda: subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-n", str(cores), f"--backup={dump}", f"--expectations={empty}",
-         f"--result-json={result}", f"--reports-dir={out / 'runs'}"],
+         f"--result-json={result}", f"--reports-dir={out / 'runs'}", f"--depth={depth}"],
         cwd=ROOT, check=False, capture_output=True))
     data = json.loads(result.read_text())
     if data["tests"]["failed"]:
@@ -134,21 +172,47 @@ def many_tables(args: argparse.Namespace) -> None:
           f"verification without the restore {statistics.median(verify):.1f} s (goal < 60)")
 
 
+def _cpu_jiffies() -> tuple[int, int]:
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def cpu_during_restore(dump: Path) -> None:
+    """How busy the machine is while pg_restore --jobs=<cores> runs: if the cores are already saturated, checks
+    started during the restore would only compete with it for them."""
+    cores = os.cpu_count() or 1
+    with EmbeddedServer(jobs=cores) as server:
+        with psycopg.connect(server.conninfo(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE bench")
+        busy0, total0 = _cpu_jiffies()
+        wall = timed(lambda: subprocess.run([str(pg_tool("pg_restore")), f"--jobs={cores}", "-d",
+                                             server.conninfo("bench"), str(dump)], check=True, env=clean_env()))
+        busy1, total1 = _cpu_jiffies()
+    print(f"pg_restore --jobs={cores}: {wall:.1f} s, all cores {100 * (busy1 - busy0) / (total1 - total0):.0f}% busy")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     parser.add_argument("--many-tables", action="store_true")
+    parser.add_argument("--depths", action="store_true", help="also time the full run at --depth quick and full")
+    parser.add_argument("--cpu-during-restore", action="store_true", help="only measure CPU use during pg_restore")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.many_tables:
         many_tables(args)
         return
+    if args.cpu_during_restore:
+        cpu_during_restore(build_dump(args.scale, args.out))
+        return
     dump = build_dump(args.scale, args.out)
     print(f"dump: {dump} ({dump.stat().st_size / 1e6:.0f} MB), cores: {os.cpu_count()}", flush=True)
     samples: dict[str, list[float]] = {k: [] for k in ("baseline", "restore", "full", "count", "checksum",
                                                        "capture")}
+    memory = PeakMemory().__enter__()
     for i in range(args.repeat):
         samples["baseline"].append(baseline_restore(dump))
         full, restore = full_run(dump, args.out)
@@ -165,6 +229,15 @@ def main() -> None:
         print(f"  {key:9} {value:8.1f} s   {value / med['checksum']:6.2f} x checksum")
     print(f"  full / baseline               {med['full'] / med['baseline']:.2f}")
     print(f"  (full - restore) / checksum   {(med['full'] - med['restore']) / med['checksum']:.2f}")
+    memory.__exit__()
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"  peak memory: PostgreSQL servers {memory.peak:,.0f} MB (PSS); largest client process (pytest, "
+          f"pg_restore, …) {peak_mb:,.0f} MB (RSS)")
+    if args.depths:
+        for depth in ("quick", "full"):
+            wall, restore = full_run(dump, args.out, depth)
+            ratio = (wall - restore) / med["checksum"]
+            print(f"  --depth {depth:8} end to end {wall:.1f} s, verification {ratio:.2f} x checksum")
 
 
 if __name__ == "__main__":
