@@ -67,23 +67,21 @@ class ArchiveInfo:
     def tables_with_data(self) -> list[str]:
         return [e.qualified for e in self.entries if e.desc == "TABLE DATA"]
 
-    def foreign_keys(self) -> list[tuple[str, str]]:
-        """(``schema.table``, constraint name) of every FK CONSTRAINT entry."""
+    def _table_objects(self, desc: str) -> list[tuple[str, str]]:
+        """(``schema.table``, name) of every entry of ``desc``, whose tag reads "table name"."""
         result = []
         for entry in self.entries:
-            if entry.desc == "FK CONSTRAINT":
+            if entry.desc == desc:
                 table, _, name = entry.tag.partition(" ")
                 result.append((f"{entry.schema}.{table}", name))
         return result
 
+    def foreign_keys(self) -> list[tuple[str, str]]:
+        return self._table_objects("FK CONSTRAINT")
+
     def constraints(self) -> list[tuple[str, str]]:
-        """(``schema.table``, name) of every CONSTRAINT entry: primary keys, unique and exclusion constraints."""
-        result = []
-        for entry in self.entries:
-            if entry.desc == "CONSTRAINT":
-                table, _, name = entry.tag.partition(" ")
-                result.append((f"{entry.schema}.{table}", name))
-        return result
+        """Primary keys, unique and exclusion constraints."""
+        return self._table_objects("CONSTRAINT")
 
     def indexes(self) -> list[str]:
         return [e.qualified for e in self.entries if e.desc == "INDEX"]

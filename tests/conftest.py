@@ -36,6 +36,10 @@ class Sample:
     expectations: Path
     out: Path
 
+    def restore_args(self) -> tuple[str, str, str]:
+        """The main job on this sample: its dump, its roles, its expectations."""
+        return (f"--backup={self.dump}", f"--globals={self.globals_sql}", f"--expectations={self.expectations}")
+
 
 @pytest.fixture(scope="session")
 def sample(tmp_path_factory: pytest.TempPathFactory) -> Sample:

@@ -11,8 +11,7 @@ from tests.conftest import ALL_ITEMS, Sample, SuiteRun
 def test_clean_restore_passes_every_item_and_restores_once_with_xdist(
     sample: Sample, run_suite: Callable[..., SuiteRun]
 ) -> None:
-    run = run_suite("-n", "2", f"--backup={sample.dump}", f"--globals={sample.globals_sql}",
-                    f"--expectations={sample.expectations}")
+    run = run_suite("-n", "2", *sample.restore_args())
     assert run.returncode == 0, run.explain()
     assert run.result["checklist"] == dict.fromkeys(ALL_ITEMS, "passed"), run.explain()
     assert run.result["tests"]["failed"] == 0

@@ -47,8 +47,7 @@ def test_fault_in_the_backed_up_source_is_caught_after_a_clean_restore(
 def test_restore_with_an_error_proves_nothing_so_every_scan_runs(
     sample: Sample, tmp_path: Path, run_suite: Callable[..., SuiteRun]
 ) -> None:
-    run = run_suite(f"--backup={sample.dump}", f"--globals={sample.globals_sql}",
-                    f"--expectations={sample.expectations}")
+    run = run_suite(*sample.restore_args())
     assert run.result["proven_by_restore"], "a clean restore proves its constraints"
     assert {p["checklist"] for p in run.result["proven_by_restore"]} == {
         "orphaned_records", "duplicate_primary_keys", "no_corruption"}
@@ -66,8 +65,7 @@ def test_restore_with_an_error_proves_nothing_so_every_scan_runs(
 def test_depth_quick_counts_and_skips_scans_and_amcheck(
     sample: Sample, run_suite: Callable[..., SuiteRun]
 ) -> None:
-    run = run_suite(f"--backup={sample.dump}", f"--globals={sample.globals_sql}",
-                    f"--expectations={sample.expectations}", "--depth=quick")
+    run = run_suite(*sample.restore_args(), "--depth=quick")
     assert run.returncode == 0, run.explain()
     assert run.result["depth"] == "quick"
     assert run.result["checklist"]["row_counts"] == "passed"
@@ -79,8 +77,7 @@ def test_depth_quick_counts_and_skips_scans_and_amcheck(
 def test_depth_full_scans_everything_and_runs_parent_checks(
     sample: Sample, run_suite: Callable[..., SuiteRun]
 ) -> None:
-    run = run_suite(f"--backup={sample.dump}", f"--globals={sample.globals_sql}",
-                    f"--expectations={sample.expectations}", "--depth=full")
+    run = run_suite(*sample.restore_args(), "--depth=full")
     assert run.returncode == 0, run.explain()
     assert run.result["checklist"] == dict.fromkeys(ALL_ITEMS, "passed"), run.explain()
     assert run.result["proven_by_restore"] == []

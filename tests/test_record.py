@@ -27,8 +27,7 @@ def test_each_run_appends_one_line_with_what_an_auditor_asks(
 ) -> None:
     history = tmp_path / "record.jsonl"
     for _ in range(2):
-        run = run_suite(f"--backup={sample.dump}", f"--globals={sample.globals_sql}",
-                        f"--expectations={sample.expectations}", f"--record={history}", "--operator=dba-on-call")
+        run = run_suite(*sample.restore_args(), f"--record={history}", "--operator=dba-on-call")
         assert run.returncode == 0, run.explain()
     lines = record.load(history)
     assert len(lines) == 2
@@ -105,8 +104,7 @@ def _history(tmp_path: Path, sample: Sample, run_suite: Callable[..., SuiteRun])
     for line in synthetic:
         record.append(history, line)
     for _ in range(2):
-        run_suite(f"--backup={sample.dump}", f"--globals={sample.globals_sql}",
-                  f"--expectations={sample.expectations}", f"--record={history}")
+        run_suite(*sample.restore_args(), f"--record={history}")
     return history, record.load(history)
 
 
