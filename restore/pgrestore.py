@@ -170,12 +170,22 @@ def run_pg_restore(archive: ArchiveInfo, conninfo: str, *, jobs: int, log: IO[st
     return run
 
 
-def run_psql_file(path: Path, conninfo: str, *, log: IO[str], plain_dump: bool) -> ToolRun:
-    """Feed a SQL file to psql without stopping at errors, the way the runbook restores plain dumps."""
+def run_psql_file(path: Path, conninfo: str, *, log: IO[str], plain_dump: bool,
+                  skip_line: Callable[[str], bool] | None = None) -> ToolRun:
+    """Feed a SQL file to psql without stopping at errors, the way the runbook restores plain dumps.
+    ``skip_line`` leaves out lines (and says so in the log)."""
     args = [str(pg_tool("psql")), "-X", "-q", "-v", "ON_ERROR_STOP=0", "-d", conninfo, "-f", "-"]
     shown = f"psql -X -q -v ON_ERROR_STOP=0 -d <target> -f - < {path}"
     run = ToolRun(command=shown)
     lines = open_plain(path) if plain_dump else iter(path.read_text().splitlines(keepends=True))
+    if skip_line is not None:
+        def kept(source: Iterator[str]) -> Iterator[str]:
+            for line in source:
+                if skip_line(line):
+                    log.write(f"# left out: {line.split(' PASSWORD ')[0].strip()} …\n")
+                else:
+                    yield line
+        lines = kept(lines)
     run.exit_code, captured = _run_logged(args, log=log, stdin_lines=lines, shown=shown)
     parse_psql_log(captured, run)
     if run.exit_code != 0 and not run.errors:

@@ -23,9 +23,10 @@ from psycopg import sql
 
 from restore.archive import ArchiveInfo, inspect, referenced_roles, verify_readable
 from restore.conninfo import get_param, redact
+from restore.container import ContainerServer, image_for
 from restore.embedded import SUPERUSER, EmbeddedServer
-from restore.errors import ConfigError, DumpNotFound, RestoreError
-from restore.pgrestore import ToolRun, run_pg_restore, run_psql_file, table_done
+from restore.errors import ArchiveUnreadable, ConfigError, DumpNotFound, RestoreError, ToolTooOld
+from restore.pgrestore import ToolRun, parse_pg_restore_log, run_pg_restore, run_psql_file, table_done
 from restore.targets import TargetSpec
 from restore.tools import clean_env, pg_tool, tool_version
 
@@ -61,6 +62,7 @@ class RestoreOutcome:
     globals_file: str | None = None
     jobs: int | None = None
     pg_restore_version: str | None = None
+    pg_restore_where: str | None = None  # "host (…)" or "container <image> (…)"
     command: str | None = None
     data_processed: list[str] = field(default_factory=list)
     data_failed: list[str] = field(default_factory=list)
@@ -166,8 +168,8 @@ class _RestoreProgress:
             self._thread.join()
 
 
-def _create_roles(server: EmbeddedServer, plan: RestorePlan, info: ArchiveInfo, outcome: RestoreOutcome,
-                  log: Any) -> None:
+def _create_roles(server: EmbeddedServer | ContainerServer, plan: RestorePlan, info: ArchiveInfo,
+                  outcome: RestoreOutcome, log: Any) -> None:
     """Owners and grantees must exist before the restore, or ownership and grants are lost with an error.
 
     With ``--globals`` the real roles (with their password hashes and memberships) come from
@@ -175,7 +177,10 @@ def _create_roles(server: EmbeddedServer, plan: RestorePlan, info: ArchiveInfo, 
     """
     if plan.globals_file is not None:
         outcome.globals_file = str(plan.globals_file)
-        run = run_psql_file(plan.globals_file, server.conninfo(), log=log, plain_dump=False)
+        # The target's own superuser keeps its password: a production ALTER ROLE would lock the suite out.
+        own_role = re.compile(rf'^ALTER ROLE "?{SUPERUSER}"? ', re.IGNORECASE)
+        run = run_psql_file(plan.globals_file, server.conninfo(), log=log, plain_dump=False,
+                            skip_line=lambda line: bool(own_role.match(line)))
         # The run's own bootstrap superuser always exists already; that one error is expected.
         own = f'role "{SUPERUSER}" already exists'
         _accept(run.errors, (re.escape(own), *plan.allowed_errors), outcome, prefix="[globals] ",
@@ -193,8 +198,55 @@ def _restore_dbname(info: ArchiveInfo) -> str:
     return info.dbname or database_entry or DEFAULT_RESTORED_DBNAME
 
 
-def _restore_into(server: EmbeddedServer, plan: RestorePlan, info: ArchiveInfo, outcome: RestoreOutcome,
-                  clock: _Clock, log: Any) -> str:
+def _client_major() -> int:
+    return int(tool_version("pg_restore").split(".")[0])
+
+
+def _server_major(conninfo: str) -> int:
+    with psycopg.connect(conninfo) as conn:
+        row = conn.execute("SELECT current_setting('server_version_num')::int / 10000").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _restore_in_container(server: ContainerServer, info: ArchiveInfo, dbname: str, plan: RestorePlan,
+                          outcome: RestoreOutcome, log: Any) -> ToolRun:
+    """pg_restore inside the container, when its server is older than the host's client.
+
+    pg_restore 18 issues ``SET transaction_timeout`` that older servers reject, so every restore into them would
+    report an error; the server's own pg_restore is the right tool — if it can read the archive at all.
+    """
+    inner_path = server.copy_in(info.path)
+    _, version = server.exec(["pg_restore", "--version"])
+    found = re.search(r"(\d+(?:\.\d+)?)", version)
+    outcome.pg_restore_version = found.group(1) if found else None
+    outcome.pg_restore_where = f"container {server.image} (pg_restore {outcome.pg_restore_version})"
+    code, listing = server.exec(["pg_restore", "--list", inner_path])
+    if code != 0:
+        if "unsupported version" in listing:
+            raise ToolTooOld(
+                f"The server in {server.image} is PostgreSQL {outcome.pg_restore_version}, older than the host's "
+                f"pg_restore (which it rejects), and its own pg_restore cannot read archive format "
+                f"{info.archive_version} ({listing.strip()}): a dump made by pg_dump {info.dumped_by} restores "
+                f"only into a server at least that new. Use an image of that major version (image = "
+                f"\"postgres:{{major}}\" restores into the dump's own version), or take the dump with the "
+                "older server's pg_dump. Nothing was restored."
+            )
+        raise ArchiveUnreadable.from_read(info.path, f"pg_restore --list (in {server.image})", listing)
+    jobs = 1 if info.format == "tar" else max(plan.jobs, 1)
+    command = ["pg_restore", "--verbose", f"--jobs={jobs}", "--dbname", server.inner_conninfo(dbname), inner_path]
+    shown = f"docker exec {server.container_id} pg_restore --verbose --jobs={jobs} --dbname <target> {inner_path}"
+    log.write(f"$ {shown}\n")
+    run = ToolRun(command=shown)
+    run.exit_code, output = server.exec(command)
+    log.write(output + f"# exit code {run.exit_code}\n")
+    parse_pg_restore_log(output.splitlines(keepends=True), run)
+    if run.exit_code != 0 and not run.errors:
+        run.errors.append(f"pg_restore exited with code {run.exit_code} without naming an error; see the restore log")
+    return run
+
+
+def _restore_into(server: EmbeddedServer | ContainerServer, plan: RestorePlan, info: ArchiveInfo,
+                  outcome: RestoreOutcome, clock: _Clock, log: Any) -> str:
     dbname = _restore_dbname(info)
     creates_itself = info.format in ("plain", "plain-gzip") and any(e.desc == "DATABASE" for e in info.entries)
     with clock.phase("roles"):
@@ -208,7 +260,10 @@ def _restore_into(server: EmbeddedServer, plan: RestorePlan, info: ArchiveInfo, 
         if info.format in ("plain", "plain-gzip"):
             target_db = "postgres" if creates_itself else dbname
             run = run_psql_file(info.path, server.conninfo(target_db), log=log, plain_dump=True)
+        elif isinstance(server, ContainerServer) and _server_major(server.conninfo()) < _client_major():
+            run = _restore_in_container(server, info, dbname, plan, outcome, log)
         else:
+            outcome.pg_restore_where = f"host (pg_restore {tool_version('pg_restore')})"
             with _RestoreProgress(plan.progress, server.conninfo(dbname), len(info.tables_with_data())) as ticker:
                 run = run_pg_restore(info, server.conninfo(dbname), jobs=plan.jobs, log=log,
                                      on_line=ticker.on_line)
@@ -267,7 +322,7 @@ def prepare(plan: RestorePlan) -> Iterator[PreparedDatabase]:
     plan.log_path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         log = stack.enter_context(plan.log_path.open("a"))
-        server: EmbeddedServer | None = None
+        server: EmbeddedServer | ContainerServer | None = None
         dbname: str | None = None
         try:
             outcome.pg_restore_version = tool_version("pg_restore")
@@ -280,7 +335,11 @@ def prepare(plan: RestorePlan) -> Iterator[PreparedDatabase]:
                 info = inspect(plan.backup)
                 verify_readable(info)
             with clock.phase("start_target"):
-                server = EmbeddedServer(jobs=plan.jobs, keep=plan.keep_target)
+                if target.kind == "container":
+                    server = ContainerServer(image=image_for(target.image, info.dumped_from), jobs=plan.jobs,
+                                             keep=plan.keep_target)
+                else:
+                    server = EmbeddedServer(jobs=plan.jobs, keep=plan.keep_target)
                 stack.enter_context(server)
             dbname = _restore_into(server, plan, info, outcome, clock, log)
         except RestoreError as exc:
@@ -291,13 +350,21 @@ def prepare(plan: RestorePlan) -> Iterator[PreparedDatabase]:
                 outcome.refused += f"\n{detail}"
         outcome.duration_s = round(time.monotonic() - started, 3)
         usable = server is not None and dbname is not None and outcome.refused is None
+        display = target.redacted()
+        if usable and server is not None and dbname is not None:
+            kind = (f"container {server.image} {server.container_id}" if isinstance(server, ContainerServer)
+                    else f"embedded PostgreSQL {tool_version('postgres')}")
+            display = f"{kind} ({redact(server.conninfo(dbname))})"
+        app_host = (server.host if isinstance(server, ContainerServer) else "127.0.0.1") if server else None
+        kept = None
+        if server is not None and plan.keep_target:
+            kept = (f"container:{server.container_id}" if isinstance(server, ContainerServer)
+                    else str(server.base_dir))
         yield PreparedDatabase(
-            target_name=target.name, target_kind=target.kind,
-            target_display=f"embedded PostgreSQL {tool_version('postgres')} ({redact(server.conninfo(dbname))})"
-            if usable and server is not None and dbname is not None else target.redacted(),
+            target_name=target.name, target_kind=target.kind, target_display=display,
             conninfo=server.conninfo(dbname) if usable and server is not None and dbname else None,
-            dbname=dbname, app_host="127.0.0.1" if server else None, app_port=server.port if server else None,
+            dbname=dbname, app_host=app_host, app_port=server.port if server else None,
             owned=True, archive=info.to_json() if info else None,
             restore=asdict(outcome) | {"clean_logical_restore": outcome.clean_logical_restore},
-            kept_dir=str(server.base_dir) if server is not None and plan.keep_target else None,
+            kept_dir=kept,
         )

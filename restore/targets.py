@@ -13,9 +13,10 @@ from psycopg.conninfo import conninfo_to_dict
 from restore.conninfo import redact, with_params
 from restore.errors import ConfigError
 
-TargetKind = Literal["embedded", "existing"]
-KNOWN_KINDS: tuple[str, ...] = ("embedded", "existing")
+TargetKind = Literal["embedded", "existing", "container"]
+KNOWN_KINDS: tuple[str, ...] = ("embedded", "existing", "container")
 BUILTIN_LOCAL = "local"
+BUILTIN_DOCKER = "docker"  # a container of the dump's major version (see restore/container.py)
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class TargetSpec:
     kind: TargetKind
     dsn: str | None = None
     password_env: str | None = None
+    image: str | None = None  # kind "container": image, may hold {major}
 
     @property
     def needs_restore(self) -> bool:
@@ -46,6 +48,8 @@ class TargetSpec:
         return self.dsn
 
     def redacted(self) -> str:
+        if self.kind == "container":
+            return f"container {self.image or 'postgres:{major}'} ({self.name})"
         return redact(self.dsn) if self.dsn else f"embedded PostgreSQL ({self.name})"
 
 
@@ -88,7 +92,8 @@ def load_targets_file(path: Path) -> dict[str, TargetSpec]:
             if not dsn:
                 raise ConfigError(f"{where}: an existing target needs dsn = \"postgresql://host/db?user=…\".")
             _check_no_password(dsn, where)
-        targets[name] = TargetSpec(name=name, kind=kind, dsn=dsn, password_env=raw.get("password_env"))
+        targets[name] = TargetSpec(name=name, kind=kind, dsn=dsn, password_env=raw.get("password_env"),
+                                   image=raw.get("image"))
     return targets
 
 
@@ -96,6 +101,8 @@ def resolve_target(value: str, targets_file: Path) -> TargetSpec:
     """``local`` → the embedded server; a URI or keyword string → an existing database; else a named target."""
     if value == BUILTIN_LOCAL:
         return TargetSpec(name=BUILTIN_LOCAL, kind="embedded")
+    if value == BUILTIN_DOCKER:
+        return TargetSpec(name=BUILTIN_DOCKER, kind="container")
     if looks_like_dsn(value):
         _check_no_password(value, "--target")
         params = conninfo_to_dict(value)
@@ -104,7 +111,7 @@ def resolve_target(value: str, targets_file: Path) -> TargetSpec:
     targets = load_targets_file(targets_file)
     if value in targets:
         return targets[value]
-    known = ", ".join(sorted([BUILTIN_LOCAL, *targets])) or BUILTIN_LOCAL
+    known = ", ".join(sorted([BUILTIN_LOCAL, BUILTIN_DOCKER, *targets]))
     raise ConfigError(
         f"Unknown target {value!r}: it is neither 'local', a connection string, nor a name in {targets_file}. "
         f"Known targets: {known}. Add [targets.{value}] to the file, or pass --targets-file."

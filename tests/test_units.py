@@ -156,3 +156,13 @@ def test_failed_server_start_leaves_nothing_behind(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         server.start()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_container_image_follows_the_dumps_major() -> None:
+    from restore.container import ContainerError, image_for
+
+    assert image_for(None, "15.8 (Debian 15.8-1)") == "postgres:15"
+    assert image_for("local/postgres:{major}", "18.6") == "local/postgres:18"
+    assert image_for("registry.example/pg:16", None) == "registry.example/pg:16"
+    with pytest.raises(ContainerError, match="needs the dump's server version"):
+        image_for(None, None)
