@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +29,7 @@ from restore.container import ContainerServer, image_for
 from restore.embedded import SUPERUSER, EmbeddedServer
 from restore.errors import ArchiveUnreadable, ConfigError, DumpNotFound, RestoreError, ToolTooOld
 from restore.pgrestore import ToolRun, parse_pg_restore_log, run_pg_restore, run_psql_file, table_done
+from restore.sources import fetch_s3
 from restore.targets import TargetSpec
 from restore.tools import clean_env, pg_tool, tool_version
 
@@ -44,6 +47,8 @@ class RestorePlan:
     globals_file: Path | None = None
     allowed_errors: tuple[str, ...] = ()
     keep_target: bool = False
+    backup_url: str | None = None
+    backup_pick: str | None = None
     progress: Callable[[str], None] | None = None  # called about once a second while pg_restore runs
 
 
@@ -68,6 +73,9 @@ class RestoreOutcome:
     data_failed: list[str] = field(default_factory=list)
     installed_extensions: list[str] = field(default_factory=list)
     log_path: str | None = None
+    backup_spec: str | None = None
+    fetched_checksum: str | None = None
+    fetched_manifest: str | None = None
 
     @property
     def clean_logical_restore(self) -> bool:
@@ -97,6 +105,7 @@ class PreparedDatabase:
     archive: dict[str, Any] | None
     restore: dict[str, Any]
     kept_dir: str | None = None
+    fetched_manifest: str | None = None  # the manifest that came with a remote backup (kept in the run folder)
 
     @property
     def usable(self) -> bool:
@@ -288,6 +297,25 @@ def _restore_into(server: EmbeddedServer | ContainerServer, plan: RestorePlan, i
     return dbname
 
 
+def _fetch(plan: RestorePlan, outcome: RestoreOutcome, stack: contextlib.ExitStack) -> Path:
+    """The backup as a local path: an S3 object is downloaded into a temporary directory removed at the end."""
+    if plan.backup_url is not None:
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="restore-verify-fetch-")))
+        fetched = fetch_s3(plan.backup_url, scratch, pick=plan.backup_pick, progress=plan.progress)
+        outcome.backup_spec, outcome.fetched_checksum = fetched.spec, fetched.checksum
+        if fetched.manifest is not None:  # keep it as evidence: the temporary copy goes at the end
+            kept = plan.log_path.parent / fetched.manifest.name
+            shutil.copy(fetched.manifest, kept)
+            outcome.fetched_manifest = str(kept)
+        return fetched.path
+    if plan.backup is None:
+        raise DumpNotFound("No backup given: pass --backup PATH (ini: backup).")
+    if not plan.backup.exists():
+        raise DumpNotFound.at(plan.backup)
+    outcome.backup_spec = str(plan.backup)
+    return plan.backup
+
+
 @contextlib.contextmanager
 def prepare(plan: RestorePlan) -> Iterator[PreparedDatabase]:
     """Restore (or, for an existing target, only describe) the database to verify."""
@@ -326,13 +354,10 @@ def prepare(plan: RestorePlan) -> Iterator[PreparedDatabase]:
         dbname: str | None = None
         try:
             outcome.pg_restore_version = tool_version("pg_restore")
-            if plan.backup is None:
-                raise DumpNotFound("No backup given: pass --backup PATH (ini: backup).")
             with clock.phase("fetch"):
-                if not plan.backup.exists():
-                    raise DumpNotFound.at(plan.backup)
+                backup = _fetch(plan, outcome, stack)
             with clock.phase("verify_archive"):
-                info = inspect(plan.backup)
+                info = inspect(backup)
                 verify_readable(info)
             with clock.phase("start_target"):
                 if target.kind == "container":
@@ -366,5 +391,5 @@ def prepare(plan: RestorePlan) -> Iterator[PreparedDatabase]:
             dbname=dbname, app_host=app_host, app_port=server.port if server else None,
             owned=True, archive=info.to_json() if info else None,
             restore=asdict(outcome) | {"clean_logical_restore": outcome.clean_logical_restore},
-            kept_dir=kept,
+            kept_dir=kept, fetched_manifest=outcome.fetched_manifest,
         )

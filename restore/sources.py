@@ -1,0 +1,130 @@
+"""Where a backup comes from: a local path, or ``s3://bucket/key`` (``s3://bucket/prefix/`` with a pick).
+
+An S3 dump is downloaded (multipart, with progress) into a temporary directory that the caller removes, its size
+checked against the object's and its checksum against the ETag where the ETag is a checksum of the content; the
+manifest next to it (``<key>.manifest.json``) comes along when present. boto3 finds credentials and the endpoint
+the standard way (``AWS_*`` variables, profiles, instance roles; ``AWS_ENDPOINT_URL`` for an S3-compatible store).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from restore.errors import ArchiveUnreadable, ConfigError, DumpNotFound
+
+MANIFEST_SUFFIX = ".manifest.json"
+PICKS = ("latest",)
+
+
+@dataclass(frozen=True)
+class FetchedBackup:
+    path: Path
+    manifest: Path | None
+    spec: str
+    size_bytes: int
+    checksum: str  # what was verified, or why it could not be
+
+
+def is_s3(spec: str) -> bool:
+    return spec.startswith("s3://")
+
+
+def parse_s3(spec: str) -> tuple[str, str]:
+    bucket, _, key = spec.removeprefix("s3://").partition("/")
+    if not bucket:
+        raise ConfigError.invalid("S3 backup", spec, "--backup", "Write it as s3://bucket/key or s3://bucket/prefix/.")
+    return bucket, key
+
+
+def _pick_latest(client: Any, bucket: str, prefix: str) -> str:
+    newest: tuple[Any, str] | None = None
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            if obj["Key"].endswith(MANIFEST_SUFFIX) or obj["Key"].endswith("/"):
+                continue
+            if newest is None or obj["LastModified"] > newest[0]:
+                newest = (obj["LastModified"], obj["Key"])
+    if newest is None:
+        raise DumpNotFound(f"No backup under s3://{bucket}/{prefix} (manifests left aside): the prefix is empty or "
+                           f"wrong. List it with: aws s3 ls s3://{bucket}/{prefix}")
+    return newest[1]
+
+
+def _md5_etag(path: Path, part_size: int, *, multipart: bool) -> str:
+    """The ETag S3 gives an object uploaded whole (its MD5) or in parts of ``part_size`` (MD5 of the parts' MD5s)."""
+    digests = []
+    with path.open("rb") as fh:
+        while chunk := fh.read(part_size):
+            digests.append(hashlib.md5(chunk).digest())
+    if not multipart:
+        return digests[0].hex() if digests else hashlib.md5(b"").hexdigest()
+    return f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
+
+
+def verify_etag(path: Path, etag: str) -> str:
+    """Compare the file with an S3 ETag: MD5 for single-part uploads, MD5 of part MD5s for multipart ones (the part
+    size is not recorded: the usual sizes, and the one the part count implies, are tried)."""
+    etag = etag.strip('"')
+    size = path.stat().st_size
+    if "-" not in etag:
+        if _md5_etag(path, max(size, 1), multipart=False) != etag:
+            raise ArchiveUnreadable(f"{path.name}: MD5 differs from the S3 ETag {etag}: the download is corrupt.")
+        return f"md5 {etag} (matches the S3 ETag)"
+    parts = int(etag.rsplit("-", 1)[1])
+    mib = 1024 * 1024
+    implied = math.ceil(size / parts / mib) * mib
+    for part_size in dict.fromkeys((8 * mib, 16 * mib, 64 * mib, 5 * mib, implied)):
+        if _md5_etag(path, part_size, multipart=True) == etag:
+            return f"multipart ETag {etag} (parts of {part_size // mib} MiB) matches"
+    return f"not verified: multipart ETag {etag} with a part size that could not be inferred (size was checked)"
+
+
+def fetch_s3(spec: str, dest_dir: Path, *, pick: str | None = None,
+             progress: Callable[[str], None] | None = None, client: Any = None) -> FetchedBackup:
+    import boto3
+    from boto3.s3.transfer import TransferConfig
+    from botocore.exceptions import ClientError
+
+    s3 = client or boto3.client("s3")
+    bucket, key = parse_s3(spec)
+    if not key or key.endswith("/"):
+        if pick not in PICKS:
+            raise ConfigError(f"{spec} is a prefix: pass --backup-pick latest to restore its newest backup.")
+        key = _pick_latest(s3, bucket, key)
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("404", "NoSuchKey", "NotFound"):
+            raise DumpNotFound(f"No object s3://{bucket}/{key}: checked with HeadObject. Check the key (aws s3 ls "
+                               f"s3://{bucket}/{key.rsplit('/', 1)[0]}/) or pass the prefix with --backup-pick "
+                               "latest.") from exc
+        raise DumpNotFound(f"s3://{bucket}/{key} cannot be read ({code or exc}): check the credentials and the "
+                           "bucket policy (s3:GetObject, s3:ListBucket).") from exc
+    size = int(head["ContentLength"])
+    target = dest_dir / Path(key).name
+    done = [0]
+
+    def on_bytes(count: int) -> None:
+        done[0] += count
+        if progress is not None:
+            progress(f"downloading s3://{bucket}/{key}: {done[0] / 1e6:,.0f} of {size / 1e6:,.0f} MB")
+
+    s3.download_file(bucket, key, str(target), Callback=on_bytes,
+                     Config=TransferConfig(multipart_threshold=64 * 1024 * 1024, max_concurrency=4))
+    if target.stat().st_size != size:
+        raise ArchiveUnreadable(f"s3://{bucket}/{key}: downloaded {target.stat().st_size} bytes of {size}: the "
+                                "download was cut short. Try again; if it repeats, check the network path to S3.")
+    checksum = verify_etag(target, head.get("ETag", ""))
+    manifest: Path | None = dest_dir / (target.name + MANIFEST_SUFFIX)
+    try:
+        s3.download_file(bucket, key + MANIFEST_SUFFIX, str(manifest))
+    except ClientError:
+        manifest = None
+    return FetchedBackup(path=target, manifest=manifest, spec=f"s3://{bucket}/{key}", size_bytes=size,
+                         checksum=checksum)
