@@ -29,6 +29,7 @@ CHECKLIST: dict[str, tuple[str, str]] = {
     "business_rules": ("業務邏輯正常運作", "every business-rule query returns no violating rows"),
     "rto": ("RTO < 1 小時", "restore duration (fetch + restore + ready) under the RTO"),
     "rpo": ("RPO < 15 分鐘", "age of the newest data at backup time under the RPO"),
+    "retention": ("Backup 保留政策", "every retention window has its snapshot, none outlives its retention"),
 }
 
 

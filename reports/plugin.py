@@ -160,7 +160,7 @@ def build_result(state: RunState, collected: Collected, exitstatus: int) -> dict
         "run_id": state.run_id,
         "run_dir": str(state.run_dir),
         "suite_version": _suite_version(),
-        "target": {"name": prepared.target_name, "kind": prepared.target_kind,
+        "target": {"name": prepared.target_name, "kind": prepared.target_kind, "database": prepared.dbname,
                    "server_version": state.catalog.server_version or None, "display": prepared.target_display},
         "backup": {"spec": outcome.get("backup_spec") or state.config.backup_url or (
                        str(state.config.backup) if state.config.backup else None),

@@ -3,9 +3,12 @@
     python -m restore manifest --dsn DSN --output PATH [--jobs N] [--freshness SQL]
     python -m restore backup   --dsn DSN --output FILE.dump [--jobs N] [--freshness SQL]
     python -m restore record   --history reports/record.jsonl --output DIR [--until YYYY-MM]
+    python -m restore cleanup  [--dry-run]
 
 ``manifest`` writes the JSON manifest of a database (read-only, from one snapshot). ``backup`` takes a
 ``pg_dump -Fc`` and its manifest from one exported snapshot, writing FILE.dump and FILE.dump.manifest.json.
+``cleanup`` deletes RDS instances restore-verify created whose expiry tag has passed (a run killed with -9
+must not leave an instance billing forever); nothing without its tag is touched.
 ``record`` renders the backup-test history (one line per run) as DIR/record.html and DIR/record.md.
 The DSN may omit the password: libpq's PGPASSWORD / ~/.pgpass apply (``--password-env VAR`` names another).
 """
@@ -47,7 +50,16 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--history", required=True, type=Path, help="the JSONL history (--record of the runs)")
     rec.add_argument("--output", required=True, type=Path, help="directory for record.html and record.md")
     rec.add_argument("--until", metavar="YYYY-MM", help="show months up to this one (default: the current month)")
+    clean = sub.add_parser("cleanup", help="delete expired RDS instances this suite created")
+    clean.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
     args = parser.parse_args(argv)
+    if args.command == "cleanup":
+        from restore.aws import cleanup_expired
+
+        deleted = cleanup_expired(dry_run=args.dry_run)
+        verb = "would delete" if args.dry_run else "deleted"
+        print(f"{verb} {len(deleted)} expired instance(s): {', '.join(deleted) or 'none'}")
+        return 0
     if args.command == "record":
         history = record.load(args.history)
         if not history:

@@ -39,6 +39,7 @@ def record_line(result: dict[str, Any], *, operator: str, rto_s: float, rpo_s: f
         "date": result["finished_at"],
         "run_id": result.get("run_id"),
         "target": {"name": result["target"]["name"], "kind": result["target"]["kind"],
+                   "database": result["target"].get("database"),
                    "server_version": result["target"].get("server_version")},
         "backup": {"spec": backup.get("spec"), "id": Path(backup["spec"]).name if backup.get("spec") else None,
                    "format": backup.get("format"), "created_at": backup.get("created_at"),
@@ -75,10 +76,10 @@ def load(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def previous_counts(history: list[dict[str, Any]], target: str) -> dict[str, int] | None:
-    """The table counts of the newest earlier run of the same target that recorded any."""
+def previous_counts(history: list[dict[str, Any]], target: str, database: str | None) -> dict[str, int] | None:
+    """The table counts of the newest earlier run of the same target and database that recorded any."""
     for line in reversed(history):
-        if line["target"]["name"] == target and line.get("counts"):
+        if line["target"]["name"] == target and line["target"].get("database") == database and line.get("counts"):
             return dict(line["counts"])
     return None
 

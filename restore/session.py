@@ -9,6 +9,7 @@ A backup that fails verification, or a target that does not start, is not raised
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import shutil
 import subprocess
@@ -24,6 +25,7 @@ import psycopg
 from psycopg import sql
 
 from restore.archive import ArchiveInfo, inspect, referenced_roles, verify_readable
+from restore.aws import RdsError, RdsRestore, is_rds, parse_rds
 from restore.conninfo import get_param, redact
 from restore.container import ContainerServer, image_for
 from restore.embedded import SUPERUSER, EmbeddedServer
@@ -316,10 +318,57 @@ def _fetch(plan: RestorePlan, outcome: RestoreOutcome, stack: contextlib.ExitSta
     return plan.backup
 
 
+def _prepare_rds(plan: RestorePlan, run_id: str) -> Iterator[PreparedDatabase]:
+    """A physical restore: the snapshot or point in time becomes a new RDS instance, deleted at the end."""
+    target = plan.target
+    assert target.rds is not None
+    outcome = RestoreOutcome(performed=True, jobs=None, log_path=str(plan.log_path), backup_spec=plan.backup_url)
+    started = time.monotonic()
+    restore: RdsRestore | None = None
+    with contextlib.ExitStack() as stack:
+        conninfo = None
+        try:
+            if plan.backup_url is None or not is_rds(plan.backup_url):
+                raise ConfigError(f"Target {target.name!r} is an RDS instance to restore into: pass an RDS source, "
+                                  "--backup=rds-snapshot:ID, rds-snapshot:latest?instance=NAME or rds-pitr:NAME@TIME.")
+            restore = RdsRestore(parse_rds(plan.backup_url), target.rds, run_id, keep=plan.keep_target,
+                                 progress=plan.progress)
+            stack.enter_context(restore)
+            conninfo = restore.conninfo()
+            outcome.exit_code = 0
+        except RdsError as exc:
+            outcome.refused = str(exc)
+        outcome.duration_s = round(time.monotonic() - started, 3)
+        facts = restore.facts if restore else {}
+        plan.log_path.parent.mkdir(parents=True, exist_ok=True)
+        plan.log_path.write_text(json.dumps(facts, indent=1, default=str) + "\n")
+        archive: dict[str, Any] = {"format": facts.get("source"), "created_at": facts.get("backup_time"),
+                   "created_at_source": "RDS snapshot time" if facts.get("source") == "rds-snapshot"
+                   else "requested point in time", "dumped_from": facts.get("engine_version"), "dumped_by": None,
+                   "size_bytes": None, "archive_version": None, "tables": [], "tables_with_data": [],
+                   "foreign_keys": [], "constraints": [], "indexes": [], "rds": facts}
+        yield PreparedDatabase(
+            target_name=target.name, target_kind=target.kind,
+            target_display=(f"RDS instance {restore.instance_id}" if restore and restore.instance_id
+                            else target.redacted()),
+            conninfo=conninfo, dbname=get_param(conninfo, "dbname") if conninfo else None,
+            app_host=get_param(conninfo, "hostaddr") or get_param(conninfo, "host") if conninfo else None,
+            app_port=int(get_param(conninfo, "port") or 5432) if conninfo else None, owned=False,
+            archive=archive, restore=asdict(outcome) | {"clean_logical_restore": False},
+            kept_dir=f"rds:{restore.instance_id}" if restore and plan.keep_target else None,
+        )
+
+
 @contextlib.contextmanager
-def prepare(plan: RestorePlan) -> Iterator[PreparedDatabase]:
+def prepare(plan: RestorePlan, *, run_id: str = "run") -> Iterator[PreparedDatabase]:
     """Restore (or, for an existing target, only describe) the database to verify."""
     target = plan.target
+    if target.kind == "rds":
+        yield from _prepare_rds(plan, run_id)
+        return
+    if plan.backup_url is not None and is_rds(plan.backup_url):
+        raise ConfigError(f"{plan.backup_url} is an RDS snapshot or point in time: it restores only into a new RDS "
+                          "instance. Pass --target NAME of a target with kind = \"rds\" in targets.toml.")
     if not target.needs_restore:
         # Nothing is restored. A backup given alongside (the dump the DBA restored by hand) still says which
         # tables and foreign keys must exist, and when the backup was taken.

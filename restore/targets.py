@@ -10,11 +10,12 @@ from typing import Literal
 
 from psycopg.conninfo import conninfo_to_dict
 
+from restore.aws import RdsTargetConfig
 from restore.conninfo import redact, with_params
 from restore.errors import ConfigError
 
-TargetKind = Literal["embedded", "existing", "container"]
-KNOWN_KINDS: tuple[str, ...] = ("embedded", "existing", "container")
+TargetKind = Literal["embedded", "existing", "container", "rds"]
+KNOWN_KINDS: tuple[str, ...] = ("embedded", "existing", "container", "rds")
 BUILTIN_LOCAL = "local"
 BUILTIN_DOCKER = "docker"  # a container of the dump's major version (see restore/container.py)
 
@@ -28,6 +29,7 @@ class TargetSpec:
     dsn: str | None = None
     password_env: str | None = None
     image: str | None = None  # kind "container": image, may hold {major}
+    rds: RdsTargetConfig | None = None  # kind "rds"
 
     @property
     def needs_restore(self) -> bool:
@@ -48,6 +50,8 @@ class TargetSpec:
         return self.dsn
 
     def redacted(self) -> str:
+        if self.kind == "rds":
+            return f"new RDS instance ({self.name})"
         if self.kind == "container":
             return f"container {self.image or 'postgres:{major}'} ({self.name})"
         return redact(self.dsn) if self.dsn else f"embedded PostgreSQL ({self.name})"
@@ -82,7 +86,7 @@ def load_targets_file(path: Path) -> dict[str, TargetSpec]:
         kind = raw.get("kind", "existing" if "dsn" in raw else "embedded")
         if kind not in KNOWN_KINDS:
             raise ConfigError.invalid("target kind", kind, where, f"Use one of: {', '.join(KNOWN_KINDS)}.")
-        if "password" in raw:
+        if "password" in raw and kind != "rds":
             raise ConfigError(
                 f"{where} has a password key. Passwords never live in the targets file: use "
                 "password_env = \"NAME_OF_AN_ENVIRONMENT_VARIABLE\"."
@@ -92,8 +96,9 @@ def load_targets_file(path: Path) -> dict[str, TargetSpec]:
             if not dsn:
                 raise ConfigError(f"{where}: an existing target needs dsn = \"postgresql://host/db?user=…\".")
             _check_no_password(dsn, where)
+        rds = RdsTargetConfig.from_toml(raw, where) if kind == "rds" else None
         targets[name] = TargetSpec(name=name, kind=kind, dsn=dsn, password_env=raw.get("password_env"),
-                                   image=raw.get("image"))
+                                   image=raw.get("image"), rds=rds)
     return targets
 
 

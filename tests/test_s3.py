@@ -3,58 +3,23 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ALL_ITEMS, Sample, SuiteRun
+from tests.conftest import ALL_PASSED, Sample, SuiteRun
 
 BUCKET = "ecommerce-backups"
-FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
-def s3_env() -> Iterator[dict[str, str]]:
-    """moto_server on a loopback port for this module; the environment that points boto3 at it."""
-    server = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or shutil.which("moto_server")
-    if server is None:
-        pytest.skip("moto's server is not installed (pip install 'moto[server]')")
-    port = _free_port()
-    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline, "moto_server did not start"
-            time.sleep(0.2)
-    try:
-        yield {**FAKE_AWS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def bucket(s3_env: dict[str, str], sample: Sample) -> object:
+def bucket(moto_env: dict[str, str], sample: Sample) -> object:
     import boto3
     from boto3.s3.transfer import TransferConfig
 
-    client = boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+    client = boto3.client("s3", endpoint_url=moto_env["AWS_ENDPOINT_URL"], region_name="us-east-1",
                           aws_access_key_id="testing", aws_secret_access_key="testing")
     client.create_bucket(Bucket=BUCKET)
     data = sample.dump.read_bytes()
@@ -75,13 +40,13 @@ def _no_fetch_left(run: SuiteRun) -> None:
 
 
 def test_restore_from_s3_with_the_manifest_beside_it(
-    bucket: object, s3_env: dict[str, str], sample: Sample, run_suite: Callable[..., SuiteRun]
+    bucket: object, moto_env: dict[str, str], sample: Sample, run_suite: Callable[..., SuiteRun]
 ) -> None:
     url = f"s3://{BUCKET}/database/backup-20261101.dump"
     run = run_suite(f"--backup={url}", f"--globals={sample.globals_sql}", f"--expectations={sample.expectations}",
-                    env=s3_env)
+                    env=moto_env)
     assert run.returncode == 0, run.explain()
-    assert run.result["checklist"] == dict.fromkeys(ALL_ITEMS, "passed"), run.explain()
+    assert run.result["checklist"] == ALL_PASSED, run.explain()
     assert run.result["backup"]["spec"] == url
     assert "matches" in run.result["backup"]["checksum"]
     assert run.result["manifest"]["kind"] == "manifest"
@@ -90,10 +55,10 @@ def test_restore_from_s3_with_the_manifest_beside_it(
 
 
 def test_prefix_with_pick_latest_restores_the_newest(
-    bucket: object, s3_env: dict[str, str], sample: Sample, run_suite: Callable[..., SuiteRun]
+    bucket: object, moto_env: dict[str, str], sample: Sample, run_suite: Callable[..., SuiteRun]
 ) -> None:
     run = run_suite(f"--backup=s3://{BUCKET}/database/", "--backup-pick=latest", f"--globals={sample.globals_sql}",
-                    f"--expectations={sample.expectations}", env=s3_env)
+                    f"--expectations={sample.expectations}", env=moto_env)
     assert run.result["backup"]["spec"] == f"s3://{BUCKET}/database/truncated.dump", run.explain()
     # The newest object is the truncated one uploaded last: refused, never half-restored.
     assert run.failed_items() == {"restore_succeeded"}
@@ -101,26 +66,26 @@ def test_prefix_with_pick_latest_restores_the_newest(
 
 
 def test_missing_key_is_a_clear_failure(
-    bucket: object, s3_env: dict[str, str], sample: Sample, run_suite: Callable[..., SuiteRun]
+    bucket: object, moto_env: dict[str, str], sample: Sample, run_suite: Callable[..., SuiteRun]
 ) -> None:
     run = run_suite(f"--backup=s3://{BUCKET}/database/no-such.dump", f"--expectations={sample.expectations}",
-                    env=s3_env)
+                    env=moto_env)
     assert run.failed_items() == {"restore_succeeded"}
     assert f"No object s3://{BUCKET}/database/no-such.dump" in run.result["restore"]["refused"]
 
 
 def test_prefix_without_pick_is_refused_with_the_fix(
-    bucket: object, s3_env: dict[str, str], run_suite: Callable[..., SuiteRun]
+    bucket: object, moto_env: dict[str, str], run_suite: Callable[..., SuiteRun]
 ) -> None:
-    run = run_suite(f"--backup=s3://{BUCKET}/database/", env=s3_env)
+    run = run_suite(f"--backup=s3://{BUCKET}/database/", env=moto_env)
     assert "pass --backup-pick latest" in run.result["restore"]["refused"]
 
 
 def test_credentials_never_reach_the_output(
-    bucket: object, s3_env: dict[str, str], sample: Sample, run_suite: Callable[..., SuiteRun]
+    bucket: object, moto_env: dict[str, str], sample: Sample, run_suite: Callable[..., SuiteRun]
 ) -> None:
     secret = "s3-Secret-Access-Key-" + os.urandom(4).hex()
-    env = {**s3_env, "AWS_SECRET_ACCESS_KEY": secret}
+    env = {**moto_env, "AWS_SECRET_ACCESS_KEY": secret}
     run = run_suite(f"--backup=s3://{BUCKET}/database/backup-20261101.dump", f"--expectations={sample.expectations}",
                     env=env)
     assert secret not in run.output

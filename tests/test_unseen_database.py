@@ -35,7 +35,7 @@ def unseen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmbeddedS
 
 
 # No expectations for this database; its manifest (next to the dump) gives exact counts and the schema.
-NOT_CONFIGURED = {"app_connect", "critical_queries", "business_rules", "rpo"}
+NOT_CONFIGURED = {"app_connect", "critical_queries", "business_rules", "rpo", "retention"}
 
 
 def test_unseen_dump_passes_with_xdist(
