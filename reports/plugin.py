@@ -164,7 +164,7 @@ def build_result(state: RunState, collected: Collected, exitstatus: int) -> dict
                    "server_version": state.catalog.server_version or None, "display": prepared.target_display},
         "backup": {"spec": outcome.get("backup_spec") or state.config.backup_url or (
                        str(state.config.backup) if state.config.backup else None),
-                   "checksum": outcome.get("fetched_checksum"),
+                   "checksum": outcome.get("fetched_checksum"), "rds": archive.get("rds"),
                    "format": archive.get("format"), "dumped_from": archive.get("dumped_from"),
                    "dumped_by": archive.get("dumped_by"), "archive_version": archive.get("archive_version"),
                    "created_at": archive.get("created_at"), "size_bytes": archive.get("size_bytes")},

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd.add_argument("--freshness", metavar="SQL", help="query returning the newest write's timestamp (for RPO)")
         cmd.add_argument("--password-env", metavar="VAR", help="environment variable holding the password")
     rec = sub.add_parser("record", help="render the backup-test history as record.html and record.md")
-    rec.add_argument("--history", required=True, type=Path, help="the JSONL history (--record of the runs)")
+    rec.add_argument("--history", required=True, help="the JSONL history (--record of the runs): a path or s3://…")
     rec.add_argument("--output", required=True, type=Path, help="directory for record.html and record.md")
     rec.add_argument("--until", metavar="YYYY-MM", help="show months up to this one (default: the current month)")
     clean = sub.add_parser("cleanup", help="delete expired RDS instances this suite created")

@@ -179,7 +179,10 @@ class RdsRestore:
             latest = source.get("LatestRestorableTime")
             when: dict[str, Any] = ({"RestoreTime": src.restore_time} if src.restore_time
                                     else {"UseLatestRestorableTime": True})
+            point = src.restore_time or latest or datetime.now(UTC)
             self.facts |= {"source": "rds-pitr", "source_instance": src.instance,
+                           # How far the restore point lies behind "now" when the restore was asked for.
+                           "restore_point_lag_s": round((datetime.now(UTC) - point).total_seconds(), 1),
                            "requested_time": src.restore_time.isoformat() if src.restore_time else "latest",
                            "latest_restorable_time": latest.isoformat() if latest else None,
                            "backup_time": (src.restore_time or latest or datetime.now(UTC)).isoformat(),

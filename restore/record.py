@@ -64,16 +64,41 @@ def record_line(result: dict[str, Any], *, operator: str, rto_s: float, rpo_s: f
     }
 
 
-def append(path: Path, line: dict[str, Any]) -> None:
+def _s3_text(spec: str) -> str:
+    import boto3
+    from botocore.exceptions import ClientError
+
+    bucket, _, key = spec.removeprefix("s3://").partition("/")
+    try:
+        return str(boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read().decode())
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return ""
+        raise
+
+
+def append(path: Path | str, line: dict[str, Any]) -> None:
+    """Append one run; ``s3://bucket/key`` is read, extended and written back (one writer at a time)."""
+    text = json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n"
+    if isinstance(path, str) and path.startswith("s3://"):
+        import boto3
+
+        bucket, _, key = path.removeprefix("s3://").partition("/")
+        boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=(_s3_text(path) + text).encode())
+        return
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as fh:
-        fh.write(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n")
+        fh.write(text)
 
 
-def load(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def load(path: Path | str) -> list[dict[str, Any]]:
+    if isinstance(path, str) and path.startswith("s3://"):
+        text = _s3_text(path)
+    else:
+        path = Path(path)
+        text = path.read_text() if path.exists() else ""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def previous_counts(history: list[dict[str, Any]], target: str, database: str | None) -> dict[str, int] | None:

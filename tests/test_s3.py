@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -92,3 +94,17 @@ def test_credentials_never_reach_the_output(
     for path in run.run_dir.rglob("*"):
         if path.is_file():
             assert secret not in path.read_text(errors="replace"), path
+
+
+def test_the_record_can_live_on_s3(
+    bucket: object, moto_env: dict[str, str], sample: Sample, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    history = f"s3://{BUCKET}/restore-verify/record.jsonl"
+    for _ in range(2):
+        run_suite(*sample.restore_args(), f"--record={history}", env=moto_env)
+    proc = subprocess.run([sys.executable, "-m", "restore", "record", f"--history={history}",
+                           f"--output={tmp_path / 'rendered'}"], capture_output=True, text=True,
+                          env={**os.environ, **moto_env}, cwd=Path(__file__).parent.parent)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("2 runs")
+    assert (tmp_path / "rendered" / "record.html").exists()
