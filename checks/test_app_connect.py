@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from fixtures.session import RunState
 from restore.conninfo import with_params
 from restore.expectations import AppExpectation, Expectations, Privilege
 from restore.session import PreparedDatabase
@@ -85,3 +86,20 @@ def test_app_privilege(
         f"application needs. The GRANT was lost in the restore (run without --globals? an ACL error in the "
         f"restore log?). Fix: GRANT {privilege.privilege} ON {privilege.kind.upper()} {privilege.obj} TO {app.role};"
     )
+
+
+_APP_PART_TEXT = {
+    "pods_ready": "its pods are Ready after the restart",
+    "no_restarts": "no pod restarts within the observation window",
+    "logs_clean": "its logs since the restart hold none of the configured failure patterns",
+    "health": "its health command or HTTP path succeeds",
+}
+
+
+def test_application_reconnects(app_part: str, run_state_data: RunState) -> None:
+    """The application side, after --stop-app brought it back: one test per part, each reported on its own."""
+    observation = run_state_data.app_observation
+    assert observation is not None
+    assert "error" not in observation, f"The application could not be observed: {observation.get('error')}"
+    problems = observation["problems"][app_part]
+    assert not problems, f"The application fails \"{_APP_PART_TEXT[app_part]}\": " + "; ".join(problems)

@@ -147,6 +147,7 @@ def _run_logged(
     code = proc.wait()
     reader.join()
     log.write(f"# exit code {code}\n")
+    log.flush()
     return code, captured
 
 

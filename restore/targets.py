@@ -13,6 +13,7 @@ from psycopg.conninfo import conninfo_to_dict
 from restore.aws import RdsTargetConfig
 from restore.conninfo import redact, with_params
 from restore.errors import ConfigError
+from restore.kube import AppConfig
 
 TargetKind = Literal["embedded", "existing", "container", "rds"]
 KNOWN_KINDS: tuple[str, ...] = ("embedded", "existing", "container", "rds")
@@ -30,6 +31,7 @@ class TargetSpec:
     password_env: str | None = None
     image: str | None = None  # kind "container": image, may hold {major}
     rds: RdsTargetConfig | None = None  # kind "rds"
+    app: AppConfig | None = None  # [targets.<name>.app]: the application stopped and restarted around the restore
 
     @property
     def needs_restore(self) -> bool:
@@ -97,8 +99,9 @@ def load_targets_file(path: Path) -> dict[str, TargetSpec]:
                 raise ConfigError(f"{where}: an existing target needs dsn = \"postgresql://host/db?user=…\".")
             _check_no_password(dsn, where)
         rds = RdsTargetConfig.from_toml(raw, where) if kind == "rds" else None
+        app = AppConfig.from_toml(raw["app"], f"{where}.app") if "app" in raw else None
         targets[name] = TargetSpec(name=name, kind=kind, dsn=dsn, password_env=raw.get("password_env"),
-                                   image=raw.get("image"), rds=rds)
+                                   image=raw.get("image"), rds=rds, app=app)
     return targets
 
 
