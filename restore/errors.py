@@ -62,17 +62,3 @@ class ServerStartFailed(RestoreError):
         )
         err.add_note(log_tail)
         return err
-
-
-class TargetUnreachable(RestoreError):
-    @classmethod
-    def connecting(cls, target: str, redacted_dsn: str, reason: str) -> TargetUnreachable:
-        return cls(
-            f"Cannot connect to target {target!r} ({redacted_dsn}): {reason}. Check that the server is up, that "
-            "the host, port and database are right in --target / targets.toml, and that the password environment "
-            "variable named there is set."
-        )
-
-
-class RetryTimeout(RestoreError):
-    """A bounded wait ran out."""
