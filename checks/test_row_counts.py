@@ -11,9 +11,10 @@ import pytest
 
 from fixtures.options import RestoreConfig
 from fixtures.session import RunState
+from restore.catalog import Catalog
 from restore.expectations import Expectations
 from restore.session import PreparedDatabase
-from restore.verify import count_rows, relation_exists, split_qualified
+from restore.verify import count_rows, split_qualified
 
 pytestmark = pytest.mark.checklist("row_counts")
 
@@ -49,7 +50,7 @@ def _check_trend(state: RunState, config: RestoreConfig, name: str, count: int,
 
 def test_row_count(
     counted_table: dict[str, Any], restored_db: PreparedDatabase, db_conn: psycopg.Connection[Any],
-    expectations: Expectations, run_state_data: RunState, restore_config: RestoreConfig,
+    expectations: Expectations, run_state_data: RunState, restore_config: RestoreConfig, catalog: Catalog,
     record_property: Callable[[str, object], None],
 ) -> None:
     """Exact count(*) against the manifest or the table's expectation; a table with neither is "not checked"."""
@@ -73,7 +74,7 @@ def test_row_count(
             )
         if name not in expectations.row_counts:
             return
-    if not relation_exists(db_conn, schema, table):
+    if name not in catalog.table_names():
         pytest.skip(f"{name} does not exist, so it has no rows to count (see tables_present)")
     count = from_manifest[1] if from_manifest else count_rows(db_conn, schema, table)
     record_property("rows", count)

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import psycopg
 import pytest
 
+from restore.catalog import Catalog
 from restore.session import PreparedDatabase
-from restore.verify import relation_exists, split_qualified
+from restore.verify import split_qualified
 
 pytestmark = pytest.mark.checklist("tables_present")
 
 
-def test_table_present(
-    expected_table: dict[str, str], restored_db: PreparedDatabase, db_conn: psycopg.Connection[Any]
-) -> None:
+def test_table_present(expected_table: dict[str, str], restored_db: PreparedDatabase, catalog: Catalog) -> None:
     """The table exists in the restored database; if the dump held rows for it, they were loaded."""
     name = expected_table["table"]
     schema, table = split_qualified(name)
@@ -23,7 +19,7 @@ def test_table_present(
         f"Table {name} is in the restored database but not in {expected_table['source']}: the restore holds "
         "something the backup did not (a wrong backup, or a target that was not empty)."
     )
-    assert relation_exists(db_conn, schema, table), (
+    assert name in catalog.table_names(), (
         f"Table {name} is missing from the restored database; it is expected because it is in "
         f"{expected_table['source']}. Look for its CREATE TABLE error in the restore log "
         f"({restored_db.restore.get('log_path') or 'n/a'}), or restore from a backup that has it."

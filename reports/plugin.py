@@ -7,6 +7,7 @@ self-contained), ``junit.xml``, ``result.json`` and the restore log, in
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import subprocess
@@ -124,7 +125,9 @@ class _Collector:
             self.collected.results[report.nodeid] = TestResult(report.nodeid, None, "failed", str(report.longrepr))
 
 
+@functools.cache
 def _suite_version() -> str:
+    """The package version and the git commit (asked once: the report and result.json both show it)."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,

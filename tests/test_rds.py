@@ -7,6 +7,7 @@ restored sample on the tests' own server — reached through ``connect_via``, so
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -110,7 +111,7 @@ def test_cleanup_deletes_only_expired_instances_of_ours(aws: dict[str, Any], mot
                                MasterUsername="admin", MasterUserPassword="x" * 12, AllocatedStorage=20,
                                Tags=[{"Key": k, "Value": v} for k, v in tags])
     proc = subprocess.run([sys.executable, "-m", "restore", "cleanup"], cwd=ROOT, capture_output=True, text=True,
-                          env={**__import__("os").environ, **moto_env}, timeout=60)
+                          env={**os.environ, **moto_env}, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "left-by-kill-9" in proc.stdout
     assert "left-by-kill-9" not in _instances(aws)
