@@ -4,5 +4,6 @@ pytest_plugins = (
     "fixtures.session",
     "fixtures.connections",
     "fixtures.catalog_params",
+    "fixtures.outcomes",
     "reports.plugin",
 )

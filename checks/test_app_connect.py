@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from fixtures.session import RunState
+from restore import hints
 from restore.conninfo import with_params
 from restore.expectations import AppExpectation, Expectations, Privilege
 from restore.session import PreparedDatabase
@@ -84,7 +85,7 @@ def test_app_privilege(
     assert ok, (
         f"Role {app.role} lacks {privilege.privilege} on {privilege.kind} {privilege.obj}, which app.toml says the "
         f"application needs. The GRANT was lost in the restore (run without --globals? an ACL error in the "
-        f"restore log?). Fix: GRANT {privilege.privilege} ON {privilege.kind.upper()} {privilege.obj} TO {app.role};"
+        f"restore log?). Fix: {hints.grant(privilege.privilege, privilege.kind, privilege.obj, app.role)}"
     )
 
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from fixtures.outcomes import not_applicable
+from restore import hints
 from restore.catalog import Catalog
 from restore.session import PreparedDatabase
 
@@ -19,16 +21,16 @@ def test_foreign_key(expected_fk: dict[str, Any], restored_db: PreparedDatabase,
     """The constraint exists, is ENFORCED, and its referential-integrity triggers are enabled."""
     table, name, fk = expected_fk["table"], expected_fk["name"], expected_fk["catalog"]
     if fk is None and table not in catalog.table_names():
-        pytest.skip(f"{table} itself is missing, and its foreign keys with it (see tables_present)")
+        not_applicable(f"{table} itself is missing, and its foreign keys with it (see tables_present)")
     assert fk is not None, (
         f"Foreign key {name} on {table} is missing (expected from {expected_fk['source']}): nothing stops "
         "orphaned rows. Look for its 'FK CONSTRAINT' error in the restore log; recreate it with ALTER TABLE … "
         "ADD CONSTRAINT once orphans are removed."
     )
     assert fk["enforced"], (
-        f"Foreign key {name} on {table} is NOT ENFORCED: ALTER TABLE … ALTER CONSTRAINT {name} ENFORCED."
+        f"Foreign key {name} on {table} is NOT ENFORCED: {hints.enforce(fk['schema'], fk['table'], name)}"
     )
     assert fk["triggers_enabled"], (
         f"Foreign key {name} on {table} exists but its triggers are disabled (ALTER TABLE … DISABLE TRIGGER ALL): "
-        f"it does not check new rows. Re-enable with ALTER TABLE {table} ENABLE TRIGGER ALL."
+        f"it does not check new rows. Re-enable with {hints.enable_triggers(fk['schema'], fk['table'])}"
     )

@@ -10,10 +10,12 @@ import pytest
 
 from fixtures.connections import Comparison
 from fixtures.options import RestoreConfig
+from fixtures.outcomes import not_applicable
+from restore import hints
 from restore.catalog import Catalog
 from restore.session import PreparedDatabase
 from restore.verify import amcheck_schema as find_amcheck
-from restore.verify import bt_index_check, gin_index_check, has_function, verify_heapam
+from restore.verify import bt_index_check, gin_index_check, has_function, missing_amcheck_grants, verify_heapam
 
 pytestmark = pytest.mark.checklist("no_corruption")
 
@@ -29,6 +31,12 @@ def amcheck_schema(db_session_conn: psycopg.Connection[Any], restored_db: Prepar
             "not restore (not even CREATE EXTENSION). A DBA can enable it with CREATE EXTENSION amcheck; "
             "(on RDS: rds_superuser may create it)."
         )
+    missing = missing_amcheck_grants(db_session_conn, schema)
+    db_session_conn.rollback()
+    if missing:
+        grants = " ".join(f"GRANT EXECUTE ON FUNCTION {f} TO <verifying role>;" for f in missing)
+        pytest.skip(f"cannot verify: the verifying role may not run amcheck ({', '.join(missing)}): permission "
+                    f"denied, so no index or table was checked (this is not a finding about the data). {grants}")
     return schema
 
 
@@ -60,7 +68,7 @@ def test_index(
         record_property("verified_by", i["proven"])
     gin = i["method"] == "gin" and has_function(db_conn, f"{amcheck_schema}.gin_index_check(regclass)")
     if i["method"] != "btree" and not gin:
-        pytest.skip(f"not checked: {i['schema']}.{i['name']} is a {i['method']} index, and this server's amcheck "
+        not_applicable(f"not checked: {i['schema']}.{i['name']} is a {i['method']} index, and this server's amcheck "
                     "has checks for btree (and, from PostgreSQL 18, gin) indexes only")
     try:
         if gin:
@@ -69,14 +77,14 @@ def test_index(
             bt_index_check(db_conn, amcheck_schema, i["schema"], i["name"], parent=parent,
                            heapallindexed=heapallindexed)
         failure = None
-    except psycopg.errors.QueryCanceled:
-        raise  # a statement_timeout is not corruption; let it show as what it is
+    except (psycopg.errors.QueryCanceled, psycopg.errors.InsufficientPrivilege):
+        raise  # a statement_timeout or a missing privilege is not corruption; each shows as what it is
     except psycopg.Error as exc:
         failure = f"{exc.diag.message_primary} {exc.diag.message_detail or ''}".strip()
     if failure is not None:
         pytest.fail(
             f"amcheck found corruption in index {i['schema']}.{i['name']} on {i['table']}: {failure}. Queries "
-            f"through this index return wrong results; REINDEX INDEX {i['schema']}.{i['name']} on a copy, and find "
+            f"through this index return wrong results; on a copy: {hints.reindex(i['schema'], i['name'])} and find "
             "out how it happened.",
             pytrace=False,
         )
@@ -91,10 +99,11 @@ def test_content_checksum(
     if restore_config.depth == "quick":
         pytest.skip("--depth quick: rows are counted, not hashed (run --depth standard to compare content)")
     if comparison.kind == "baseline":
-        pytest.skip("content is compared against a manifest taken with the backup, not a live baseline that moves on")
+        not_applicable("content is compared against a manifest taken with the backup, not a live baseline that "
+                       "moves on")
     src, dst = comparison.source["tables"][table], comparison.restored["tables"].get(table)
     if dst is None or "checksum" not in dst:
-        pytest.skip(f"{table} is missing (see tables_present)")
+        not_applicable(f"{table} is missing (see tables_present)")
     record_property("checksum", dst["checksum"])
     if src["row_count"] == dst["row_count"]:
         what = "the same number of rows but different content: a value changed, or a row was replaced by another"

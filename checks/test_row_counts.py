@@ -10,7 +10,9 @@ import psycopg
 import pytest
 
 from fixtures.options import RestoreConfig
+from fixtures.outcomes import not_applicable
 from fixtures.session import RunState
+from restore import hints
 from restore.catalog import Catalog
 from restore.expectations import Expectations
 from restore.session import PreparedDatabase
@@ -48,6 +50,27 @@ def _check_trend(state: RunState, config: RestoreConfig, name: str, count: int,
     return True
 
 
+def _unpopulated_matview(name: str, schema: str, table: str, state: RunState, restored_db: PreparedDatabase) -> None:
+    """A materialized view restored WITH NO DATA has no rows to count: right when the backup had none either."""
+    manifests = state.manifests() if not state.manifest_error else None
+    if manifests is not None and name in manifests[0]["tables"]:
+        had_rows = bool(manifests[0]["tables"][name].get("populated", "row_count" in manifests[0]["tables"][name]))
+        source = f"the backup's manifest ({state.source_manifest_path})"
+    elif restored_db.archive and restored_db.archive.get("format") in ("custom", "directory", "tar"):
+        had_rows = name in restored_db.archive.get("materialized_views_with_data", [])
+        source = "the dump's table of contents (a MATERIALIZED VIEW DATA entry)"
+    else:
+        not_applicable(f"materialized view {name} is not populated, and nothing says whether the backup's was: "
+                       f"no rows to count ({hints.refresh(schema, table)} fills it)")
+    assert not had_rows, (
+        f"Materialized view {name} is not populated in the restore, but it was in the backup ({source}): the "
+        f"application reading it gets an error until {hints.refresh(schema, table)} runs. The restore skipped or "
+        "failed its REFRESH (see the restore log)."
+    )
+    not_applicable(f"materialized view {name} was not populated in the backup either (created WITH NO DATA): no "
+                   f"rows to count; {hints.refresh(schema, table)} fills it")
+
+
 def test_row_count(
     counted_table: dict[str, Any], restored_db: PreparedDatabase, db_conn: psycopg.Connection[Any],
     expectations: Expectations, run_state_data: RunState, restore_config: RestoreConfig, catalog: Catalog,
@@ -55,7 +78,10 @@ def test_row_count(
 ) -> None:
     """Exact count(*) against the manifest or the table's expectation; a table with neither is "not checked"."""
     name = counted_table["table"]
-    schema, table = split_qualified(name)
+    schema, table = counted_table.get("schema") or split_qualified(name)[0], counted_table.get("name") or \
+        split_qualified(name)[1]
+    if counted_table.get("kind") == "m" and counted_table.get("populated") is False:
+        _unpopulated_matview(name, schema, table, run_state_data, restored_db)
     from_manifest = _manifest_counts(run_state_data, name)
     if from_manifest is not None:
         expected, count = from_manifest
@@ -75,7 +101,7 @@ def test_row_count(
         if name not in expectations.row_counts:
             return
     if name not in catalog.table_names():
-        pytest.skip(f"{name} does not exist, so it has no rows to count (see tables_present)")
+        not_applicable(f"{name} does not exist, so it has no rows to count (see tables_present)")
     count = from_manifest[1] if from_manifest else count_rows(db_conn, schema, table)
     record_property("rows", count)
     trend_checked = from_manifest is None and _check_trend(run_state_data, restore_config, name, count,
@@ -84,7 +110,7 @@ def test_row_count(
     if rule is None:
         if trend_checked:
             return  # checked against the previous run, within --max-count-drop
-        pytest.skip(f"not checked: {name} has {count} rows, but {expectations.directory / 'row_counts.toml'} "
+        not_applicable(f"not checked: {name} has {count} rows, but {expectations.directory / 'row_counts.toml'} "
                     "has no expectation for it")
     assert rule.accepts(count), (
         f"{name} has {count} rows; expected {rule.describe()} ({expectations.directory / 'row_counts.toml'}). "

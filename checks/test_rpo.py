@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from fixtures.options import RestoreConfig
+from fixtures.session import RunState
 from restore.expectations import Expectations
 from restore.session import PreparedDatabase
 
@@ -21,12 +22,15 @@ CLOCK_SKEW_S = 120
 
 def test_newest_data_within_rpo(
     restored_db: PreparedDatabase, db_conn: psycopg.Connection[Any], expectations: Expectations,
-    restore_config: RestoreConfig, record_property: Callable[[str, object], None],
+    restore_config: RestoreConfig, run_state_data: RunState, record_property: Callable[[str, object], None],
 ) -> None:
     """backup time − newest row's timestamp ≤ RPO (freshness from expectations/rpo.toml)."""
-    if expectations.freshness_sql is None:
+    manifests = run_state_data.manifests() if run_state_data.source_kind == "manifest" else None
+    recorded = (manifests[0].get("freshness") or {}) if manifests else {}
+    if expectations.freshness_sql is None and recorded.get("value") is None:
         pytest.skip(f"no freshness configured: create {expectations.directory / 'rpo.toml'} with "
-                    "column = \"schema.table.timestamp_column\" or query = \"SELECT max(…) FROM …\"")
+                    "column = \"schema.table.timestamp_column\" or query = \"SELECT max(…) FROM …\", or take the "
+                    "backup with python -m restore backup --freshness \"SELECT max(…) FROM …\" (kept in its manifest)")
     archive = restored_db.archive or {}
     backup_time = restore_config.backup_time
     source = "--backup-time"
@@ -34,8 +38,14 @@ def test_newest_data_within_rpo(
         backup_time, source = datetime.fromisoformat(archive["created_at"]), archive["created_at_source"]
     if backup_time is None:
         pytest.skip("the backup time is unknown (an existing target): pass --backup-time ISO8601")
-    row = db_conn.execute(expectations.freshness_sql.encode()).fetchone()
-    newest = row[0] if row else None
+    newest: object
+    if recorded.get("value") is not None:  # read from the backup's own snapshot when it was taken
+        newest = datetime.fromisoformat(str(recorded["value"]))
+        record_property("freshness_source", f"manifest: {recorded.get('query')}")
+    else:
+        assert expectations.freshness_sql is not None
+        row = db_conn.execute(expectations.freshness_sql.encode()).fetchone()
+        newest = row[0] if row else None
     assert isinstance(newest, datetime), (
         f"The freshness query returned {newest!r}, not a timestamp: it must return one timestamptz "
         f"({expectations.directory / 'rpo.toml'})."

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from fixtures.connections import Comparison
+from fixtures.outcomes import not_applicable
 from restore.manifest import compare_named, compare_table
 
 pytestmark = pytest.mark.checklist("schema_matches")
@@ -55,6 +56,6 @@ def test_schema_matches(
         return
     table = schema_object["table"]
     if table not in dst["tables"]:
-        pytest.skip(f"{table} is missing altogether (see tables_present)")
+        not_applicable(f"{table} is missing altogether (see tables_present)")
     _fail(compare_table(table, src["tables"][table], dst["tables"][table]), f"Table {table}", comparison,
           record_property)

@@ -8,6 +8,8 @@ import psycopg
 import pytest
 
 from fixtures.connections import Comparison
+from fixtures.outcomes import not_applicable
+from restore import hints
 from restore.manifest import sequence_bounds
 from restore.session import PreparedDatabase
 from restore.verify import sequence_state
@@ -22,7 +24,7 @@ def test_sequence_matches_manifest(manifest_sequence: dict[str, Any], comparison
     dst = comparison.restored["sequences"].get(name)
     owner_table = src["owned_by"].rsplit(".", 1)[0] if src["owned_by"] else None
     if dst is None and owner_table and owner_table not in comparison.restored["tables"]:
-        pytest.skip(f"{name} belongs to {owner_table}, which is missing altogether (see tables_present)")
+        not_applicable(f"{name} belongs to {owner_table}, which is missing altogether (see tables_present)")
     assert dst is not None, f"Sequence {name} is missing from the restored database ({comparison.label} has it)."
     if comparison.kind == "baseline":
         # A live source moves on: the restore may only be behind it, never ahead.
@@ -38,9 +40,11 @@ def test_sequence_matches_manifest(manifest_sequence: dict[str, Any], comparison
     else:
         within = value is not None and low <= value <= high
     was = f"{low}" if low == high else f"between {low} and {high} while the dump ran"
+    schema, _, seq = name.partition(".")
+    fix = hints.setval_to(schema, seq, high) if high is not None else "restore the sequence from the backup"
     assert within, (
         f"Sequence {name} is at {value} in the restore but was at {was} in the backup ({comparison.source_path}): "
-        f"it was reset or its setval was lost. Fix: SELECT setval('{name}', {high});"
+        f"it was reset or its setval was lost. Fix: {fix}"
     )
 
 
@@ -50,9 +54,12 @@ def test_sequence_ahead_of_column(
     """Otherwise the application's first INSERT fails with a duplicate key."""
     s = sequence
     state = sequence_state(db_conn, s)
+    how = {"identity": "identity", "serial": "serial (OWNED BY)",
+           "default": "named in the column's DEFAULT nextval(...), not OWNED BY it"}.get(s["kind"], s["kind"])
+    fix = hints.setval(s["schema"], s["name"], s["column"], s["table_schema"], s["table"],
+                       ascending=int(s["increment"]) > 0)
     assert state.ok, (
-        f"Sequence {s['schema']}.{s['name']} ({s['kind']} of {s['table_schema']}.{s['table']}.{s['column']}) "
+        f"Sequence {s['schema']}.{s['name']} ({how}; feeds {s['table_schema']}.{s['table']}.{s['column']}) "
         f"would hand out {state.next_value} next, but the column already holds {state.column_extreme}: the next "
-        f"INSERT fails with a duplicate key. Fix: SELECT setval('{s['schema']}.{s['name']}', "
-        f"(SELECT max({s['column']}) FROM {s['table_schema']}.{s['table']}));"
+        f"INSERT that takes the default fails with a duplicate key (or breaks a key). Fix: {fix}"
     )

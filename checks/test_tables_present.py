@@ -5,13 +5,33 @@ from __future__ import annotations
 import pytest
 
 from restore.catalog import Catalog
+from restore.expectations import Expectations
 from restore.session import PreparedDatabase
 from restore.verify import split_qualified
 
 pytestmark = pytest.mark.checklist("tables_present")
 
 
-def test_table_present(expected_table: dict[str, str], restored_db: PreparedDatabase, catalog: Catalog) -> None:
+def _data_left_out(name: str, catalog: Catalog, expectations: Expectations) -> None:
+    """A table whose rows the backup does not hold at all (pg_dump --exclude-table-data, a schema-only dump):
+    restored, it is empty, and nothing else would notice. Fine only when someone said so."""
+    kind = next((t["kind"] for t in catalog.tables if f"{t['schema']}.{t['name']}" == name), None)
+    if kind != "r":
+        return  # a partitioned parent holds no rows of its own; its partitions have their data entries
+    rule = expectations.row_counts.get(name)
+    if rule is not None and rule.accepts(0):
+        return  # the expectations say it is meant to be empty (its data is left out of the backup on purpose)
+    where = expectations.directory / "row_counts.toml"
+    pytest.fail(
+        f"Table {name} is in the backup without its data: the dump has its definition but no TABLE DATA entry "
+        f"(taken with --exclude-table-data or --schema-only?), so the restored table is empty whatever the source "
+        f"held. If that is intended, say so in {where}: [tables] \"{name}\" = 0; otherwise take the backup with the "
+        "table's data.", pytrace=False,
+    )
+
+
+def test_table_present(expected_table: dict[str, str], restored_db: PreparedDatabase, catalog: Catalog,
+                       expectations: Expectations) -> None:
     """The table exists in the restored database; if the dump held rows for it, they were loaded."""
     name = expected_table["table"]
     schema, table = split_qualified(name)
@@ -30,6 +50,8 @@ def test_table_present(expected_table: dict[str, str], restored_db: PreparedData
         "TABLE DATA (see restore_succeeded and the restore log)."
     )
     archive = restored_db.archive or {}
+    if name in archive.get("tables_without_data", []) and expected_table.get("source") != "the backup's manifest":
+        _data_left_out(name, catalog, expectations)
     by_pg_restore = restored_db.restore["performed"] and archive.get("format") in ("custom", "directory", "tar")
     if by_pg_restore and name in archive.get("tables_with_data", []):
         # pg_restore --verbose names every TABLE DATA entry it loads; one it never reached did not arrive.

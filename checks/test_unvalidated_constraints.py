@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from restore import hints
 from restore.session import PreparedDatabase
 
 pytestmark = pytest.mark.checklist("unvalidated_constraints")
@@ -17,6 +18,6 @@ def test_constraint_validated(constraint: dict[str, Any], restored_db: PreparedD
     kind = "foreign key" if c["type"] == "f" else "CHECK constraint"
     assert c["validated"], (
         f"{kind} {c['name']} on {c['schema']}.{c['table']} is NOT VALID ({c['definition']}): existing rows were "
-        f"never checked against it. Run ALTER TABLE {c['schema']}.{c['table']} VALIDATE CONSTRAINT {c['name']} on "
-        "a copy to see whether any row breaks it."
+        f"never checked against it. Run {hints.validate(c['schema'], c['table'], c['name'])} on a copy to see "
+        "whether any row breaks it."
     )

@@ -1,6 +1,6 @@
 """Build the sample e-commerce database, dump it, and write the expectations that match it.
 
-    python examples/build_sample.py [--out examples/out] [--expectations expectations] [--format custom]
+    python examples/build_sample.py [--out examples/out] [--expectations examples/expectations] [--format custom]
 
 Writes ``OUT/sample.dump`` (pg_dump -Fc) with ``OUT/sample.dump.manifest.json`` (both from one snapshot),
 ``OUT/sample.globals.sql`` (pg_dumpall --globals-only),
@@ -117,7 +117,7 @@ def build(out: Path, expectations: Path | None, formats: list[str]) -> dict[str,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "examples" / "out")
-    parser.add_argument("--expectations", type=Path, default=ROOT / "expectations")
+    parser.add_argument("--expectations", type=Path, default=ROOT / "examples" / "expectations")
     parser.add_argument("--format", action="append", choices=sorted(FORMAT_FLAGS), dest="formats")
     args = parser.parse_args()
     written = build(args.out, args.expectations, args.formats or ["custom"])

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-Status = Literal["passed", "failed", "skipped"]
+Status = Literal["passed", "failed", "skipped", "incomplete"]
+RunOutcome = Literal["passed", "failed", "interrupted", "partial"]
 
 # id -> (the runbook's wording, what the check proves)
 CHECKLIST: dict[str, tuple[str, str]] = {
@@ -33,10 +34,27 @@ CHECKLIST: dict[str, tuple[str, str]] = {
 }
 
 
-def item_status(outcomes: list[str]) -> Status:
-    """failed if any test failed; passed if none failed and one passed; skipped if all were skipped."""
+def item_status(outcomes: list[str], gaps: int = 0) -> Status:
+    """The item's state from its tests' outcomes.
+
+    failed: any test failed. passed: at least one passed and nothing that would prove the item was skipped
+    (``gaps`` counts skipped tests whose proof did not run; a test that had nothing to check is not a gap).
+    incomplete: some proof ran and found nothing, some did not run. skipped: no proof ran at all.
+    """
     if "failed" in outcomes:
         return "failed"
-    if "passed" in outcomes:
-        return "passed"
-    return "skipped"
+    if "passed" not in outcomes:
+        return "skipped"
+    return "incomplete" if gaps else "passed"
+
+
+def checklist_id_of(nodeid: str) -> str | None:
+    """checks/test_<id>.py holds the tests of item <id> (one module per checklist item)."""
+    module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+    cid = module.removeprefix("test_").removesuffix(".py")
+    return cid if module.startswith("test_") and cid in CHECKLIST else None
+
+
+# Exit codes (pytest's own 0, 1, 2 keep their meaning; 6 is this suite's).
+EXIT_PARTIAL = 6
+EXIT_CODES: dict[str, int] = {"passed": 0, "failed": 1, "interrupted": 2, "partial": EXIT_PARTIAL}

@@ -11,7 +11,7 @@ import functools
 import html
 import json
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,11 @@ from typing import Any
 import pytest
 
 import restore
+from fixtures.outcomes import is_not_applicable
 from fixtures.session import STATE_KEY, RunState, is_worker, run_state
-from reports.checklist import CHECKLIST, item_status
+from reports.checklist import CHECKLIST, EXIT_CODES, RunOutcome, checklist_id_of, item_status
 from restore import record
+from restore.session import PreparedDatabase, RestoreOutcome
 
 
 @dataclass
@@ -32,6 +34,8 @@ class TestResult:
     message: str = ""
     duration_s: float = 0.0
     verified_by: str | None = None
+    not_applicable: bool = False  # skipped with nothing to check: not a gap in its item's proof
+    finished: bool = False  # its teardown ran: the test did not stop half-way (an interrupted run)
 
 
 @dataclass
@@ -41,6 +45,9 @@ class Collected:
     row_counts: dict[str, int] = field(default_factory=dict)
     measurements: dict[str, float] = field(default_factory=dict)
     result_json: dict[str, Any] | None = None
+    collected: list[str] | None = None  # every test id this run selected (xdist: as the workers collected it)
+    deselected: int = 0
+    collection_errors: int = 0
 
 
 COLLECTED_KEY = pytest.StashKey[Collected]()
@@ -61,6 +68,8 @@ def pytest_configure(config: pytest.Config) -> None:
     assert state.run_dir is not None
     config.stash[COLLECTED_KEY] = Collected()
     config.pluginmanager.register(_Collector(config.stash[COLLECTED_KEY]), "restore_verify_collector")
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistCollection(config.stash[COLLECTED_KEY]), "restore_verify_xdist_ids")
     # Defaults for the built-in junitxml and pytest-html; an explicit --junitxml / --html still wins.
     if not getattr(config.option, "xmlpath", None):
         config.option.xmlpath = str(state.run_dir / "junit.xml")
@@ -87,8 +96,18 @@ def _message(report: pytest.TestReport) -> str:
         return str(report.longrepr[2]).removeprefix("Skipped: ")
     crash = getattr(report.longrepr, "reprcrash", None)
     if crash is not None:
-        return str(crash.message)
+        return _plain_failure(str(crash.message))
     return str(report.longrepr or "")
+
+
+def _plain_failure(message: str) -> str:
+    """The check's own words: without pytest's "AssertionError: "/"Failed: " prefix and its assertion
+    introspection ("assert False", "+ where …"), which say nothing to a DBA."""
+    for prefix in ("AssertionError: ", "Failed: "):
+        message = message.removeprefix(prefix)
+    lines = message.splitlines()
+    cut = next((i for i, line in enumerate(lines) if i and line.startswith("assert ")), len(lines))
+    return "\n".join(lines[:cut]).rstrip()
 
 
 class _Collector:
@@ -102,7 +121,10 @@ class _Collector:
         node = getattr(report, "node", None)  # set by xdist on reports a worker sent to the controller
         if node is not None:
             self.collected.workers.add(str(node.workerinput["workerid"]))
-        result = results.setdefault(report.nodeid, TestResult(report.nodeid, _checklist_of(report)))
+        result = results.setdefault(report.nodeid, TestResult(
+            report.nodeid, _checklist_of(report) or checklist_id_of(report.nodeid)))
+        if report.when == "teardown":
+            result.finished = True
         if report.failed:
             result.outcome = "failed"
             where = "" if report.when == "call" else f"error in {report.when}: "
@@ -110,6 +132,7 @@ class _Collector:
         elif report.skipped and result.outcome != "failed":
             result.outcome = "skipped"
             result.message = _message(report)
+            result.not_applicable = is_not_applicable(report)
         if report.when == "call":
             props = dict(report.user_properties)
             if "rows" in props and "::test_row_count[" in report.nodeid:
@@ -122,7 +145,27 @@ class _Collector:
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
-            self.collected.results[report.nodeid] = TestResult(report.nodeid, None, "failed", str(report.longrepr))
+            self.collected.collection_errors += 1
+            self.collected.results[report.nodeid] = TestResult(report.nodeid, checklist_id_of(report.nodeid),
+                                                               "failed", str(report.longrepr), finished=True)
+
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        self.collected.deselected += len(items)
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if session.items or self.collected.collected is None:  # the xdist controller collects nothing itself
+            self.collected.collected = [item.nodeid for item in session.items] or self.collected.collected
+
+
+class _XdistCollection:
+    """Registered only with xdist: the controller learns the selected tests from the workers' collection."""
+
+    def __init__(self, collected: Collected) -> None:
+        self.collected = collected
+
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        if not self.collected.collected:
+            self.collected.collected = list(ids)
 
 
 @functools.cache
@@ -138,26 +181,105 @@ def _suite_version() -> str:
     return f"{restore.__version__}+{commit}" if commit else restore.__version__
 
 
-def build_result(state: RunState, collected: Collected, exitstatus: int) -> dict[str, Any]:
-    assert state.prepared is not None
+def narrowed_by(config: pytest.Config) -> str | None:
+    """How this run's selection was narrowed below the whole checklist, or None when it was not."""
+    option = config.option
+    if getattr(option, "keyword", ""):
+        return f"-k {option.keyword!r}"
+    if getattr(option, "markexpr", ""):
+        return f"-m {option.markexpr!r}"
+    if getattr(option, "deselect", None):
+        return f"--deselect {' '.join(option.deselect)}"
+    checks_dir = (config.rootpath / "checks").resolve()
+    for arg in config.args:
+        path = (config.invocation_params.dir / arg.split("::", 1)[0]).resolve()
+        if "::" in arg or checks_dir in path.parents:
+            return f"only {arg}"
+    return None
+
+
+def _item_verdicts(by_item: dict[str, list[TestResult]], selected: dict[str, int], *, interrupted: bool,
+                   narrowed: str | None) -> tuple[dict[str, str], dict[str, str]]:
+    """Each item's state and one-line reason: passed only when every proof it has ran and found nothing."""
+    checklist: dict[str, str] = {}
+    reasons: dict[str, str] = {}
+    for cid, results in by_item.items():
+        unfinished = [r for r in results if not r.finished]
+        never_ran = max(0, selected.get(cid, 0) - len(results))
+        gaps = [r for r in results if r.outcome == "skipped" and not r.not_applicable]
+        status = item_status([r.outcome for r in results if r.finished],
+                             len(gaps) + len(unfinished) + never_ran)
+        checklist[cid] = status
+        if not results:
+            reasons[cid] = (f"not run: this run selected none of its tests ({narrowed})" if narrowed else
+                            "not run: the run ended before any of its tests ran" if interrupted else
+                            "not run: no test of this item was collected")
+        elif status == "failed":
+            reasons[cid] = next(r.message for r in results if r.outcome == "failed")
+        elif status == "skipped":
+            reasons[cid] = next((r.message for r in results if r.outcome == "skipped" and not r.not_applicable),
+                                results[0].message)
+        elif status == "incomplete":
+            total = max(selected.get(cid, 0), len(results))
+            missing = len(gaps) + len(unfinished) + never_ran
+            why = (gaps[0].message if gaps else "the run was interrupted before they finished")
+            reasons[cid] = f"{missing} of {total} proof(s) did not run: {why}"
+    return checklist, reasons
+
+
+def run_outcome(*, interrupted: bool, failed: bool, narrowed: str | None, unfinished: int) -> RunOutcome:
+    """passed only when the whole checklist was selected, every selected test finished and none failed."""
+    if interrupted:
+        return "interrupted"
+    if failed:
+        return "failed"
+    if narrowed or unfinished:
+        return "partial"
+    return "passed"
+
+
+def _placeholder(state: RunState) -> PreparedDatabase:
+    """What result.json says of a run that stopped before its database was prepared (interrupted)."""
     assert state.config is not None
-    prepared, outcome, archive = state.prepared, state.prepared.restore, state.prepared.archive or {}
+    target = state.config.target
+    outcome = asdict(RestoreOutcome(performed=target.needs_restore,
+                                    refused="the run was interrupted before the restore finished"
+                                    if target.needs_restore else None))
+    return PreparedDatabase(target_name=target.name, target_kind=target.kind, target_display=target.redacted(),
+                            conninfo=None, dbname=None, app_host=None, app_port=None, owned=target.needs_restore,
+                            archive=None, restore=outcome | {"clean_logical_restore": False})
+
+
+def build_result(state: RunState, collected: Collected, exitstatus: int, *,
+                 narrowed: str | None = None) -> dict[str, Any]:
+    assert state.config is not None
+    prepared = state.prepared or _placeholder(state)
+    outcome, archive = prepared.restore, prepared.archive or {}
     by_item: dict[str, list[TestResult]] = {cid: [] for cid in CHECKLIST}
     for result in collected.results.values():
         if result.checklist in by_item:
             by_item[result.checklist].append(result)
-    checklist: dict[str, str] = {}
-    reasons: dict[str, str] = {}
-    for cid, results in by_item.items():
-        checklist[cid] = item_status([r.outcome for r in results])
-        if not results:
-            reasons[cid] = "not run: no test of this item was collected (deselected?)"
-        elif checklist[cid] == "skipped":
-            reasons[cid] = results[0].message
-        elif checklist[cid] == "failed":
-            reasons[cid] = next(r.message for r in results if r.outcome == "failed")
+    selected: dict[str, int] = {}
+    for nodeid in collected.collected or []:
+        cid = checklist_id_of(nodeid)
+        if cid:
+            selected[cid] = selected.get(cid, 0) + 1
+    interrupted = int(exitstatus) == int(pytest.ExitCode.INTERRUPTED) or state.prepared is None
+    checklist, reasons = _item_verdicts(by_item, selected, interrupted=interrupted, narrowed=narrowed)
+    unfinished = sum(1 for r in collected.results.values() if not r.finished)
+    unfinished += sum(max(0, n - len(by_item.get(cid, []))) for cid, n in selected.items())
+    not_selected = [cid for cid, results in by_item.items() if not results and not selected.get(cid)]
+    run_narrowed = narrowed or (f"no test of {', '.join(not_selected)} was selected" if not_selected else None)
+    failed = any(r.outcome == "failed" for r in collected.results.values()) or collected.collection_errors > 0
+    verdict = run_outcome(interrupted=interrupted, failed=failed, narrowed=run_narrowed, unfinished=unfinished)
     tests = {k: sum(1 for r in collected.results.values() if r.outcome == k) for k in ("passed", "failed", "skipped")}
     return {
+        "outcome": verdict,
+        "outcome_reason": {"interrupted": "the run was interrupted (Ctrl-C, SIGTERM, a CI timeout) before it "
+                                          f"finished: {unfinished} test(s) did not finish",
+                           "failed": "at least one check failed",
+                           "partial": f"not a complete backup test: {run_narrowed or 'some tests did not run'}",
+                           "passed": "every checklist item ran; none failed"}[verdict],
         "started_at": state.started_at,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "run_id": state.run_id,
@@ -195,7 +317,7 @@ def build_result(state: RunState, collected: Collected, exitstatus: int) -> dict
         "row_counts": dict(sorted(collected.row_counts.items())),
         "measurements": collected.measurements,
         "workers": sorted(collected.workers),
-        "exit_status": int(exitstatus),
+        "exit_status": EXIT_CODES[verdict] if verdict != "failed" else int(exitstatus) or 1,
     }
 
 
@@ -203,11 +325,14 @@ def build_result(state: RunState, collected: Collected, exitstatus: int) -> dict
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = _active_controller(session.config)
     collected = session.config.stash.get(COLLECTED_KEY, None)
-    if state is None or collected is None or state.prepared is None:
+    if state is None or collected is None or state.config is None:
         return
+    if state.prepared is None and exitstatus != pytest.ExitCode.INTERRUPTED:
+        return  # a usage error before anything ran: pytest says it; there is no run to record
     assert state.run_dir is not None
-    assert state.config is not None
-    collected.result_json = build_result(state, collected, exitstatus)
+    collected.result_json = build_result(state, collected, exitstatus, narrowed=narrowed_by(session.config))
+    # The exit code says the run's outcome: 0 only for a complete, passed backup test.
+    session.exitstatus = collected.result_json["exit_status"]
     text = json.dumps(collected.result_json, indent=2, ensure_ascii=False) + "\n"
     (state.run_dir / "result.json").write_text(text)
     if state.config.result_json is not None:
@@ -228,9 +353,13 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     for cid, status in result["checklist"].items():
         reason = result["checklist_reasons"].get(cid, "")
         markup = {"passed": {"green": True}, "failed": {"red": True, "bold": True}}.get(status, {"yellow": True})
-        terminalreporter.write(f"{status.upper():8} ", **markup)
+        terminalreporter.write(f"{status.upper():10} ", **markup)
         terminalreporter.write_line(f"{cid:24} {reason.splitlines()[0][:100] if reason else ''}")
     terminalreporter.write_line(f"report: {result['run_dir']}/report.html   result: {result['run_dir']}/result.json")
+    verdict = result["outcome"]
+    markup = {"passed": {"green": True, "bold": True}}.get(verdict, {"red": True, "bold": True})
+    terminalreporter.write(f"backup test {verdict.upper()}", **markup)
+    terminalreporter.write_line(f": {result['outcome_reason']} (exit code {result['exit_status']})")
 
 
 @pytest.hookimpl(trylast=True)
@@ -310,8 +439,9 @@ class _HtmlReport:
         errors = "".join(f"<li><pre>{esc(e)}</pre></li>" for e in all_errors)
         style = ("<style>#checklist td, #checklist th {padding: 2px 8px; text-align: left}"
                  " .checklist-failed td {color: #b00; font-weight: bold} .checklist-passed td:nth-child(2) "
-                 "{color: #070} .checklist-skipped td:nth-child(2) {color: #a60} #restore-errors pre "
-                 "{white-space: pre-wrap}</style>")
+                 "{color: #070} .checklist-skipped td:nth-child(2), .checklist-incomplete td:nth-child(2) "
+                 "{color: #a60} #restore-errors pre {white-space: pre-wrap} .verdict-passed {color: #070} "
+                 ".verdict-failed, .verdict-interrupted, .verdict-partial {color: #b00}</style>")
         slow_rows = "".join(f"<tr><td>{esc(s['nodeid'])}</td><td>{s['duration_s']:.2f} s</td></tr>"
                             for s in r["slowest_checks"])
         proven = r["proven_by_restore"]
@@ -320,8 +450,11 @@ class _HtmlReport:
             + (f"<p id='proven'>{len(proven)} scan(s) skipped because the restore itself proved them: "
                f"{esc(proven[0]['reason'])}</p>" if proven else "")
         )
+        verdict = r["outcome"]
+        headline = (f"<h2 id='verdict' class='verdict-{esc(verdict)}'>Backup test {esc(verdict.upper())}</h2>"
+                    f"<p id='verdict-reason'>{esc(r['outcome_reason'])} (exit code {r['exit_status']})</p>")
         prefix.append(
-            style + f"<h2>Restore</h2><table id='restore-facts'>{fact_rows}</table>"
+            style + headline + f"<h2>Restore</h2><table id='restore-facts'>{fact_rows}</table>"
             + (f"<h3>Restore errors</h3><ul id='restore-errors'>{errors}</ul>" if errors else "")
             + "<h2>Checklist</h2><table id='checklist'><tr><th>item</th><th>status</th><th>runbook</th>"
             f"<th>reason</th></tr>{rows}</table>"

@@ -22,7 +22,8 @@ _NOT_EXTENSION_MEMBER = """
 """
 
 TABLES_SQL = f"""
-SELECT n.nspname AS schema, c.relname AS name, c.relkind AS kind, c.relispartition AS is_partition
+SELECT n.nspname AS schema, c.relname AS name, c.relkind AS kind, c.relispartition AS is_partition,
+       c.relispopulated AS populated
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'f', 'm') AND {_USER_SCHEMA} AND {_NOT_EXTENSION_MEMBER}
 ORDER BY 1, 2
@@ -67,7 +68,8 @@ SELECT ic.relname AS index, n.nspname AS schema, c.relname AS table,
        array(SELECT pg_get_indexdef(i.indexrelid, k, true) FROM generate_series(1, i.indnkeyatts) k)
            AS key_sql,
        pg_get_expr(i.indpred, i.indrelid, true) AS predicate,
-       {{nulls_not_distinct}} AS nulls_not_distinct, i.indisvalid AND i.indisready AS valid
+       {{nulls_not_distinct}} AS nulls_not_distinct, i.indisvalid AND i.indisready AS valid,
+       c.relispopulated AS populated
 FROM pg_index i
 JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_class c ON c.oid = i.indrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -76,6 +78,10 @@ WHERE i.indisunique AND c.relkind IN ('r', 'm') AND {_USER_SCHEMA}
 ORDER BY 2, 3, 1
 """
 
+# Sequences feeding a column: owned by it (serial: deptype 'a'; identity: 'i'), or only named in its
+# DEFAULT nextval(...) (legacy schemas and many sample databases never ran ALTER SEQUENCE ... OWNED BY): the
+# default's pg_attrdef row depends on the sequence ('n'). Integer columns only: a default such as
+# 'ORD-' || nextval('s') has no max() to compare with.
 SEQUENCES_SQL = """
 SELECT sn.nspname AS schema, s.relname AS name, tn.nspname AS table_schema, t.relname AS table,
        a.attname AS column, CASE d.deptype WHEN 'i' THEN 'identity' ELSE 'serial' END AS kind,
@@ -87,7 +93,19 @@ JOIN pg_class t ON t.oid = d.refobjid JOIN pg_namespace tn ON tn.oid = t.relname
 JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid
 WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
   AND t.relkind IN ('r', 'p') AND NOT t.relispartition
-ORDER BY 1, 2
+UNION
+SELECT sn.nspname, s.relname, tn.nspname, t.relname, a.attname, 'default', seq.seqincrement
+FROM pg_attrdef ad
+JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid AND d.refclassid = 'pg_class'::regclass
+JOIN pg_class s ON s.oid = d.refobjid AND s.relkind = 'S' JOIN pg_namespace sn ON sn.oid = s.relnamespace
+JOIN pg_sequence seq ON seq.seqrelid = s.oid
+JOIN pg_class t ON t.oid = ad.adrelid JOIN pg_namespace tn ON tn.oid = t.relnamespace
+JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = ad.adnum
+WHERE t.relkind IN ('r', 'p') AND NOT t.relispartition
+  AND a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype)
+  AND NOT EXISTS (SELECT 1 FROM pg_depend o WHERE o.classid = 'pg_class'::regclass AND o.objid = s.oid
+                    AND o.refobjid = t.oid AND o.refobjsubid = a.attnum AND o.deptype IN ('a', 'i'))
+ORDER BY 1, 2, 3, 4, 5
 """
 
 INDEXES_SQL = f"""
@@ -100,6 +118,15 @@ WHERE ic.relkind = 'i' AND ic.relpersistence <> 't' AND {_USER_SCHEMA}
 ORDER BY 1, 2
 """
 
+
+# Every primary, unique and foreign key by name, partitioned tables' and their partitions' included: a key the
+# backup recorded is "lost" only when it is in none of them.
+KEY_NAMES_SQL = f"""
+SELECT n.nspname AS schema, c.relname AS table, con.conname AS name, con.contype AS type
+FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE con.contype IN ('p', 'u', 'f') AND {_USER_SCHEMA}
+ORDER BY 1, 2, 3
+"""
 
 # TOAST tables of user tables and their indexes: checked at --depth full, as pg_amcheck does.
 TOAST_SQL = f"""
@@ -125,6 +152,7 @@ class Catalog:
     sequences: list[dict[str, Any]] = field(default_factory=list)
     indexes: list[dict[str, Any]] = field(default_factory=list)
     toast: list[dict[str, Any]] = field(default_factory=list)
+    key_names: list[dict[str, Any]] = field(default_factory=list)
     in_recovery: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -162,5 +190,6 @@ def read_catalog(conninfo: str) -> Catalog:
                 sequences=rows(SEQUENCES_SQL),
                 indexes=rows(INDEXES_SQL),
                 toast=rows(TOAST_SQL),
+                key_names=rows(KEY_NAMES_SQL),
                 in_recovery=bool(cur.execute("SELECT pg_is_in_recovery() AS r").fetchone()["r"]),  # type: ignore[index]
             )

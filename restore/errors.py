@@ -62,3 +62,24 @@ class ServerStartFailed(RestoreError):
         )
         err.add_note(log_tail)
         return err
+
+
+class ManifestMismatch(RestoreError):
+    """The manifest given with a backup is unreadable or describes another backup: nothing is restored."""
+
+    @classmethod
+    def unreadable(cls, path: Path, why: str) -> ManifestMismatch:
+        return cls(
+            f"The manifest {str(path)!r} cannot be used: {why}. It was checked before restoring, so nothing was "
+            "restored. A manifest cut short by a failed copy or a full disk is not evidence: fetch it again, take "
+            "a new backup with python -m restore backup, or run without it (--manifest names another file)."
+        )
+
+    @classmethod
+    def other_backup(cls, path: Path, described: str, backup: str, why: str) -> ManifestMismatch:
+        return cls(
+            f"The manifest {str(path)!r} describes {described}, not this backup ({backup}): {why}. Comparing "
+            "them would report every difference between two databases as a restore fault, so nothing was "
+            "restored. Pass the manifest written with this backup (python -m restore backup writes "
+            "<dump>.manifest.json beside each dump) with --manifest=PATH."
+        )

@@ -28,6 +28,8 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from restore.archive import ArchiveInfo, inspect
+from restore.errors import ManifestMismatch
 from restore.tools import clean_env, pg_tool
 
 FORMAT = "restore-verify-manifest"
@@ -235,6 +237,8 @@ def capture(conninfo: str, *, jobs: int = 2, snapshot: str | None = None, freshn
             entry = {"kind": r["kind"], "owner": r["owner"], "partition_of": r["partition_of"],
                      "partition_bound": r["partition_bound"], "partition_key": r["partition_key"],
                      "columns": [], "constraints": {}, "indexes": {}, "triggers": {}, "partitions": []}
+            if r["kind"] == "m":
+                entry["populated"] = r["populated"]
             tables[r["name"]] = entry
             by_oid[r["oid"]] = entry
         for r in cur.execute(COLUMNS_SQL, (oids,)).fetchall():
@@ -303,10 +307,43 @@ def write(manifest: dict[str, Any], path: Path) -> None:
 
 
 def load(path: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(path.read_text())
-    if data.get("format") != FORMAT or data.get("version") != VERSION:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not complete JSON ({exc.msg} at line {exc.lineno}): truncated?") from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
         raise ValueError(f"{path} is not a restore-verify manifest of version {VERSION}")
+    for key in ("tables", "sequences", "database"):
+        if not isinstance(data.get(key), dict):
+            raise ValueError(f"{path} has no {key!r} section: cut short or edited by hand")
     return data
+
+
+def check_belongs_to(manifest: dict[str, Any], path: Path, archive: ArchiveInfo) -> None:
+    """Raise :class:`ManifestMismatch` unless the manifest can describe this backup.
+
+    A manifest from ``python -m restore backup`` carries its dump's table-of-contents digest: equal, it is the
+    same schema. Otherwise (another format of the same database, an older manifest) the database names must
+    agree where both are known, and most tables must be common to both: a restore that lost or gained a few
+    tables is what the checks are for; two databases that share almost nothing are a mix-up.
+    """
+    recorded = (manifest.get("backup") or {}).get("toc_digest")
+    if recorded and recorded == archive.toc_digest():
+        return
+    name = manifest["database"].get("name")
+    described = f"database {name!r}" + (f" as dumped to {manifest['backup']['file']!r}"
+                                        if (manifest.get("backup") or {}).get("file") else "")
+    if name and archive.dbname and name != archive.dbname:
+        raise ManifestMismatch.other_backup(path, described, f"database {archive.dbname!r}",
+                                            "the database names differ")
+    in_backup = set(archive.tables())
+    in_manifest = {t for t, e in manifest["tables"].items() if e.get("kind") in ("r", "p", "f", None)}
+    if in_backup and in_manifest:
+        common = len(in_backup & in_manifest)
+        if common * 2 < max(len(in_backup), len(in_manifest)):
+            raise ManifestMismatch.other_backup(
+                path, described, str(archive.path),
+                f"only {common} of its {len(in_manifest)} tables are among the backup's {len(in_backup)}")
 
 
 def _sequence_values(conn: psycopg.Connection[Any]) -> dict[str, int | None]:
@@ -355,7 +392,9 @@ def take_backup(conninfo: str, output: Path, *, jobs: int = 2, freshness_sql: st
         entry["last_value"], entry["last_value_max"] = before.get(name), after.get(name)
     if dump.returncode != 0:
         raise RuntimeError(f"pg_dump failed (exit {dump.returncode}): {stderr.strip()}")
-    manifest["backup"] = {"file": output.name, "size_bytes": output.stat().st_size}
+    # Identity: the run refuses this manifest beside any other backup (compared before restoring).
+    manifest["backup"] = {"file": output.name, "size_bytes": output.stat().st_size,
+                          "toc_digest": inspect(output).toc_digest()}
     write(manifest, manifest_path)
     return output, manifest_path
 

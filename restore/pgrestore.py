@@ -32,17 +32,14 @@ class ToolRun:
 
 _PREFIX = re.compile(r"pg_restore: ?")
 _TOC_CONTEXT = re.compile(r"from TOC entry \d+; \d+ \d+ (.*)$")
-_PROCESSING_DATA = re.compile(r'processing data for table "(.+?)"')
+# pg_restore prints the names as they are (no quoting), so the name runs to the line's last double quote.
+_PROCESSING_DATA = re.compile(r'processing data for table "(.+)"\s*$')
 _FINISHED_DATA = re.compile(r"finished item \d+ TABLE DATA (.+)$")
 _IGNORED = re.compile(r"warning: errors ignored on restore: (\d+)")
 # pg_restore names the entry by tag only ("TABLE DATA orders owner"), without its schema.
 _TABLE_DATA_ENTRY = re.compile(r"^TABLE DATA (.+) \S+$")
 _PSQL_ERROR = re.compile(r"^psql:[^:]*:\d+: (ERROR|FATAL|error):\s+(.*)$")
 _COPY_CONTEXT = re.compile(r"^CONTEXT:\s+COPY (\S+?),")
-
-
-def _unquote_qualified(name: str) -> str:
-    return name.replace('"', "")
 
 
 def _chunks(line: str) -> str:
@@ -72,7 +69,7 @@ def parse_pg_restore_log(lines: Iterable[str], run: ToolRun) -> None:
                 if t := _TABLE_DATA_ENTRY.match(pending_context):
                     run.data_failed.append(t.group(1))
             elif m := _PROCESSING_DATA.search(text):
-                run.data_processed.append(_unquote_qualified(m.group(1)))
+                run.data_processed.append(m.group(1))
             elif m := _FINISHED_DATA.search(text):  # the leader, in parallel mode: tag only
                 run.data_processed.append(m.group(1))
             elif m := _IGNORED.search(text):

@@ -56,7 +56,8 @@ def record_line(result: dict[str, Any], *, operator: str, rto_s: float, rpo_s: f
         "failures": [{"checklist": f["checklist"], "message": f["message"][:300]} for f in result["failures"]],
         "counts": counts,
         "total_rows": sum(counts.values()) if counts else None,
-        "outcome": "failed" if result["tests"]["failed"] else "passed",
+        # passed | failed | interrupted | partial; result.json files older than the field: as they were judged
+        "outcome": result.get("outcome") or ("failed" if result["tests"]["failed"] else "passed"),
         "depth": result.get("depth"),
         "suite_version": result.get("suite_version"),
         "operator": operator,
@@ -183,7 +184,12 @@ def svg_chart(series: Series, *, width: int = 720, height: int = 220) -> str:
     return "".join(parts)
 
 
+COMPLETE = ("passed", "failed")  # outcomes of a complete run; partial and interrupted runs prove nothing
+
+
 def _series(history: list[dict[str, Any]]) -> list[Series]:
+    """Charts of complete, passed runs only: a partial or failed run's figures are not a backup test's."""
+    history = [h for h in history if h.get("outcome") == "passed"]
     rto = next((h["rto"]["target_s"] for h in reversed(history) if h["rto"].get("target_s")), None)
     rpo = next((h["rpo"]["target_s"] for h in reversed(history) if h["rpo"].get("target_s")), None)
     monthly_rows: dict[str, tuple[str, float]] = {}
@@ -227,6 +233,10 @@ def render(history: list[dict[str, Any]], out_dir: Path, *, until: str | None = 
                         "backup test ran this month</td></tr>")
             md.append(f"| {month} | — | — | — | **MISSING: no backup test this month** | | | |")
             continue
+        if not any(h.get("outcome") in COMPLETE for h in runs) and month != now_month:
+            rows.append(f'<tr class="missing" data-month="{month}"><td>{month}</td><td colspan="7">missing: only '
+                        "partial or interrupted runs this month, no complete backup test</td></tr>")
+            md.append(f"| {month} | — | — | — | **MISSING: no complete backup test this month** | | | |")
         for h in runs:
             failed = [k for k, v in h["checklist"].items() if v == "failed"]
             report = f"{h['run_dir']}/report.html" if h.get("run_dir") else ""
@@ -241,10 +251,13 @@ def render(history: list[dict[str, Any]], out_dir: Path, *, until: str | None = 
             md.append(f"| {month} | {h['date'][:16]} | {h['target']['name']} | {h['backup'].get('id') or '—'} | "
                       f"{h['outcome']} | {duration_text} | {', '.join(failed)} | {report} |")
     charts = "".join(svg_chart(s) for s in _series(history))
-    missing = [m for m in months if not by_month[m] and m != now_month]
+    missing = [m for m in months if not any(h.get("outcome") in COMPLETE for h in by_month[m]) and m != now_month]
     failed_runs = sum(1 for h in history if h["outcome"] == "failed")
-    summary = (f"{len(history)} run(s) over {len(months)} month(s); {failed_runs} failed; "
-               f"{len(missing)} month(s) without a test{': ' + ', '.join(missing) if missing else ''}.")
+    not_complete = sum(1 for h in history if h["outcome"] not in COMPLETE)
+    last_pass = next((h["date"][:16] for h in reversed(history) if h["outcome"] == "passed"), None)
+    summary = (f"{len(history)} run(s) over {len(months)} month(s); {failed_runs} failed; {not_complete} partial or "
+               f"interrupted (not counted as tests); last complete passing run: {last_pass or 'none'}; "
+               f"{len(missing)} month(s) without a complete test{': ' + ', '.join(missing) if missing else ''}.")
     page = (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Backup-test record</title><style>"
         "body{font-family:sans-serif;margin:24px} table{border-collapse:collapse} td,th{border:1px solid #ccc;"

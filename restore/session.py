@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -24,12 +25,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from restore import manifest
 from restore.archive import ArchiveInfo, inspect, referenced_roles, verify_readable
 from restore.aws import RdsError, RdsRestore, is_rds, parse_rds
 from restore.conninfo import get_param, redact
 from restore.container import ContainerServer, image_for
 from restore.embedded import SUPERUSER, EmbeddedServer
-from restore.errors import ArchiveUnreadable, ConfigError, DumpNotFound, RestoreError, ToolTooOld
+from restore.errors import ArchiveUnreadable, ConfigError, DumpNotFound, ManifestMismatch, RestoreError, ToolTooOld
 from restore.pgrestore import ToolRun, parse_pg_restore_log, run_pg_restore, run_psql_file, table_done
 from restore.sources import fetch_s3
 from restore.targets import TargetSpec
@@ -52,6 +54,7 @@ class RestorePlan:
     backup_url: str | None = None
     backup_pick: str | None = None
     progress: Callable[[str], None] | None = None  # called about once a second while pg_restore runs
+    manifest: Path | None = None  # the backup's manifest, checked against the backup before anything is restored
 
 
 @dataclass
@@ -122,14 +125,16 @@ class PreparedDatabase:
 
 
 def _accept(errors: list[str], patterns: tuple[str, ...], outcome: RestoreOutcome, *, prefix: str = "",
-            why: str = "--allow-restore-error") -> None:
+            why: str = "") -> None:
     """Split errors into unaccepted and accepted; an accepted one keeps its text and says what accepted it."""
     for error in errors:
         pattern = next((p for p in patterns if re.search(p, error)), None)
         if pattern is None:
             outcome.errors.append(prefix + error)
         else:
-            outcome.accepted_errors.append(f"{prefix}{error}  [accepted: {why} {pattern!r}]")
+            # Shell-quoted as the flag takes it: pasting it accepts exactly this error again.
+            outcome.accepted_errors.append(f"{prefix}{error}  [accepted: {why}"
+                                           f"--allow-restore-error={shlex.quote(pattern)}]")
 
 
 class _Clock:
@@ -195,7 +200,7 @@ def _create_roles(server: EmbeddedServer | ContainerServer, plan: RestorePlan, i
         # The run's own bootstrap superuser always exists already; that one error is expected.
         own = f'role "{SUPERUSER}" already exists'
         _accept(run.errors, (re.escape(own), *plan.allowed_errors), outcome, prefix="[globals] ",
-                why="the target's own bootstrap superuser, or --allow-restore-error")
+                why="the target's own bootstrap superuser; as a flag: ")
     needed = referenced_roles(info)
     with psycopg.connect(server.conninfo(), autocommit=True) as conn:
         existing = {r for (r,) in conn.execute("SELECT rolname FROM pg_roles")}
@@ -299,6 +304,17 @@ def _restore_into(server: EmbeddedServer | ContainerServer, plan: RestorePlan, i
     return dbname
 
 
+def _check_manifest(path: Path | None, info: ArchiveInfo) -> None:
+    """A truncated manifest, or one of another backup, is refused before the restore spends its time."""
+    if path is None:
+        return
+    try:
+        data = manifest.load(path)
+    except (OSError, ValueError) as exc:
+        raise ManifestMismatch.unreadable(path, str(exc)) from exc
+    manifest.check_belongs_to(data, path, info)
+
+
 def _fetch(plan: RestorePlan, outcome: RestoreOutcome, stack: contextlib.ExitStack) -> Path:
     """The backup as a local path: an S3 object is downloaded into a temporary directory removed at the end."""
     if plan.backup_url is not None:
@@ -383,6 +399,10 @@ def prepare(plan: RestorePlan, *, run_id: str = "run") -> Iterator[PreparedDatab
                     f"--backup names the dump this existing target was restored from, so that its table of "
                     f"contents says what must be there; it cannot be read: {exc}"
                 ) from exc
+            try:
+                _check_manifest(plan.manifest, toc)
+            except ManifestMismatch as exc:
+                raise ConfigError(str(exc)) from exc
         yield PreparedDatabase(
             target_name=target.name, target_kind=target.kind, target_display=target.redacted(),
             conninfo=conninfo, dbname=get_param(conninfo, "dbname"), app_host=get_param(conninfo, "host"),
@@ -408,6 +428,8 @@ def prepare(plan: RestorePlan, *, run_id: str = "run") -> Iterator[PreparedDatab
             with clock.phase("verify_archive"):
                 info = inspect(backup)
                 verify_readable(info)
+                _check_manifest(plan.manifest or (Path(outcome.fetched_manifest) if outcome.fetched_manifest
+                                                  else None), info)
             with clock.phase("start_target"):
                 if target.kind == "container":
                     server = ContainerServer(image=image_for(target.image, info.dumped_from), jobs=plan.jobs,

@@ -153,6 +153,23 @@ def amcheck_schema(conn: psycopg.Connection[Any]) -> str | None:
     return None if row is None else str(row[0])
 
 
+AMCHECK_FUNCTIONS = ("bt_index_check(regclass, boolean)", "verify_heapam(regclass, boolean, boolean, text, bigint, "
+                     "bigint)")
+
+
+def missing_amcheck_grants(conn: psycopg.Connection[Any], ext_schema: str) -> list[str]:
+    """The amcheck functions the current role may not EXECUTE (amcheck revokes them from PUBLIC)."""
+    missing = []
+    for signature in AMCHECK_FUNCTIONS:
+        qualified = f"{sql.Identifier(ext_schema).as_string(conn)}.{signature}"
+        row = conn.execute("SELECT CASE WHEN to_regprocedure(%s) IS NULL THEN false"
+                           " ELSE has_function_privilege(to_regprocedure(%s), 'EXECUTE') END",
+                           (qualified, qualified)).fetchone()
+        if not (row and row[0]):
+            missing.append(qualified)
+    return missing
+
+
 def bt_index_check(conn: psycopg.Connection[Any], ext_schema: str, schema: str, index: str, *,
                    parent: bool = False, heapallindexed: bool = True) -> None:
     """amcheck's B-tree check with ``heapallindexed``: raises on corruption (a heap row missing from the index).

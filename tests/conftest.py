@@ -45,14 +45,14 @@ class Sample:
 
 @pytest.fixture(scope="session")
 def sample(tmp_path_factory: pytest.TempPathFactory) -> Sample:
-    """The sample e-commerce database, dumped (-Fc), with its globals and a private copy of expectations/."""
+    """The sample e-commerce database, dumped (-Fc), with its globals and a private copy of examples/expectations/."""
     base = tmp_path_factory.mktemp("sample")
     expectations = base / "expectations"
-    shutil.copytree(ROOT / "expectations", expectations)
+    shutil.copytree(ROOT / "examples" / "expectations", expectations)
     written = build(base / "out", expectations, ["custom"])
     # app.toml points at the repository's examples/out; this copy uses the one just built.
     app = expectations / "app.toml"
-    app.write_text(app.read_text().replace("../examples/out/app.pgpass", str(written["pgpass"])))
+    app.write_text(app.read_text().replace("../out/app.pgpass", str(written["pgpass"])))
     return Sample(dump=written["custom"], manifest=written["manifest"], globals_sql=written["globals"],
                   expectations=expectations, out=base / "out")
 

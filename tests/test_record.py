@@ -126,7 +126,9 @@ def test_rendered_record_shows_failed_and_missing_months_limits_and_the_data(
     assert 'class="limit" data-value="3600.0"' in rto_chart.group(0)
     plotted = [float(v) for v in re.findall(r'class="point[^"]*" data-date="[^"]+" data-value="([^"]+)"',
                                             rto_chart.group(0))]
-    expected = [float(h["restore"]["duration_s"]) for h in sorted(lines, key=lambda h: h["date"])]
+    # Only complete, passed runs are charted: a failed run's figures are not a backup test's.
+    expected = [float(h["restore"]["duration_s"]) for h in sorted(lines, key=lambda h: h["date"])
+                if h["outcome"] == "passed"]
     assert plotted == expected
     assert 'class="point over" data-date="2026-09-01' in rto_chart.group(0)
     rows_chart = re.search(r'<svg id="chart-rows".*?</svg>', page, re.S)
@@ -134,7 +136,7 @@ def test_rendered_record_shows_failed_and_missing_months_limits_and_the_data(
     assert 'data-value="600000.0"' in rows_chart.group(0)
     md = (out / "record.md").read_text()
     assert "2026-07 | — | — | — | **MISSING" in md
-    assert "1 month(s) without a test: 2026-07" in md
+    assert "1 month(s) without a complete test: 2026-07" in md
 
 
 def _chromium(url: Path, png: Path) -> str:

@@ -103,7 +103,7 @@ def test_target_resolution(tmp_path: Path) -> None:
 
 
 def test_expectations_of_the_example_set_load() -> None:
-    exp = load(ROOT / "expectations")
+    exp = load(ROOT / "examples" / "expectations")
     assert exp.tables
     assert "public.orders" in exp.tables
     assert exp.row_counts["public.orders"].accepts(10000)
@@ -125,12 +125,12 @@ def test_tolerance_rule(tmp_path: Path) -> None:
 
 
 def test_committed_expectations_match_the_sample_builder(tmp_path: Path) -> None:
-    """expectations/ is the sample's: rebuilding it gives the same files (the builder is deterministic)."""
+    """examples/expectations/ is the sample's: rebuilding it gives the same files (the builder is deterministic)."""
     from examples.build_sample import build
 
     build(tmp_path / "out", tmp_path / "exp", ["custom"])
     for name in ("tables.txt", "row_counts.toml", "keys.toml"):
-        assert (tmp_path / "exp" / name).read_text() == (ROOT / "expectations" / name).read_text(), name
+        assert (tmp_path / "exp" / name).read_text() == (ROOT / "examples" / "expectations" / name).read_text(), name
 
 
 def test_parallel_pg_restore_output_with_interleaved_prefixes() -> None:
