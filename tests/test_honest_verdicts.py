@@ -313,18 +313,20 @@ def test_a_missing_backup_file_is_a_failed_run_and_recorded(
     assert json.loads(record.read_text())["outcome"] == "failed"
 
 
-@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+@pytest.mark.parametrize(("how", "workers"), [(signal.SIGTERM, "no:xdist"), (signal.SIGINT, "no:xdist"),
+                                              (signal.SIGTERM, "xdist")], ids=["sigterm", "sigint", "sigterm-xdist"])
 def test_an_interrupted_run_is_recorded_as_interrupted(
-    how: signal.Signals, shapes: Shapes, tmp_path: Path, no_expectations: Path
+    how: signal.Signals, workers: str, shapes: Shapes, tmp_path: Path, no_expectations: Path
 ) -> None:
     """Stopped while a check runs (a CI timeout, a CronJob deadline, Ctrl-C): never "passed"."""
-    target = shapes.copy(f"interrupted_{how.name.lower()}")
+    target = shapes.copy(f"interrupted_{how.name.lower()}_{workers.replace(':', '_')}")
     slow = no_expectations / "critical_queries"
     slow.mkdir()
     (slow / "slow.sql").write_text("SELECT pg_sleep(120) AS restore_verify_test_marker\n")
     record, result = tmp_path / "record.jsonl", tmp_path / "result.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:xdist", f"--target={target}", f"--expectations={no_expectations}",
+        [sys.executable, "-m", "pytest", *(["-p", "no:xdist"] if workers == "no:xdist" else ["-n", "2"]),
+         f"--target={target}", f"--expectations={no_expectations}",
          f"--reports-dir={tmp_path / 'reports'}", f"--result-json={result}", f"--record={record}"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "TMPDIR": str(tmp_path)},

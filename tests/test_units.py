@@ -181,3 +181,19 @@ def test_s3_etag_verification(tmp_path: Path) -> None:
         verify_etag(path, '"0123456789abcdef0123456789abcdef"')
     two_parts = hashlib.md5(hashlib.md5(b"x" * 600).digest() + hashlib.md5(b"x" * 400).digest()).hexdigest() + "-2"
     assert "not verified" in verify_etag(path, two_parts)  # a 600-byte part size is not one S3 tools use
+
+
+def test_accepted_error_hint_is_the_flag_that_accepts_it_again() -> None:
+    """The hint shown beside an accepted restore error, pasted into a shell, is a regex matching that error."""
+    import re
+    import shlex
+
+    from restore.session import RestoreOutcome, _accept
+
+    error = 'role "postgres" already exists\\n(path C:\\\\x; 100% {y})'
+    outcome = RestoreOutcome()
+    _accept([error], (re.escape(error),), outcome)
+    hint = outcome.accepted_errors[0].rsplit("[accepted: ", 1)[1].rstrip("]")
+    (flag,) = shlex.split(hint)
+    pattern = flag.removeprefix("--allow-restore-error=")
+    assert re.search(pattern, error)
