@@ -28,12 +28,16 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from restore import fidelity
 from restore.archive import ArchiveInfo, inspect
 from restore.errors import ManifestMismatch
 from restore.tools import clean_env, pg_tool
 
 FORMAT = "restore-verify-manifest"
-VERSION = 1
+# 2: adds "behaviour" (privileges, ownership, row-level security, persistence, … see restore/fidelity.py) and
+# backup.toc_digest. Version 1 manifests still verify; what they lack is reported as not recorded.
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 # Every setting that changes a value's text form, pinned per session. Measured: unpinned, 4 of 5 tables of a
 # test database hashed differently between two servers whose defaults differed (TimeZone, DateStyle,
@@ -277,6 +281,7 @@ def capture(conninfo: str, *, jobs: int = 2, snapshot: str | None = None, freshn
         schemas = [r["nspname"] for r in cur.execute(
             f"SELECT nspname FROM pg_namespace n WHERE {_USER} ORDER BY 1".encode()).fetchall()]
         roles = [r["r"] for r in cur.execute(ROLES_SQL.encode()).fetchall()]
+        behaviour = fidelity.capture(cur, {}, roles)
         freshness = None
         if freshness_sql:
             row = cur.execute(freshness_sql.encode()).fetchone()
@@ -298,6 +303,7 @@ def capture(conninfo: str, *, jobs: int = 2, snapshot: str | None = None, freshn
         "checksum": {"expression": CHECKSUM_EXPRESSION, "per": "table"},
         "extensions": extensions, "schemas": schemas, "roles": roles, "tables": tables, "sequences": sequences,
         "views": views, "functions": functions, "types": types, "freshness": freshness,
+        "behaviour": behaviour,
     }
 
 
@@ -311,8 +317,8 @@ def load(path: Path) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path} is not complete JSON ({exc.msg} at line {exc.lineno}): truncated?") from exc
-    if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
-        raise ValueError(f"{path} is not a restore-verify manifest of version {VERSION}")
+    if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") not in READABLE_VERSIONS:
+        raise ValueError(f"{path} is not a restore-verify manifest (versions {READABLE_VERSIONS} are read)")
     for key in ("tables", "sequences", "database"):
         if not isinstance(data.get(key), dict):
             raise ValueError(f"{path} has no {key!r} section: cut short or edited by hand")
@@ -404,6 +410,7 @@ def take_backup(conninfo: str, output: Path, *, jobs: int = 2, freshness_sql: st
 def compare_table(name: str, src: dict[str, Any], dst: dict[str, Any]) -> list[str]:
     """Every schema difference of one table, each naming the object and both sides."""
     diffs: list[str] = []
+    detached = bool(src.get("partition_of")) and not dst.get("partition_of")
     if src["kind"] != dst["kind"]:
         diffs.append(f"{name}: relation kind was {src['kind']!r}, is {dst['kind']!r}")
     src_cols = {c["name"]: c for c in src["columns"]}
@@ -413,10 +420,11 @@ def compare_table(name: str, src: dict[str, Any], dst: dict[str, Any]) -> list[s
         if d is None:
             diffs.append(f"column {name}.{col} ({s['type']}) is missing")
             continue
-        for key, label in (("type", "type"), ("not_null", "NOT NULL"), ("default", "default"),
+        for key, label in (("type", "type"), ("not_null", "nullability"), ("default", "default"),
                            ("identity", "identity"), ("generated", "generated"), ("collation", "collation")):
             if _normal(str(s.get(key))) != _normal(str(d.get(key))):
-                diffs.append(f"column {name}.{col}: {label} was {s.get(key)!r}, is {d.get(key)!r}")
+                diffs.append(f"column {name}.{col}: {label} was {_column_words(key, s.get(key))}, is "
+                             f"{_column_words(key, d.get(key))}")
     diffs += [f"column {name}.{col} ({d['type']}) is not in the backup" for col, d in dst_cols.items()
               if col not in src_cols]
     if [c["name"] for c in src["columns"]] != [c["name"] for c in dst["columns"]] and set(src_cols) == set(dst_cols):
@@ -430,15 +438,49 @@ def compare_table(name: str, src: dict[str, Any], dst: dict[str, Any]) -> list[s
             elif _normal(s["definition"]) != _normal(d["definition"]):
                 diffs.append(f"{label} {obj} on {name}: was {s['definition']!r}, is {d['definition']!r}")
             elif kind == "triggers" and s["enabled"] != d["enabled"]:
-                diffs.append(f"trigger {obj} on {name}: enabled was {s['enabled']!r}, is {d['enabled']!r}")
+                diffs.append(f"trigger {obj} on {name} was {fidelity.trigger_state(s['enabled'])} in the backup, is "
+                             f"{fidelity.trigger_state(d['enabled'])} in the restore. Fix: ALTER TABLE "
+                             f"{_table_sql(name)} {_TRIGGER_FIX.get(s['enabled'], 'ENABLE')} TRIGGER "
+                             f"{sql.Identifier(obj).as_string()};")
+        if detached:
+            continue  # a detached partition keeps its own copies of the parent's keys and triggers: not new objects
         diffs += [f"{label} {obj} on {name} is not in the backup ({d['definition']})"
                   for obj, d in dst[kind].items() if obj not in src[kind]]
     for part in src["partitions"]:
         if part not in dst["partitions"]:
-            diffs.append(f"partition {part} of {name} is missing")
-    if src.get("partition_bound") != dst.get("partition_bound"):
+            diffs.append(f"partition {part} of {name} is missing (dropped, or detached from {name})")
+    if src.get("partition_of") and not dst.get("partition_of"):
+        diffs.append(f"{name} is detached from {src['partition_of']}: its rows no longer show in {src['partition_of']}"
+                     f" (was {src.get('partition_bound')}). Fix: ALTER TABLE {_table_sql(src['partition_of'])} ATTACH "
+                     f"PARTITION {_table_sql(name)} {src.get('partition_bound')};")
+    elif src.get("partition_bound") != dst.get("partition_bound"):
         diffs.append(f"{name}: partition bound was {src.get('partition_bound')!r}, is {dst.get('partition_bound')!r}")
     return diffs
+
+
+_TRIGGER_FIX = {"O": "ENABLE", "D": "DISABLE", "R": "ENABLE REPLICA", "A": "ENABLE ALWAYS"}
+
+
+def _table_sql(name: str) -> str:
+    schema, _, table = name.partition(".")
+    return sql.Identifier(schema, table).as_string()
+
+
+def _column_words(key: str, value: Any) -> str:
+    """A column property as a DBA says it ("the database default", not None)."""
+    if key == "collation":
+        return "the type's default collation" if value is None else repr(value)
+    if key == "default":
+        return "no default" if value is None else repr(value)
+    if key == "identity":
+        return {"": "not an identity", "a": "GENERATED ALWAYS AS IDENTITY", "d": "GENERATED BY DEFAULT AS IDENTITY"
+                }.get(value or "", repr(value))
+    if key == "generated":
+        return {"": "not generated", "s": "GENERATED ALWAYS AS (…) STORED", "v": "GENERATED ALWAYS AS (…) VIRTUAL"
+                }.get(value or "", repr(value))
+    if key == "not_null":
+        return "NOT NULL" if value else "nullable"
+    return repr(value)
 
 
 def compare_named(kind: str, src: dict[str, Any], dst: dict[str, Any]) -> list[str]:

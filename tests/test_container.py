@@ -6,6 +6,8 @@ without them they skip, saying why — they never pass.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import subprocess
 import tarfile
@@ -54,11 +56,24 @@ def _containers() -> set[str]:
     return set(out.split())
 
 
+@contextlib.contextmanager
+def _docker_lock(factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One xdist worker at a time starts or removes containers while another counts them: counting "the
+    containers before and after" is only meaningful when nobody else creates one in between."""
+    with (factory.getbasetemp().parent / "docker.lock").open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 @pytest.fixture
-def no_container_left() -> Iterator[None]:
-    before = _containers()
-    yield
-    assert _containers() == before, "the run left its container behind"
+def no_container_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    with _docker_lock(tmp_path_factory):
+        before = _containers()
+        yield
+        assert _containers() == before, "the run left its container behind"
 
 
 def test_sample_restores_into_a_container_of_its_major_and_passes(
@@ -90,13 +105,19 @@ def pg15_source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainerS
     from testcontainers.core.config import testcontainers_config
 
     testcontainers_config.tc_host_override = TC_ENV["TC_HOST"]
-    with ContainerServer(image="local/postgres:15", jobs=2) as server:
+    server = ContainerServer(image="local/postgres:15", jobs=2)
+    with _docker_lock(tmp_path_factory):  # started and removed while no other test counts containers
+        server.start()
+    try:
         with psycopg.connect(server.conninfo(), autocommit=True) as conn:
             conn.execute("CREATE DATABASE ecommerce_production")
         subprocess.run([str(pg_tool("psql")), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d",
                         server.conninfo("ecommerce_production"), "-f", str(ROOT / "examples" / "sample.sql")],
                        check=True, env=clean_env(), capture_output=True)
         yield server
+    finally:
+        with _docker_lock(tmp_path_factory):
+            server.stop()
 
 
 def test_dump_of_a_pg15_container_restores_into_embedded_pg18(

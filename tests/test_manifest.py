@@ -45,7 +45,7 @@ MANIFEST_FAULTS = [
      ("ALTER TABLE public.customers ALTER COLUMN full_name TYPE varchar(200)",),
      "column public.customers.full_name: type was 'text', is 'character varying(200)'"),
     ("not_null_dropped", {"schema_matches"}, ("ALTER TABLE public.products ALTER COLUMN stock DROP NOT NULL",),
-     "column public.products.stock: NOT NULL was True, is False"),
+     "column public.products.stock: nullability was NOT NULL, is nullable"),
     ("index_dropped", {"schema_matches"}, ("DROP INDEX public.orders_customer_created_idx",),
      "index orders_customer_created_idx on public.orders is missing"),
     ("trigger_dropped", {"schema_matches"}, ("DROP TRIGGER orders_touch_updated_at ON public.orders",),

@@ -118,3 +118,22 @@ def test_unseen_fault_fails_its_item(
     assert run.returncode == 1, run.explain()
     failed = {i for i, s in run.result["checklist"].items() if s == "failed"}
     assert failed == set(item.split("+")), run.explain()
+
+
+def test_unseen_detached_partition_is_named_as_detached(
+    unseen: tuple[EmbeddedServer, Path], tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    server, dump = unseen
+    with psycopg.connect(server.conninfo(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE partition_detached TEMPLATE library")
+    with psycopg.connect(server.conninfo("partition_detached"), autocommit=True) as conn:
+        conn.execute('ALTER TABLE "Lending".loan DETACH PARTITION "Lending".loan_2026')
+    empty = tmp_path / "no-expectations"
+    empty.mkdir()
+    run = run_suite(f"--target={server.conninfo('partition_detached')}", f"--manifest={dump}.manifest.json",
+                    f"--expectations={empty}")
+    assert "schema_matches" in run.failed_items(), run.explain()
+    messages = " ".join(f["message"] for f in run.result["failures"])
+    assert "Lending.loan_2026 is detached from Lending.loan" in messages
+    assert 'ALTER TABLE "Lending"."loan" ATTACH PARTITION "Lending"."loan_2026" FOR VALUES' in messages
+    assert "not in the backup" not in messages
