@@ -5,5 +5,6 @@ pytest_plugins = (
     "fixtures.connections",
     "fixtures.catalog_params",
     "fixtures.outcomes",
+    "fixtures.findings",
     "reports.plugin",
 )

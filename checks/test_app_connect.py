@@ -10,7 +10,7 @@ import pytest
 
 from fixtures.session import RunState
 from restore import hints
-from restore.conninfo import with_params
+from restore.conninfo import get_param, read_pgpass, with_params
 from restore.expectations import AppExpectation, Expectations, Privilege
 from restore.session import PreparedDatabase
 from restore.verify import has_privilege
@@ -41,7 +41,15 @@ def app_conninfo(prepared: PreparedDatabase, app: AppExpectation) -> str:
                         "it, or set passfile = \"…\" in app.toml.", pytrace=False)
         return with_params(base, password=password)
     if app.passfile:
-        return with_params(base, passfile=app.passfile)
+        # Read here, passed explicitly: libpq would let a PGPASSWORD in the environment win over passfile=.
+        password = read_pgpass(app.passfile, host=get_param(base, "host") or "localhost",
+                               port=get_param(base, "port") or "5432", dbname=get_param(base, "dbname") or "",
+                               user=app.role)
+        if password is None:
+            pytest.fail(f"The application's password file {app.passfile} has no line for {app.role} on "
+                        f"{get_param(base, 'host')}:{get_param(base, 'port')}/{get_param(base, 'dbname')} (libpq "
+                        "format host:port:database:user:password, * matches anything).", pytrace=False)
+        return with_params(base, password=password)
     return base
 
 

@@ -23,7 +23,7 @@ def test_db_accessible(
     if prepared_db.restore.get("refused"):
         pytest.skip("no database to connect to: the restore was refused (see restore_succeeded)")
     try:
-        with psycopg.connect(check_conninfo(prepared_db, restore_config), connect_timeout=15) as conn:
+        with psycopg.connect(check_conninfo(prepared_db, restore_config)) as conn:
             conn.read_only = True
             one = conn.execute("SELECT 1").fetchone()
             row = conn.execute(

@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from fixtures.findings import Attribution
 from fixtures.options import RestoreConfig
 from fixtures.outcomes import not_applicable
 from restore import hints
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.checklist("duplicate_primary_keys")
 
 def test_no_duplicate_keys(
     unique_key: dict[str, Any], restored_db: PreparedDatabase, db_conn: psycopg.Connection[Any],
-    restore_config: RestoreConfig, record_property: Callable[[str, object], None],
+    restore_config: RestoreConfig, record_property: Callable[[str, object], None], attribution: Attribution,
 ) -> None:
     """GROUP BY the key columns over a sequential scan: no value may appear twice."""
     k = unique_key
@@ -43,6 +44,9 @@ def test_no_duplicate_keys(
     record_property("duplicate_groups", found.count)
     if found.count:
         record_property("offending", found.sample)
+    note = "" if not found.count else attribution.settle(attribution.content([table]))
+    if note is None:
+        return  # inherited from the backup and accepted (--accept-inherited): listed, not hidden
     if k.get("missing"):
         cols = ", ".join(k["columns"])
         recreate = (hints.add_key(k["schema"], k["table"], k["name"], k) if k.get("dropped")
@@ -51,7 +55,7 @@ def test_no_duplicate_keys(
         what = f"{k['kind']} {k['name']}" if k.get("dropped") else "primary key"
         assert found.count == 0, (
             f"{table} has lost its {what} ({cols}), which {source} records, and now holds {found.count} "
-            f"duplicated key value(s): {', '.join(found.sample)}. Remove the duplicates, then {recreate}"
+            f"duplicated key value(s): {', '.join(found.sample)}.{note} Remove the duplicates, then {recreate}"
         )
         if k.get("dropped") == "the backup's manifest":
             # No duplicates: the lost constraint itself is schema_matches' finding, which names it.
@@ -63,6 +67,6 @@ def test_no_duplicate_keys(
         )
     assert found.count == 0, (
         f"{k['kind']} {k['name']} on {table} ({', '.join(k['columns']) or 'expressions'}) has {found.count} "
-        f"duplicated value(s) in the table's rows: {', '.join(found.sample)}. The index {k['index']} does not "
+        f"duplicated value(s) in the table's rows: {', '.join(found.sample)}.{note} The index {k['index']} does not "
         f"reflect the table (corruption): REINDEX fails until the duplicates are resolved."
     )

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from fixtures.findings import Attribution
 from fixtures.outcomes import not_applicable
 from restore import hints
 from restore.catalog import Catalog
@@ -17,14 +18,17 @@ from restore.session import PreparedDatabase
 pytestmark = pytest.mark.checklist("foreign_keys")
 
 
-def test_foreign_key(expected_fk: dict[str, Any], restored_db: PreparedDatabase, catalog: Catalog) -> None:
+def test_foreign_key(expected_fk: dict[str, Any], restored_db: PreparedDatabase, catalog: Catalog,
+                     attribution: Attribution) -> None:
     """The constraint exists, is ENFORCED, and its referential-integrity triggers are enabled."""
     table, name, fk = expected_fk["table"], expected_fk["name"], expected_fk["catalog"]
     if fk is None and table not in catalog.table_names():
         not_applicable(f"{table} itself is missing, and its foreign keys with it (see tables_present)")
+    note = "" if fk is not None else attribution.settle(
+        "restore" if expected_fk["source"] == "the dump's table of contents" else "unknown")
     assert fk is not None, (
         f"Foreign key {name} on {table} is missing (expected from {expected_fk['source']}): nothing stops "
-        "orphaned rows. Look for its 'FK CONSTRAINT' error in the restore log; recreate it with ALTER TABLE … "
+        f"orphaned rows.{note} Look for its 'FK CONSTRAINT' error in the restore log; recreate it with ALTER TABLE … "
         "ADD CONSTRAINT once orphans are removed."
     )
     assert fk["enforced"], (

@@ -13,6 +13,7 @@ from fixtures.options import RestoreConfig
 from fixtures.outcomes import not_applicable
 from restore import hints
 from restore.catalog import Catalog
+from restore.manifest import bucket_differences
 from restore.session import PreparedDatabase
 from restore.verify import amcheck_schema as find_amcheck
 from restore.verify import bt_index_check, gin_index_check, has_function, missing_amcheck_grants, verify_heapam
@@ -77,7 +78,7 @@ def test_index(
             bt_index_check(db_conn, amcheck_schema, i["schema"], i["name"], parent=parent,
                            heapallindexed=heapallindexed)
         failure = None
-    except (psycopg.errors.QueryCanceled, psycopg.errors.InsufficientPrivilege):
+    except (psycopg.errors.QueryCanceled, psycopg.errors.InsufficientPrivilege, psycopg.errors.LockNotAvailable):
         raise  # a statement_timeout or a missing privilege is not corruption; each shows as what it is
     except psycopg.Error as exc:
         failure = f"{exc.diag.message_primary} {exc.diag.message_detail or ''}".strip()
@@ -109,6 +110,11 @@ def test_content_checksum(
         what = "the same number of rows but different content: a value changed, or a row was replaced by another"
     else:
         what = f"{dst['row_count']} rows instead of {src['row_count']} (see row_counts)"
+    if src["checksum"] != dst["checksum"]:
+        record_property("origin", "restore")  # the backup's manifest records what the rows were
+    where = bucket_differences(src, dst)
+    if where:
+        what += ". Where: " + "; ".join(where)
     assert src["checksum"] == dst["checksum"], (
         f"The content of {table} is not what was backed up: {what}. Checksum "
         f"(sum of hashtextextended(row::text, 0)) was {src['checksum']}, is {dst['checksum']}. Compare the table "

@@ -34,11 +34,12 @@ def test_no_unaccepted_restore_errors(prepared_db: PreparedDatabase) -> None:
     if errors:
         shown = "\n".join(f"  {i}. {e}" for i, e in enumerate(errors[:20], 1))
         more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
+        diagnosis = "".join(f"{d}\n" for d in outcome.get("diagnosis") or [])  # type: ignore[attr-defined]
         pytest.fail(
-            f"The restore reported {len(errors)} unaccepted error(s) ({len(accepted)} accepted), exit code "
-            f"{outcome['exit_code']}; objects or rows named below are missing or incomplete:\n{shown}{more}\n"
+            f"{diagnosis}The restore reported {len(errors)} unaccepted error(s) ({len(accepted)} accepted), exit "
+            f"code {outcome['exit_code']}; objects or rows named below are missing or incomplete:\n{shown}{more}\n"
             f"Full output: {outcome['log_path']}. Fix the backup or the target; to accept a known-harmless error "
-            "pass --allow-restore-error REGEX (ini: allow_restore_error).",
+            "pass --allow-restore-error=REGEX (ini: allow_restore_error).",
             pytrace=False,
         )
     assert outcome["exit_code"] == 0 or accepted, f"restore exited with {outcome['exit_code']} and no error text"

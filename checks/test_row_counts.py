@@ -9,6 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from fixtures.findings import Attribution
 from fixtures.options import RestoreConfig
 from fixtures.outcomes import not_applicable
 from fixtures.session import RunState
@@ -74,7 +75,7 @@ def _unpopulated_matview(name: str, schema: str, table: str, state: RunState, re
 def test_row_count(
     counted_table: dict[str, Any], restored_db: PreparedDatabase, db_conn: psycopg.Connection[Any],
     expectations: Expectations, run_state_data: RunState, restore_config: RestoreConfig, catalog: Catalog,
-    record_property: Callable[[str, object], None],
+    record_property: Callable[[str, object], None], attribution: Attribution,
 ) -> None:
     """Exact count(*) against the manifest or the table's expectation; a table with neither is "not checked"."""
     name = counted_table["table"]
@@ -94,9 +95,10 @@ def test_row_count(
                 f"tolerance of {tolerance} (--baseline-tolerance)."
             )
         else:
+            note = "" if count == expected else attribution.settle("restore")
             assert count == expected, (
                 f"{name} has {count} rows; the backup held exactly {expected} ({count - expected:+d}) according to "
-                f"its manifest ({run_state_data.source_manifest_path}). Rows were lost or added in the restore."
+                f"its manifest ({run_state_data.source_manifest_path}). Rows were lost or added in the restore.{note}"
             )
         if name not in expectations.row_counts:
             return
@@ -112,8 +114,11 @@ def test_row_count(
             return  # checked against the previous run, within --max-count-drop
         not_applicable(f"not checked: {name} has {count} rows, but {expectations.directory / 'row_counts.toml'} "
                     "has no expectation for it")
+    note = "" if rule.accepts(count) else attribution.settle(attribution.content([name]))
+    if note is None:
+        return  # the backup held the same count, accepted (--accept-inherited=row_counts): listed, not hidden
     assert rule.accepts(count), (
         f"{name} has {count} rows; expected {rule.describe()} ({expectations.directory / 'row_counts.toml'}). "
         f"{'Rows are missing' if (rule.exact or rule.minimum or 0) > count else 'There are more rows than expected'}: "
-        "compare with the source, or update the expectation if the data legitimately changed."
+        f"compare with the source, or update the expectation if the data legitimately changed.{note}"
     )

@@ -27,6 +27,8 @@ pytestmark = pytest.mark.checklist("schema_matches")
 def _fail(diffs: list[str], what: str, comparison: Comparison,
           record_property: Callable[[str, object], None]) -> None:
     if diffs:
+        # Every difference from the backup's own manifest is the restore's (a live baseline moves on: unknown).
+        record_property("origin", "restore" if comparison.kind == "manifest" else "unknown")
         record_property("offending", diffs)
         shown = "\n".join(f"  - {d}" for d in diffs[:30])
         more = f"\n  ... and {len(diffs) - 30} more" if len(diffs) > 30 else ""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
 
 from fixtures.connections import Comparison
+from fixtures.findings import Attribution
 from fixtures.outcomes import not_applicable
 from restore import hints
 from restore.manifest import sequence_bounds
@@ -17,7 +19,8 @@ from restore.verify import sequence_state
 pytestmark = pytest.mark.checklist("sequences")
 
 
-def test_sequence_matches_manifest(manifest_sequence: dict[str, Any], comparison: Comparison) -> None:
+def test_sequence_matches_manifest(manifest_sequence: dict[str, Any], comparison: Comparison,
+                                   record_property: Callable[[str, object], None]) -> None:
     """The sequence resumes where the backup left it (a reset or a lost setval shows here)."""
     name = manifest_sequence["sequence"]
     src = comparison.source["sequences"][name]
@@ -42,6 +45,8 @@ def test_sequence_matches_manifest(manifest_sequence: dict[str, Any], comparison
     was = f"{low}" if low == high else f"between {low} and {high} while the dump ran"
     schema, _, seq = name.partition(".")
     fix = hints.setval_to(schema, seq, high) if high is not None else "restore the sequence from the backup"
+    if not within:
+        record_property("origin", "restore")  # the backup's manifest says where the sequence was
     assert within, (
         f"Sequence {name} is at {value} in the restore but was at {was} in the backup ({comparison.source_path}): "
         f"it was reset or its setval was lost. Fix: {fix}"
@@ -49,7 +54,8 @@ def test_sequence_matches_manifest(manifest_sequence: dict[str, Any], comparison
 
 
 def test_sequence_ahead_of_column(
-    sequence: dict[str, Any], restored_db: PreparedDatabase, db_conn: psycopg.Connection[Any]
+    sequence: dict[str, Any], restored_db: PreparedDatabase, db_conn: psycopg.Connection[Any],
+    attribution: Attribution,
 ) -> None:
     """Otherwise the application's first INSERT fails with a duplicate key."""
     s = sequence
@@ -58,8 +64,12 @@ def test_sequence_ahead_of_column(
            "default": "named in the column's DEFAULT nextval(...), not OWNED BY it"}.get(s["kind"], s["kind"])
     fix = hints.setval(s["schema"], s["name"], s["column"], s["table_schema"], s["table"],
                        ascending=int(s["increment"]) > 0)
+    note = "" if state.ok else attribution.settle(attribution.sequence(
+        f"{s['schema']}.{s['name']}", f"{s['table_schema']}.{s['table']}"))
+    if note is None:
+        return  # inherited from the backup and accepted (--accept-inherited=sequences): listed, not hidden
     assert state.ok, (
         f"Sequence {s['schema']}.{s['name']} ({how}; feeds {s['table_schema']}.{s['table']}.{s['column']}) "
         f"would hand out {state.next_value} next, but the column already holds {state.column_extreme}: the next "
-        f"INSERT that takes the default fails with a duplicate key (or breaks a key). Fix: {fix}"
+        f"INSERT that takes the default fails with a duplicate key (or breaks a key).{note} Fix: {fix}"
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from fixtures.findings import Attribution
 from restore.catalog import Catalog
 from restore.expectations import Expectations
 from restore.session import PreparedDatabase
@@ -31,17 +32,22 @@ def _data_left_out(name: str, catalog: Catalog, expectations: Expectations) -> N
 
 
 def test_table_present(expected_table: dict[str, str], restored_db: PreparedDatabase, catalog: Catalog,
-                       expectations: Expectations) -> None:
+                       expectations: Expectations, attribution: Attribution) -> None:
     """The table exists in the restored database; if the dump held rows for it, they were loaded."""
     name = expected_table["table"]
     schema, table = split_qualified(name)
+    # The backup (its manifest or its table of contents) recording the table makes its absence the restore's.
+    from_backup = expected_table["source"] in ("the backup's manifest", "the dump's table of contents")
+    note = ""
+    if expected_table.get("unexpected") or name not in catalog.table_names():
+        note = attribution.settle("restore" if from_backup else "unknown") or ""
     assert not expected_table.get("unexpected"), (
         f"Table {name} is in the restored database but not in {expected_table['source']}: the restore holds "
-        "something the backup did not (a wrong backup, or a target that was not empty)."
+        f"something the backup did not (a wrong backup, or a target that was not empty).{note}"
     )
     assert name in catalog.table_names(), (
         f"Table {name} is missing from the restored database; it is expected because it is in "
-        f"{expected_table['source']}. Look for its CREATE TABLE error in the restore log "
+        f"{expected_table['source']}.{note} Look for its CREATE TABLE error in the restore log "
         f"({restored_db.restore.get('log_path') or 'n/a'}), or restore from a backup that has it."
     )
     failed = [tag for tag in restored_db.restore.get("data_failed", []) if tag in (table, name)]

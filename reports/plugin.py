@@ -35,6 +35,8 @@ class TestResult:
     duration_s: float = 0.0
     verified_by: str | None = None
     not_applicable: bool = False  # skipped with nothing to check: not a gap in its item's proof
+    origin: str | None = None  # of a finding: "backup" | "restore" | "unknown" (see restore/origin.py)
+    accepted: str | None = None  # an inherited finding accepted by --accept-inherited
     finished: bool = False  # its teardown ran: the test did not stop half-way (an interrupted run)
 
 
@@ -135,6 +137,10 @@ class _Collector:
             result.not_applicable = is_not_applicable(report)
         if report.when == "call":
             props = dict(report.user_properties)
+            if "origin" in props:
+                result.origin = str(props["origin"])
+            if "accepted" in props:
+                result.accepted = f"{props['accepted']}: {props.get('offending') or ''}".rstrip(": ")
             if "rows" in props and "::test_row_count[" in report.nodeid:
                 self.collected.row_counts[report.nodeid.rsplit("[", 1)[1].rstrip("]")] = int(str(props["rows"]))
             for key in ("data_age_at_backup_s", "restore_duration_s"):
@@ -305,8 +311,11 @@ def build_result(state: RunState, collected: Collected, exitstatus: int, *,
         "checklist": checklist,
         "checklist_reasons": reasons,
         "tests": tests,
-        "failures": [{"nodeid": r.nodeid, "checklist": r.checklist, "message": r.message}
+        "failures": [{"nodeid": r.nodeid, "checklist": r.checklist, "message": r.message,
+                      "origin": r.origin or "unknown"}
                      for r in collected.results.values() if r.outcome == "failed"],
+        "accepted_findings": [{"nodeid": r.nodeid, "checklist": r.checklist, "reason": r.accepted}
+                              for r in collected.results.values() if r.accepted],
         "skips": [{"nodeid": r.nodeid, "checklist": r.checklist, "reason": r.message}
                   for r in collected.results.values() if r.outcome == "skipped"],
         "slowest_checks": [{"nodeid": r.nodeid, "checklist": r.checklist, "duration_s": r.duration_s}
@@ -317,6 +326,7 @@ def build_result(state: RunState, collected: Collected, exitstatus: int, *,
         "row_counts": dict(sorted(collected.row_counts.items())),
         "measurements": collected.measurements,
         "workers": sorted(collected.workers),
+        "record_problems": state.record_problems,
         "exit_status": EXIT_CODES[verdict] if verdict != "failed" else int(exitstatus) or 1,
     }
 

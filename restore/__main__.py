@@ -7,8 +7,8 @@
 
 ``manifest`` writes the JSON manifest of a database (read-only, from one snapshot). ``backup`` takes a
 ``pg_dump -Fc`` and its manifest from one exported snapshot, writing FILE.dump and FILE.dump.manifest.json.
-``cleanup`` deletes RDS instances restore-verify created whose expiry tag has passed (a run killed with -9
-must not leave an instance billing forever); nothing without its tag is touched.
+``cleanup`` removes the local servers and containers of runs that are gone (a run killed with -9; no AWS needed)
+and deletes RDS instances restore-verify created whose expiry tag has passed; nothing without its tag is touched.
 ``record`` renders the backup-test history (one line per run) as DIR/record.html and DIR/record.md.
 The DSN may omit the password: libpq's PGPASSWORD / ~/.pgpass apply (``--password-env VAR`` names another).
 """
@@ -34,6 +34,30 @@ def _dsn(args: argparse.Namespace) -> str:
     return dsn
 
 
+def _cleanup(*, dry_run: bool) -> int:
+    """Local servers and containers whose run is gone (no AWS needed), then expired RDS instances."""
+    from restore import janitor
+
+    local = janitor.sweep(dry_run=dry_run)
+    print(f"local: {len(local)} left-over server(s) or container(s)" + "".join(f"\n  {line}" for line in local))
+    import boto3
+
+    if boto3.session.Session().region_name is None:
+        print("RDS: skipped — no AWS region is configured (set AWS_DEFAULT_REGION or a profile's region to clean up "
+              "expired RDS instances too)")
+        return 0
+    from restore.aws import cleanup_expired
+
+    try:
+        deleted = cleanup_expired(dry_run=dry_run)
+    except Exception as exc:  # botocore's errors (no credentials, access denied): said in one line, no traceback
+        print(f"RDS: not cleaned up — {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    verb = "would delete" if dry_run else "deleted"
+    print(f"RDS: {verb} {len(deleted)} expired instance(s): {', '.join(deleted) or 'none'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m restore", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,22 +74,20 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--history", required=True, help="the JSONL history (--record of the runs): a path or s3://…")
     rec.add_argument("--output", required=True, type=Path, help="directory for record.html and record.md")
     rec.add_argument("--until", metavar="YYYY-MM", help="show months up to this one (default: the current month)")
-    clean = sub.add_parser("cleanup", help="delete expired RDS instances this suite created")
+    clean = sub.add_parser("cleanup", help="remove left-over local servers and containers, and expired RDS instances")
     clean.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
     args = parser.parse_args(argv)
     if args.command == "cleanup":
-        from restore.aws import cleanup_expired
-
-        deleted = cleanup_expired(dry_run=args.dry_run)
-        verb = "would delete" if args.dry_run else "deleted"
-        print(f"{verb} {len(deleted)} expired instance(s): {', '.join(deleted) or 'none'}")
-        return 0
+        return _cleanup(dry_run=args.dry_run)
     if args.command == "record":
-        history = record.load(args.history)
+        problems: list[str] = []
+        history = record.load(args.history, problems=problems)
+        for problem in problems:
+            print(f"warning: {problem}", file=sys.stderr)
         if not history:
             print(f"error: {args.history} holds no runs", file=sys.stderr)
             return 1
-        html_path, md_path = record.render(history, args.output, until=args.until)
+        html_path, md_path = record.render(history, args.output, until=args.until, problems=problems)
         print(f"{len(history)} runs -> {html_path}, {md_path}")
         return 0
     dsn = _dsn(args)

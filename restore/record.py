@@ -7,9 +7,12 @@ shown as missing: a skipped monthly test is itself a finding.
 
 from __future__ import annotations
 
+import fcntl
 import html
 import json
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,7 +56,12 @@ def record_line(result: dict[str, Any], *, operator: str, rto_s: float, rpo_s: f
                 "status": result["checklist"].get("rpo")},
         "checklist": result["checklist"],
         "tests": result["tests"],
-        "failures": [{"checklist": f["checklist"], "message": f["message"][:300]} for f in result["failures"]],
+        "failures": [{"checklist": f["checklist"], "message": f["message"][:300], "origin": f.get("origin", "unknown")}
+                     for f in result["failures"]],
+        # Is the backup bad, or did the restore break it? Counted per origin (see restore/origin.py).
+        "failure_origins": {o: sum(1 for f in result["failures"] if f.get("origin", "unknown") == o)
+                            for o in ("backup", "restore", "unknown")},
+        "accepted_findings": len(result.get("accepted_findings", [])),
         "counts": counts,
         "total_rows": sum(counts.values()) if counts else None,
         # passed | failed | interrupted | partial; result.json files older than the field: as they were judged
@@ -65,41 +73,82 @@ def record_line(result: dict[str, Any], *, operator: str, rto_s: float, rpo_s: f
     }
 
 
-def _s3_text(spec: str) -> str:
+def _s3_get(bucket: str, key: str) -> tuple[str, str | None]:
+    """The object's text and ETag; ("", None) when it does not exist yet."""
     import boto3
     from botocore.exceptions import ClientError
 
-    bucket, _, key = spec.removeprefix("s3://").partition("/")
     try:
-        return str(boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read().decode())
+        obj = boto3.client("s3").get_object(Bucket=bucket, Key=key)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            return ""
+            return "", None
         raise
+    return str(obj["Body"].read().decode()), str(obj["ETag"])
 
 
-def append(path: Path | str, line: dict[str, Any]) -> None:
-    """Append one run; ``s3://bucket/key`` is read, extended and written back (one writer at a time)."""
+S3_ATTEMPTS = 20
+
+
+def append(path: Path | str, line: dict[str, Any], *, on_read: Callable[[], None] | None = None) -> None:
+    """Append one run. A file is appended under an exclusive lock (two runs never interleave a line). An
+    ``s3://bucket/key`` object is read and written back with a conditional write (If-Match on the ETag read, or
+    If-None-Match for a new object), retried when another writer got there first, so no line is ever lost.
+    ``on_read`` runs between reading and writing (the self-tests put a second writer there)."""
     text = json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n"
     if isinstance(path, str) and path.startswith("s3://"):
         import boto3
+        from botocore.exceptions import ClientError
 
         bucket, _, key = path.removeprefix("s3://").partition("/")
-        boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=(_s3_text(path) + text).encode())
-        return
+        client = boto3.client("s3")
+        for attempt in range(S3_ATTEMPTS):
+            current, etag = _s3_get(bucket, key)
+            if on_read is not None:
+                on_read()
+            condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+            try:
+                client.put_object(Bucket=bucket, Key=key, Body=(current + text).encode(), **condition)
+                return
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412",
+                                                                     "ConditionalRequestConflict"):
+                    raise
+                time.sleep(min(2.0, 0.05 * 2 ** attempt))  # another writer won: read its line, try again
+        raise RuntimeError(f"Could not append to the record {path}: {S3_ATTEMPTS} conditional writes in a row "
+                           "lost to other writers. Run again; nothing was overwritten.")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes
         fh.write(text)
+        fh.flush()
 
 
-def load(path: Path | str) -> list[dict[str, Any]]:
+def load(path: Path | str, *, problems: list[str] | None = None) -> list[dict[str, Any]]:
+    """The record's runs. A line that is not a complete run (a truncated write, a hand edit) is left out and
+    named in ``problems`` — one bad line never costs the rest of the history."""
     if isinstance(path, str) and path.startswith("s3://"):
-        text = _s3_text(path)
+        bucket, _, key = path.removeprefix("s3://").partition("/")
+        text = _s3_get(bucket, key)[0]
     else:
         path = Path(path)
         text = path.read_text() if path.exists() else ""
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    runs = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            run = json.loads(raw)
+            if not isinstance(run, dict) or not {"date", "target", "checklist", "outcome"} <= set(run):
+                raise ValueError("not a run")
+        except ValueError as exc:
+            if problems is not None:
+                problems.append(f"record {path} line {number} is not a complete run ({exc}: "
+                                f"{raw[:60]!r}…): left out")
+            continue
+        runs.append(run)
+    return runs
 
 
 def previous_counts(history: list[dict[str, Any]], target: str, database: str | None) -> dict[str, int] | None:
@@ -209,7 +258,8 @@ def _series(history: list[dict[str, Any]]) -> list[Series]:
     ]
 
 
-def render(history: list[dict[str, Any]], out_dir: Path, *, until: str | None = None) -> tuple[Path, Path]:
+def render(history: list[dict[str, Any]], out_dir: Path, *, until: str | None = None,
+           problems: list[str] | None = None) -> tuple[Path, Path]:
     """Write record.html and record.md for the history; ``until`` (YYYY-MM) extends the months shown."""
     out_dir.mkdir(parents=True, exist_ok=True)
     history = sorted(history, key=lambda h: h["date"])
@@ -264,11 +314,12 @@ def render(history: list[dict[str, Any]], out_dir: Path, *, until: str | None = 
         "padding:3px 8px} tr.failed td.outcome{color:#b00;font-weight:bold} tr.passed td.outcome{color:#070}"
         "tr.missing td{background:#fff3cd;color:#8a6d00;font-weight:bold} tr.due td{color:#666;font-style:italic}"
         ".chart{display:block;margin:12px 0}"
-        f"</style></head><body><h1>Backup-test record</h1><p id='summary'>{esc(summary)}</p>{charts}"
+        f"</style></head><body><h1>Backup-test record</h1><p id='summary'>{esc(summary)}</p>"
+        + "".join(f"<p class='problem'>warning: {esc(p)}</p>" for p in problems or []) + f"{charts}"
         "<table id='runs'><tr><th>month</th><th>date (UTC)</th><th>target</th><th>backup</th><th>outcome</th>"
         f"<th>restore s</th><th>failed items</th><th>report</th></tr>{''.join(rows)}</table></body></html>"
     )
     html_path, md_path = out_dir / "record.html", out_dir / "record.md"
     html_path.write_text(page)
-    md_path.write_text("\n".join([*md, "", summary]) + "\n")
+    md_path.write_text("\n".join([*md, "", summary, *(f"warning: {p}" for p in problems or [])]) + "\n")
     return html_path, md_path

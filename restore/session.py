@@ -81,6 +81,7 @@ class RestoreOutcome:
     backup_spec: str | None = None
     fetched_checksum: str | None = None
     fetched_manifest: str | None = None
+    diagnosis: list[str] = field(default_factory=list)  # what recognisable errors mean, in a DBA's words
 
     @property
     def clean_logical_restore(self) -> bool:
@@ -209,6 +210,23 @@ def _create_roles(server: EmbeddedServer | ContainerServer, plan: RestorePlan, i
             outcome.roles_created.append(role)
 
 
+_UNKNOWN_OPTION = re.compile(r'unrecognized parameter "([^"]+)"')
+
+
+def diagnose(errors: list[str], *, dumped_from: str | None, server: str) -> list[str]:
+    """Recognisable restore errors explained once, with the fix (not once per table)."""
+    options = sorted({m.group(1) for e in errors for m in _UNKNOWN_OPTION.finditer(e)})
+    if not options:
+        return []
+    affected = sum(1 for e in errors if _UNKNOWN_OPTION.search(e))
+    return [f"{affected} error(s) come from table or column options this server ({server}) does not know: "
+            f"{', '.join(options)}. The dump sets them because its source (PostgreSQL {dumped_from or '?'}) stores "
+            "them (some minor releases add such options, e.g. Debian's PostgreSQL 15.20 writes pg_attver on "
+            "every column), so every table that carries one fails to restore here. Restore into a server of the "
+            "dump's own major and minor (--target=docker, or a targets.toml image of that release), or take the "
+            "dump from a source whose release does not write them."]
+
+
 def _restore_dbname(info: ArchiveInfo) -> str:
     database_entry = next((e.tag for e in info.entries if e.desc == "DATABASE"), None)
     return info.dbname or database_entry or DEFAULT_RESTORED_DBNAME
@@ -288,6 +306,8 @@ def _restore_into(server: EmbeddedServer | ContainerServer, plan: RestorePlan, i
     outcome.data_processed = run.data_processed
     outcome.data_failed = run.data_failed
     _accept(run.errors, plan.allowed_errors, outcome)
+    outcome.diagnosis = diagnose(outcome.errors, dumped_from=info.dumped_from, server=tool_version("postgres")
+                                 if isinstance(server, EmbeddedServer) else server.image)
     with clock.phase("ready"):
         with psycopg.connect(server.conninfo(dbname), autocommit=True) as conn:
             # Our own throwaway copy: amcheck may be installed here (never on an existing target).
@@ -433,9 +453,9 @@ def prepare(plan: RestorePlan, *, run_id: str = "run") -> Iterator[PreparedDatab
             with clock.phase("start_target"):
                 if target.kind == "container":
                     server = ContainerServer(image=image_for(target.image, info.dumped_from), jobs=plan.jobs,
-                                             keep=plan.keep_target)
+                                             keep=plan.keep_target, run_id=run_id)
                 else:
-                    server = EmbeddedServer(jobs=plan.jobs, keep=plan.keep_target)
+                    server = EmbeddedServer(jobs=plan.jobs, keep=plan.keep_target, run_id=run_id)
                 stack.enter_context(server)
             dbname = _restore_into(server, plan, info, outcome, clock, log)
         except RestoreError as exc:

@@ -11,13 +11,14 @@ from typing import Literal
 from psycopg.conninfo import conninfo_to_dict
 
 from restore.aws import RdsTargetConfig
-from restore.conninfo import redact, with_params
+from restore.conninfo import get_param, redact, with_params
 from restore.errors import ConfigError
 from restore.kube import AppConfig
 
 TargetKind = Literal["embedded", "existing", "container", "rds"]
 KNOWN_KINDS: tuple[str, ...] = ("embedded", "existing", "container", "rds")
 BUILTIN_LOCAL = "local"
+CONNECT_TIMEOUT_S = 10
 BUILTIN_DOCKER = "docker"  # a container of the dump's major version (see restore/container.py)
 
 
@@ -38,9 +39,13 @@ class TargetSpec:
         return self.kind != "existing"
 
     def conninfo(self) -> str:
-        """The DSN with the password from ``password_env`` added; never log the result, log :meth:`redacted`."""
+        """The DSN with the password from ``password_env`` added; never log the result, log :meth:`redacted`.
+        A server that accepts connections and never answers fails in seconds, not minutes: connect_timeout
+        defaults to CONNECT_TIMEOUT_S unless the DSN sets it."""
         if self.dsn is None:
             raise ConfigError(f"Target {self.name!r} has no dsn.")
+        dsn = self.dsn if get_param(self.dsn, "connect_timeout") else with_params(
+            self.dsn, connect_timeout=CONNECT_TIMEOUT_S)
         if self.password_env:
             password = os.environ.get(self.password_env)
             if password is None:
@@ -48,8 +53,8 @@ class TargetSpec:
                     f"Target {self.name!r} takes its password from ${self.password_env}, which is not set. "
                     f"Export it before running (export {self.password_env}=...)."
                 )
-            return with_params(self.dsn, password=password)
-        return self.dsn
+            return with_params(dsn, password=password)
+        return dsn
 
     def redacted(self) -> str:
         if self.kind == "rds":

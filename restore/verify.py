@@ -240,3 +240,27 @@ def run_query(conn: psycopg.Connection[Any], text: str, *, max_rows: int | None 
     elapsed = (time.perf_counter() - start) * 1000
     columns = [d.name for d in cur.description] if cur.description else []
     return QueryRun(rows=list(rows), columns=columns, elapsed_ms=elapsed)
+
+
+LOCK_HOLDERS_SQL = """
+SELECT l.pid, l.mode, l.relation::regclass::text, coalesce(a.application_name, ''), coalesce(a.usename, ''),
+       round(extract(epoch FROM now() - a.xact_start))
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.granted AND l.locktype = 'relation' AND l.mode IN ('AccessExclusiveLock', 'ExclusiveLock')
+  AND l.pid <> pg_backend_pid() AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+ORDER BY a.xact_start LIMIT 5
+"""
+
+
+def describe_lock_holders(conninfo: str) -> str:
+    """Who holds exclusive locks in this database, asked on a fresh connection (the waiting one was cancelled):
+    the relation, the PID, its application and how long its transaction has been open."""
+    try:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            rows = conn.execute(LOCK_HOLDERS_SQL).fetchall()
+    except psycopg.Error as exc:
+        return f"the holder could not be asked ({exc.diag.message_primary or exc})"
+    if not rows:
+        return "no exclusive lock is held any more"
+    return "; ".join(f"{mode} on {rel} held by PID {pid} ({app or 'no application_name'}, user {user}, "
+                     f"transaction open {age} s)" for pid, mode, rel, app, user, age in rows)

@@ -211,3 +211,22 @@ def test_archive_newer_than_pg_restore_is_refused_with_a_clear_message(
     reason = run.result["restore"]["refused"]
     assert "cannot read archive format 1.99" in reason
     assert "A pg_restore at least as new as the pg_dump" in reason
+
+
+def test_a_column_option_this_server_does_not_know_is_diagnosed_once(
+    other_formats: dict[str, Path], sample: Sample, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    """What Debian's PostgreSQL 15.20 does to every column (pg_attver), made by hand: one clear diagnosis."""
+    text = other_formats["plain"].read_text()
+    marker = "-- PostgreSQL database dump complete"
+    options = "".join(f"ALTER TABLE ONLY public.{t} ALTER COLUMN id SET (pg_attver=1);\n"
+                      for t in ("customers", "orders", "products"))
+    dump = tmp_path / "attver.sql"
+    dump.write_text(text.replace(marker, options + "\n" + marker))
+    run = run_suite(f"--backup={dump}", f"--globals={other_formats['globals']}",
+                    f"--expectations={sample.expectations}")
+    assert "restore_succeeded" in run.failed_items(), run.explain()
+    reason = run.result["checklist_reasons"]["restore_succeeded"]
+    assert reason.startswith("3 error(s) come from table or column options this server"), reason
+    assert "pg_attver" in reason
+    assert "--target=docker" in reason

@@ -351,3 +351,57 @@ def test_an_interrupted_run_is_recorded_as_interrupted(
     assert data["checklist"]["critical_queries"] != "passed"
     line = json.loads(record.read_text())
     assert line["outcome"] == "interrupted"
+
+
+# --- where a finding comes from (already in the backup / introduced by the restore / unknown) -----------
+
+INHERITABLE_FAULTS = (
+    "SELECT setval('sales.customer_seq', 10)",  # a loading script that never called setval
+    "ALTER TABLE sales.refund DROP CONSTRAINT refund_order_id_fkey",
+    "INSERT INTO sales.refund (order_id, amount) VALUES (987654, 1)",
+    "ALTER TABLE sales.refund ADD CONSTRAINT refund_order_id_fkey FOREIGN KEY (order_id) REFERENCES sales.\"order\""
+    " NOT VALID",
+)
+ATTRIBUTED = {"sequences", "orphaned_records", "unvalidated_constraints"}
+
+
+def _origins(run: SuiteRun) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for failure in run.result["failures"]:
+        found.setdefault(failure["checklist"], set()).add(failure["origin"])
+    return found
+
+
+def test_findings_already_in_the_backup_say_so_and_can_be_accepted(
+    shapes: Shapes, tmp_path: Path, no_expectations: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    source = shapes.copy("inherited_source")
+    _execute(source, *INHERITABLE_FAULTS)
+    dump, _ = take_backup(source, tmp_path / "inherited.dump")
+    record = tmp_path / "record.jsonl"
+    run = run_suite(f"--backup={dump}", f"--expectations={no_expectations}", f"--record={record}")
+    assert _statuses(run, "failed") == ATTRIBUTED, run.explain()
+    assert {item: _origins(run)[item] for item in ATTRIBUTED} == dict.fromkeys(ATTRIBUTED, {"backup"}), run.explain()
+    assert all("already in the backup" in f["message"] for f in run.result["failures"]), run.explain()
+    assert json.loads(record.read_text())["failure_origins"] == {"backup": 3, "restore": 0, "unknown": 0}
+    # Accepted for one item: that item passes, the finding is listed, the others still fail.
+    accepted = run_suite(f"--backup={dump}", f"--expectations={no_expectations}", "--accept-inherited=sequences")
+    assert accepted.result["checklist"]["sequences"] == "passed", accepted.explain()
+    assert [a["checklist"] for a in accepted.result["accepted_findings"]] == ["sequences"]
+    assert _statuses(accepted, "failed") == ATTRIBUTED - {"sequences"}
+
+
+def test_the_same_findings_introduced_by_a_restore_say_so(
+    shapes: Shapes, no_expectations: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    target = shapes.copy("introduced")
+    _execute(target, *INHERITABLE_FAULTS)
+    run = run_suite(f"--target={target}", f"--manifest={shapes.dump}.manifest.json",
+                    f"--expectations={no_expectations}")
+    origins = _origins(run)
+    assert {item: origins.get(item) for item in ATTRIBUTED} == dict.fromkeys(ATTRIBUTED, {"restore"}), run.explain()
+    assert "introduced by the restore" in run.result["checklist_reasons"]["orphaned_records"]
+    without = run_suite(f"--target={target}", f"--expectations={no_expectations}")
+    origins = _origins(without)
+    assert {item: origins.get(item) for item in ATTRIBUTED} == dict.fromkeys(ATTRIBUTED, {"unknown"}), \
+        without.explain()

@@ -1,0 +1,216 @@
+"""Nothing left behind, nothing lost: kill -9, concurrent runs, a corrupt record, a held lock, a silent server,
+an exported PGPASSWORD, concurrent writers of an S3 record. Every wait here waits for a condition, with a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from restore import janitor, record
+from tests.conftest import ROOT, FaultServer, Sample, SuiteRun
+
+
+def _wait_for(condition: Callable[[], object], *, seconds: float, what: str) -> object:
+    deadline = time.monotonic() + seconds
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"waited {seconds} s for {what}"
+        time.sleep(0.1)
+
+
+def _postgres_processes_in(folder: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if folder in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+    return found
+
+
+def _slow_expectations(tmp_path: Path, sample: Sample) -> Path:
+    slow = tmp_path / "slow-expectations"
+    (slow / "critical_queries").mkdir(parents=True)
+    (slow / "critical_queries" / "slow.sql").write_text("SELECT pg_sleep(120) AS restore_verify_janitor_marker\n")
+    return slow
+
+
+def test_kill_9_during_the_checks_leaves_nothing_behind(sample: Sample, tmp_path: Path) -> None:
+    """An OOM kill or a cancelled runner: no teardown runs, yet within 10 s the server is gone."""
+    run_tmp = tmp_path / "tmp"
+    run_tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(run_tmp)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:xdist", f"--backup={sample.dump}",
+         f"--expectations={_slow_expectations(tmp_path, sample)}", f"--reports-dir={tmp_path / 'reports'}",
+         "--no-record"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        registry = run_tmp / "rv-janitor"
+
+        def tagged() -> janitor.Tag | None:
+            tags = [t for p in registry.glob("*.json") if (t := janitor.load(p)) and t.kind == "embedded"]
+            return tags[0] if tags else None
+
+        tag = _wait_for(tagged, seconds=120, what="the run's server to be tagged")
+        assert isinstance(tag, janitor.Tag)
+        assert tag.base_dir
+        sockets = [tag.base_dir + "/sock", *tag.extra_dirs]
+
+        def checks_running() -> bool:
+            for folder in sockets:
+                for sock in Path(folder).glob(".s.PGSQL.*"):
+                    if sock.suffix == ".lock":
+                        continue
+                    try:
+                        with psycopg.connect(host=folder, port=sock.name.rsplit(".", 1)[1], user="postgres",
+                                             dbname="postgres", connect_timeout=5) as conn:
+                            return conn.execute("SELECT 1 FROM pg_stat_activity WHERE query LIKE %s AND pid <> "
+                                                "pg_backend_pid()", ("%janitor_marker%",)).fetchone() is not None
+                    except psycopg.Error:
+                        return False
+            return False
+
+        _wait_for(checks_running, seconds=120, what="the slow check to run")
+        assert _postgres_processes_in(tag.base_dir), "the server should be running before the kill"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        _wait_for(lambda: not Path(tag.base_dir).exists() and not _postgres_processes_in(tag.base_dir),
+                  seconds=10, what="the watchdog to remove the server")
+        assert not list(registry.glob("*.json")), "the tag should be gone with its server"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_two_runs_started_together_keep_their_own_folders_and_record_lines(
+    sample: Sample, tmp_path: Path
+) -> None:
+    reports, history = tmp_path / "reports", tmp_path / "record.jsonl"
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:xdist", *sample.restore_args(), f"--reports-dir={reports}",
+         f"--record={history}"], cwd=ROOT, env={**os.environ, "TMPDIR": str(tmp_path)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
+    assert [p.wait(timeout=600) for p in procs] == [0, 0]
+    folders = sorted(p for p in reports.iterdir() if p.is_dir())
+    assert len(folders) == 2, folders
+    results = [json.loads((f / "result.json").read_text()) for f in folders]
+    assert {r["run_id"] for r in results} == {json.loads(line)["run_id"] for line in history.read_text().splitlines()}
+    assert all(r["outcome"] == "passed" for r in results)
+
+
+def test_a_corrupt_record_line_is_left_out_with_a_warning(
+    sample: Sample, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    history = tmp_path / "record.jsonl"
+    first = run_suite(*sample.restore_args(), f"--record={history}")
+    assert first.returncode == 0, first.explain()
+    with history.open("a") as fh:
+        fh.write('{"date": "2026-11-25T03:00:00+00:00", "target": {"na')  # a write cut short
+    second = run_suite(*sample.restore_args(), f"--record={history}")
+    assert second.returncode == 0, second.explain()
+    assert "line 2 is not a complete run" in second.output
+    assert any("line 2" in p for p in second.result["record_problems"])
+    rendered = subprocess.run([sys.executable, "-m", "restore", "record", f"--history={history}",
+                               f"--output={tmp_path / 'out'}"], cwd=ROOT, capture_output=True, text=True)
+    assert rendered.returncode == 0, rendered.stderr
+    assert "line 2 is not a complete run" in rendered.stderr
+    assert "line 2 is not a complete run" in (tmp_path / "out" / "record.html").read_text()
+
+
+def test_a_held_lock_is_named_and_does_not_stall_the_run(
+    fault_server: FaultServer, sample: Sample, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    dsn = fault_server.copy("locked")
+    empty = tmp_path / "none"
+    empty.mkdir()
+    with psycopg.connect(dsn) as holder:
+        holder.execute("SET application_name = 'the-lock-holder'")
+        holder.execute("LOCK TABLE public.orders IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        run = run_suite(f"--target={dsn}", f"--expectations={empty}", "--statement-timeout=10s", "--lock-timeout=3s")
+        elapsed = time.monotonic() - started
+        holder.rollback()
+    assert elapsed < 60, f"the run took {elapsed:.0f} s"
+    reasons = json.dumps(run.result["checklist_reasons"])
+    assert "the-lock-holder" in reasons or "AccessExclusiveLock on public.orders" in reasons, run.explain()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP port that accepts connections and never answers (a hung server, a half-open proxy)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield int(server.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+def test_a_silent_server_fails_in_seconds(
+    silent_server: int, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    empty = tmp_path / "none"
+    empty.mkdir()
+    started = time.monotonic()
+    run = run_suite(f"--target=host=127.0.0.1 port={silent_server} dbname=app user=app", f"--expectations={empty}")
+    elapsed = time.monotonic() - started
+    assert elapsed < 30, f"the run took {elapsed:.0f} s"
+    assert run.result["checklist"]["db_accessible"] == "failed", run.explain()
+    assert "timeout" in run.result["checklist_reasons"]["db_accessible"].lower()
+
+
+def test_an_exported_pgpassword_changes_no_credentials(sample: Sample, run_suite: Callable[..., SuiteRun]) -> None:
+    """The Quickstart with a stray PGPASSWORD (and PGUSER) in the shell stays green."""
+    run = run_suite(*sample.restore_args(), env={"PGPASSWORD": "not-the-app-password", "PGUSER": "nobody"})
+    assert run.returncode == 0, run.explain()
+    assert run.result["checklist"]["app_connect"] == "passed"
+
+
+def test_concurrent_s3_record_writers_lose_no_line(moto_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in moto_env.items():
+        monkeypatch.setenv(key, value)
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket="records")
+    spec = "s3://records/backup-tests/record.jsonl"
+    base = {"date": "2026-11-25T03:00:00+00:00", "target": {"name": "t"}, "checklist": {}, "outcome": "passed"}
+    record.append(spec, base | {"run_id": "first"})
+    # Another writer appends between this writer's read and its write: its conditional write must fail, re-read
+    # and append after the other's line.
+    interleaved = iter([lambda: record.append(spec, base | {"run_id": "other"})])
+    record.append(spec, base | {"run_id": "mine"}, on_read=lambda: next(interleaved, lambda: None)())
+    assert [r["run_id"] for r in record.load(spec)] == ["first", "other", "mine"]
