@@ -24,6 +24,7 @@ from psycopg import sql
 
 from examples.build_sample import APP_PASSWORD, SAMPLE_DB, build
 from reports.checklist import CHECKLIST
+from restore import janitor
 from restore.embedded import EmbeddedServer
 from restore.tools import clean_env, pg_tool
 
@@ -170,6 +171,61 @@ def moto_env() -> Iterator[dict[str, str]]:
         proc.terminate()
         proc.wait(timeout=10)
 
+
+
+def wait_for(condition: Callable[[], object], *, seconds: float, what: str) -> object:
+    """Poll a condition until it holds, failing after ``seconds`` (never a fixed sleep)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"waited {seconds} s for {what}"
+        time.sleep(0.1)
+
+
+def postgres_processes_in(folder: str) -> list[int]:
+    """PIDs whose command line names ``folder`` (a cluster's processes name their data directory)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if folder in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+    return found
+
+
+def wait_for_running_check(run_tmp: Path, marker: str, *, seconds: float = 120) -> janitor.Tag:
+    """Wait until a run (TMPDIR=run_tmp) has its embedded server up and a check whose SQL holds ``marker``
+    running on it; returns the server's janitor tag. Conditions, not log lines or sleeps."""
+    registry = run_tmp / "rv-janitor"
+
+    def tagged() -> janitor.Tag | None:
+        tags = [t for p in registry.glob("*.json") if (t := janitor.load(p)) and t.kind == "embedded"]
+        return tags[0] if tags else None
+
+    tag = wait_for(tagged, seconds=seconds, what="the run's server to be tagged")
+    assert isinstance(tag, janitor.Tag)
+    assert tag.base_dir
+
+    def running() -> bool:
+        for folder in [f"{tag.base_dir}/sock", *tag.extra_dirs]:
+            for sock in Path(folder).glob(".s.PGSQL.*"):
+                if sock.suffix == ".lock":
+                    continue
+                try:
+                    with psycopg.connect(host=folder, port=sock.name.rsplit(".", 1)[1], user="postgres",
+                                         dbname="postgres", connect_timeout=5) as conn:
+                        return conn.execute("SELECT 1 FROM pg_stat_activity WHERE query LIKE %s AND pid <> "
+                                            "pg_backend_pid()", (f"%{marker}%",)).fetchone() is not None
+                except psycopg.Error:
+                    return False
+        return False
+
+    wait_for(running, seconds=seconds, what=f"the check holding {marker!r} to run")
+    return tag
 
 
 ALL_ITEMS = tuple(CHECKLIST)

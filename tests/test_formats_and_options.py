@@ -27,6 +27,8 @@ from tests.conftest import (
     FaultServer,
     Sample,
     SuiteRun,
+    postgres_processes_in,
+    wait_for_running_check,
 )
 
 
@@ -172,7 +174,7 @@ def test_keep_target_keeps_the_server_and_says_how_to_connect(
 def test_interrupted_run_tears_the_server_down(sig: int, sample: Sample, tmp_path: Path) -> None:
     expectations = tmp_path / "expectations"
     (expectations / "critical_queries").mkdir(parents=True)
-    (expectations / "critical_queries" / "slow.sql").write_text("SELECT pg_sleep(60);\n")
+    (expectations / "critical_queries" / "slow.sql").write_text("SELECT pg_sleep(60) AS interrupted_marker;\n")
     run_tmp = tmp_path / "tmp"
     run_tmp.mkdir()
     log = (tmp_path / "out.txt").open("w")
@@ -181,20 +183,17 @@ def test_interrupted_run_tears_the_server_down(sig: int, sample: Sample, tmp_pat
          f"--reports-dir={tmp_path / 'reports'}", "-k", "critical_query"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TMPDIR": str(run_tmp)},
     )
-    deadline = time.monotonic() + 120
-    while "restore finished" not in (tmp_path / "out.txt").read_text():
-        assert proc.poll() is None, (tmp_path / "out.txt").read_text()
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    servers = [p for p in run_tmp.iterdir() if p.name.startswith("restore-verify-")]
-    assert len(servers) == 1
-    time.sleep(1.5)  # inside the slow check now
-    proc.send_signal(sig)
-    proc.wait(timeout=120)
+    try:
+        tag = wait_for_running_check(run_tmp, "interrupted_marker")  # inside the slow check now
+        proc.send_signal(sig)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     output = (tmp_path / "out.txt").read_text()
-    assert not servers[0].exists(), f"server left behind after {sig!r}:\n{output[-3000:]}"
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    assert str(servers[0]) not in ps, "a postgres process of the run is still alive"
+    assert tag.base_dir
+    assert not Path(tag.base_dir).exists(), f"server left behind after {sig!r}:\n{output[-3000:]}"
+    assert not postgres_processes_in(tag.base_dir), "a postgres process of the run is still alive"
 
 
 def test_archive_newer_than_pg_restore_is_refused_with_a_clear_message(

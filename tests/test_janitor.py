@@ -18,30 +18,16 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from restore import janitor, record
-from tests.conftest import ROOT, FaultServer, Sample, SuiteRun
-
-
-def _wait_for(condition: Callable[[], object], *, seconds: float, what: str) -> object:
-    deadline = time.monotonic() + seconds
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"waited {seconds} s for {what}"
-        time.sleep(0.1)
-
-
-def _postgres_processes_in(folder: str) -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if folder in (proc / "cmdline").read_bytes().decode(errors="replace"):
-                    found.append(int(proc.name))
-            except OSError:
-                continue
-    return found
+from restore import record
+from tests.conftest import (
+    ROOT,
+    FaultServer,
+    Sample,
+    SuiteRun,
+    postgres_processes_in,
+    wait_for,
+    wait_for_running_check,
+)
 
 
 def _slow_expectations(tmp_path: Path, sample: Sample) -> Path:
@@ -62,35 +48,12 @@ def test_kill_9_during_the_checks_leaves_nothing_behind(sample: Sample, tmp_path
          "--no-record"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         registry = run_tmp / "rv-janitor"
-
-        def tagged() -> janitor.Tag | None:
-            tags = [t for p in registry.glob("*.json") if (t := janitor.load(p)) and t.kind == "embedded"]
-            return tags[0] if tags else None
-
-        tag = _wait_for(tagged, seconds=120, what="the run's server to be tagged")
-        assert isinstance(tag, janitor.Tag)
+        tag = wait_for_running_check(run_tmp, "janitor_marker")
         assert tag.base_dir
-        sockets = [tag.base_dir + "/sock", *tag.extra_dirs]
-
-        def checks_running() -> bool:
-            for folder in sockets:
-                for sock in Path(folder).glob(".s.PGSQL.*"):
-                    if sock.suffix == ".lock":
-                        continue
-                    try:
-                        with psycopg.connect(host=folder, port=sock.name.rsplit(".", 1)[1], user="postgres",
-                                             dbname="postgres", connect_timeout=5) as conn:
-                            return conn.execute("SELECT 1 FROM pg_stat_activity WHERE query LIKE %s AND pid <> "
-                                                "pg_backend_pid()", ("%janitor_marker%",)).fetchone() is not None
-                    except psycopg.Error:
-                        return False
-            return False
-
-        _wait_for(checks_running, seconds=120, what="the slow check to run")
-        assert _postgres_processes_in(tag.base_dir), "the server should be running before the kill"
+        assert postgres_processes_in(tag.base_dir), "the server should be running before the kill"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-        _wait_for(lambda: not Path(tag.base_dir).exists() and not _postgres_processes_in(tag.base_dir),
+        wait_for(lambda: not Path(tag.base_dir).exists() and not postgres_processes_in(tag.base_dir),
                   seconds=10, what="the watchdog to remove the server")
         assert not list(registry.glob("*.json")), "the tag should be gone with its server"
     finally:
