@@ -11,7 +11,7 @@ import functools
 import html
 import json
 import subprocess
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from fixtures.outcomes import is_not_applicable
 from fixtures.session import STATE_KEY, RunState, is_worker, run_state
 from reports.checklist import CHECKLIST, EXIT_CODES, RunOutcome, checklist_id_of, item_status
 from restore import record
-from restore.session import PreparedDatabase, RestoreOutcome
+from restore.session import PreparedDatabase, refused
 
 
 @dataclass
@@ -247,13 +247,9 @@ def run_outcome(*, interrupted: bool, failed: bool, narrowed: str | None, unfini
 def _placeholder(state: RunState) -> PreparedDatabase:
     """What result.json says of a run that stopped before its database was prepared (interrupted)."""
     assert state.config is not None
-    target = state.config.target
-    outcome = asdict(RestoreOutcome(performed=target.needs_restore,
-                                    refused="the run was interrupted before the restore finished"
-                                    if target.needs_restore else None))
-    return PreparedDatabase(target_name=target.name, target_kind=target.kind, target_display=target.redacted(),
-                            conninfo=None, dbname=None, app_host=None, app_port=None, owned=target.needs_restore,
-                            archive=None, restore=outcome | {"clean_logical_restore": False})
+    assert state.run_dir is not None
+    return refused(state.config.target, "the run was interrupted before the restore finished",
+                   log_path=state.run_dir / "restore.log", write_log=False)
 
 
 def build_result(state: RunState, collected: Collected, exitstatus: int, *,

@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
+from restore.cloud import CloudError, aws_call, explain
 from restore.conninfo import with_params
 from restore.errors import ConfigError, RestoreError
 
@@ -30,7 +31,7 @@ DEFAULT_PROTECTED = ("ecommerce-production",)
 
 
 class RdsError(RestoreError):
-    """An RDS restore could not be made or did not become available."""
+    """An RDS restore could not be made or did not become available (CloudError, a failed AWS call, is one too)."""
 
 
 @dataclass(frozen=True)
@@ -105,9 +106,12 @@ def _client(service: str) -> Any:
     return boto3.client(service)
 
 
-def latest_snapshot(rds: Any, instance: str) -> dict[str, Any]:
-    snapshots = [s for page in rds.get_paginator("describe_db_snapshots").paginate(DBInstanceIdentifier=instance)
-                 for s in page["DBSnapshots"] if s.get("Status") == "available"]
+def latest_snapshot(rds: Any, instance: str, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    pages = aws_call(lambda **kw: list(rds.get_paginator("describe_db_snapshots").paginate(**kw)),
+                     "rds:DescribeDBSnapshots", resource=f"snapshots of instance {instance!r}", log=log,
+                     summarize=lambda pages: f"{sum(len(p['DBSnapshots']) for p in pages)} snapshot(s)",
+                     DBInstanceIdentifier=instance)
+    snapshots = [s for page in pages for s in page["DBSnapshots"] if s.get("Status") == "available"]
     if not snapshots:
         raise RdsError(f"No available snapshot of instance {instance!r} (automated or manual): checked with "
                        "DescribeDBSnapshots. Is the name right, and does this role have rds:DescribeDBSnapshots?")
@@ -126,16 +130,31 @@ class RdsRestore:
     instance_id: str = ""
     created: bool = False
     facts: dict[str, Any] = field(default_factory=dict)
+    log_lines: list[str] = field(default_factory=list)  # every AWS call and its answer, for restore.log
     _rds: Any = None
 
+    def _log(self, line: str) -> None:
+        self.log_lines.append(line)
+
+    def _call(self, method: Callable[..., Any], action: str, *, resource: str,
+              summarize: Callable[[Any], str] | None = None, **params: Any) -> Any:
+        return aws_call(method, action, resource=resource, log=self._log, summarize=summarize, **params)
+
     def _new_name(self, base: str) -> str:
-        name = re.sub(r"[^a-z0-9-]", "-", f"{base}-verify-{self.run_id}".lower())[:63].rstrip("-")
+        """The source's name shortened, never the run id: two runs never collide on a long source name."""
+        suffix = re.sub(r"[^a-z0-9-]", "-", f"-verify-{self.run_id}".lower())
+        head = re.sub(r"[^a-z0-9-]", "-", base.lower())[: 63 - len(suffix)].rstrip("-")
+        name = f"{head}{suffix}"
         if name == base or name in self.config.protected:
             raise RdsError(f"Refusing to restore into {name!r}: it is the source or a protected instance.")
         return name
 
     def __enter__(self) -> RdsRestore:
-        self._rds = _client("rds")
+        try:
+            self._rds = _client("rds")
+        except Exception as exc:  # no region, no botocore data: the same clear failure as any call
+            raise CloudError(explain("unreachable", "rds", "the RDS API", f"{type(exc).__name__}: {exc}"),
+                             kind="unreachable", action="rds", resource="the RDS API") from exc
         try:
             self._restore()
         except BaseException:
@@ -162,19 +181,34 @@ class RdsRestore:
     def _restore(self) -> None:
         rds, src = self._rds, self.source
         if src.kind == "snapshot":
-            snapshot = (latest_snapshot(rds, str(src.instance)) if src.snapshot == "latest" else
-                        rds.describe_db_snapshots(DBSnapshotIdentifier=src.snapshot)["DBSnapshots"][0])
+            snapshot = (latest_snapshot(rds, str(src.instance), self._log) if src.snapshot == "latest" else
+                        self._call(rds.describe_db_snapshots, "rds:DescribeDBSnapshots",
+                                   resource=f"snapshot {src.snapshot!r}", DBSnapshotIdentifier=src.snapshot,
+                                   summarize=lambda r: ", ".join(f"{s['DBSnapshotIdentifier']} {s.get('Status')}"
+                                                                 for s in r["DBSnapshots"]))["DBSnapshots"][0])
+            if snapshot.get("Status") != "available":
+                raise CloudError(explain("invalid_state", "rds:RestoreDBInstanceFromDBSnapshot",
+                                         f"snapshot {snapshot['DBSnapshotIdentifier']!r}",
+                                         f"it is still {snapshot.get('Status')}: "
+                                         f"{snapshot.get('PercentProgress', '?')} %"),
+                                 kind="invalid_state", action="rds:RestoreDBInstanceFromDBSnapshot",
+                                 resource=str(snapshot["DBSnapshotIdentifier"]))
             base = snapshot["DBInstanceIdentifier"]
             self.instance_id = self._new_name(base)
             self.facts |= {"source": "rds-snapshot", "snapshot": snapshot["DBSnapshotIdentifier"],
                            "snapshot_type": snapshot.get("SnapshotType"), "source_instance": base,
                            "backup_time": snapshot["SnapshotCreateTime"].isoformat(),
                            "engine_version": snapshot.get("EngineVersion")}
-            rds.restore_db_instance_from_db_snapshot(
-                DBInstanceIdentifier=self.instance_id, DBSnapshotIdentifier=snapshot["DBSnapshotIdentifier"],
-                **self._common())
+            self._call(rds.restore_db_instance_from_db_snapshot, "rds:RestoreDBInstanceFromDBSnapshot",
+                       resource=f"new instance {self.instance_id!r} from snapshot "
+                                f"{snapshot['DBSnapshotIdentifier']!r}",
+                       DBInstanceIdentifier=self.instance_id, DBSnapshotIdentifier=snapshot["DBSnapshotIdentifier"],
+                       **self._common())
         else:
-            source = rds.describe_db_instances(DBInstanceIdentifier=src.instance)["DBInstances"][0]
+            source = self._call(rds.describe_db_instances, "rds:DescribeDBInstances",
+                                resource=f"source instance {src.instance!r}", DBInstanceIdentifier=src.instance,
+                                summarize=lambda r: str(r["DBInstances"][0].get("DBInstanceStatus")),
+                                )["DBInstances"][0]
             self.instance_id = self._new_name(str(src.instance))
             latest = source.get("LatestRestorableTime")
             when: dict[str, Any] = ({"RestoreTime": src.restore_time} if src.restore_time
@@ -187,9 +221,10 @@ class RdsRestore:
                            "latest_restorable_time": latest.isoformat() if latest else None,
                            "backup_time": (src.restore_time or latest or datetime.now(UTC)).isoformat(),
                            "engine_version": source.get("EngineVersion")}
-            rds.restore_db_instance_to_point_in_time(
-                SourceDBInstanceIdentifier=src.instance, TargetDBInstanceIdentifier=self.instance_id,
-                **when, **self._common())
+            self._call(rds.restore_db_instance_to_point_in_time, "rds:RestoreDBInstanceToPointInTime",
+                       resource=f"new instance {self.instance_id!r} from {src.instance!r}",
+                       SourceDBInstanceIdentifier=src.instance, TargetDBInstanceIdentifier=self.instance_id,
+                       **when, **self._common())
         self.created = True
         self.facts["instance"] = self.instance_id
         self._wait()
@@ -200,7 +235,10 @@ class RdsRestore:
         delay = 30 if "AWS_ENDPOINT_URL" not in os.environ else 1
         attempts = max(1, int(self.config.wait_timeout_s // delay))
         for attempt in range(attempts):
-            status = self._rds.describe_db_instances(DBInstanceIdentifier=self.instance_id)["DBInstances"][0]
+            status = self._call(self._rds.describe_db_instances, "rds:DescribeDBInstances",
+                                resource=f"instance {self.instance_id!r}", DBInstanceIdentifier=self.instance_id,
+                                summarize=lambda r: str(r["DBInstances"][0].get("DBInstanceStatus")),
+                                )["DBInstances"][0]
             if self.progress:
                 self.progress(f"RDS instance {self.instance_id}: {status.get('DBInstanceStatus')}, "
                               f"{time.monotonic() - started:.0f} s")
@@ -218,14 +256,13 @@ class RdsRestore:
         """Credentials from Secrets Manager (the runbook's keys) or environment variables; never from the file."""
         user = password = dbname = None
         if self.config.secret:
-            from botocore.exceptions import ClientError
-
             try:
-                raw = _client("secretsmanager").get_secret_value(SecretId=self.config.secret)["SecretString"]
-            except ClientError as exc:
-                raise RdsError(f"The credentials secret {self.config.secret!r} cannot be read from Secrets Manager "
-                               f"({exc.response.get('Error', {}).get('Code')}): check its name (secret = \"…\" "
-                               "in targets.toml) and secretsmanager:GetSecretValue for this role.") from exc
+                raw = self._call(_client("secretsmanager").get_secret_value, "secretsmanager:GetSecretValue",
+                                 resource=f"secret {self.config.secret!r}", SecretId=self.config.secret,
+                                 summarize=lambda _: "(value not shown)")["SecretString"]
+            except CloudError as exc:
+                raise RdsError(f"The credentials secret {self.config.secret!r} cannot be read from Secrets Manager: "
+                               f"{exc} Check its name (secret = \"…\" in targets.toml).") from exc
             secret = json.loads(raw)
             user, password, dbname = secret.get("DB_USERNAME"), secret.get("DB_PASSWORD"), secret.get("DB_NAME")
         if self.config.user_env:
@@ -248,8 +285,12 @@ class RdsRestore:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         if self.created and not self.keep:
-            self._rds.delete_db_instance(DBInstanceIdentifier=self.instance_id, SkipFinalSnapshot=True,
-                                         DeleteAutomatedBackups=True)
+            try:
+                self._call(self._rds.delete_db_instance, "rds:DeleteDBInstance",
+                           resource=f"instance {self.instance_id!r}", DBInstanceIdentifier=self.instance_id,
+                           SkipFinalSnapshot=True, DeleteAutomatedBackups=True)
+            except CloudError as error:  # said, never a traceback at teardown; cleanup deletes it by its tags
+                self._log(f"# not deleted: {error} python -m restore cleanup deletes it once its expiry passes.")
             self.created = False
 
 

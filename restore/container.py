@@ -146,6 +146,11 @@ class ContainerServer:
         if self._container is not None and not self.keep:
             try:
                 self._container.stop()  # stops and removes the container (and its anonymous volume)
+            except Exception:  # the engine's error at teardown: docker rm -f, else the tag stays for the janitor
+                tag = janitor.load(self._tag) if self._tag else None
+                if tag is None or not janitor.remove(tag).startswith("removed"):
+                    self._container = None
+                    return
             finally:
                 self._container = None
         janitor.release(self._tag)  # removed, or kept on purpose

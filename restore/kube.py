@@ -60,8 +60,38 @@ def _apis() -> tuple[Any, Any]:
     try:
         config.load_incluster_config()
     except config.ConfigException:
-        config.load_kube_config()
+        try:
+            config.load_kube_config()
+        except Exception as exc:  # no kubeconfig, no context: said, never a traceback
+            raise AppError(f"No Kubernetes cluster to talk to: not in a pod, and no usable kubeconfig ({exc}). "
+                           "Set KUBECONFIG, or run without --stop-app.") from exc
     return client.AppsV1Api(), client.CoreV1Api()
+
+
+def _api(call: Callable[..., Any], verb: str, what: str, *args: Any) -> Any:
+    """One Kubernetes API call; its ApiException becomes an AppError naming the verb, the object and the fix
+    (a 429 is retried with backoff)."""
+    for attempt in range(5):
+        try:
+            return call(*args)
+        except Exception as exc:  # kubernetes.client.ApiException carries the HTTP status
+            status = getattr(exc, "status", None)
+            if status == 429 and attempt < 4:
+                time.sleep(min(8.0, 0.5 * 2 ** attempt))
+                continue
+            reason = getattr(exc, "reason", None) or str(exc).splitlines()[0]
+            if status == 404:
+                raise AppError(f"{what} does not exist ({status} {reason}); checked with {verb}. Check "
+                               "[targets.NAME.app] namespace and deployments in the targets file.") from exc
+            if status == 403:
+                raise AppError(f"Forbidden: the suite's ServiceAccount may not {verb} {what} ({reason}). Grant it "
+                               "in its Role (deploy/kubernetes/restore-verify.yaml lists exactly what is needed)."
+                               ) from exc
+            if status is None:
+                raise AppError(f"The Kubernetes API could not be reached to {verb} {what}: "
+                               f"{type(exc).__name__}: {reason}") from exc
+            raise AppError(f"{verb} {what} failed: {status} {reason}") from exc
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 @dataclass
@@ -76,16 +106,22 @@ class AppController:
         self._apps, self._core = _apis()
 
     def _selector(self, name: str) -> str:
-        deployment = self._apps.read_namespaced_deployment(name, self.config.namespace)
+        deployment = _api(self._apps.read_namespaced_deployment, "get", self._named(name), name,
+                          self.config.namespace)
         labels = deployment.spec.selector.match_labels or {}
         return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
     def _pods(self, name: str) -> list[Any]:
-        return list(self._core.list_namespaced_pod(self.config.namespace,
-                                                   label_selector=self._selector(name)).items)
+        selector = self._selector(name)
+        return list(_api(lambda ns: self._core.list_namespaced_pod(ns, label_selector=selector), "list",
+                         f"pods of {self._named(name)}", self.config.namespace).items)
 
     def _scale(self, name: str, replicas: int) -> None:
-        self._apps.patch_namespaced_deployment_scale(name, self.config.namespace, {"spec": {"replicas": replicas}})
+        _api(self._apps.patch_namespaced_deployment_scale, "patch the scale of", self._named(name), name,
+             self.config.namespace, {"spec": {"replicas": replicas}})
+
+    def _named(self, name: str) -> str:
+        return f"deployment {name!r} in namespace {self.config.namespace!r}"
 
     def _wait(self, what: str, done: Callable[[], bool]) -> None:
         started = time.monotonic()
@@ -100,7 +136,8 @@ class AppController:
     def stop(self) -> dict[str, int]:
         """Record each deployment's replicas, scale it to 0, wait until its pods are gone."""
         for name in self.config.deployments:
-            scale = self._apps.read_namespaced_deployment_scale(name, self.config.namespace)
+            scale = _api(self._apps.read_namespaced_deployment_scale, "get the scale of", self._named(name), name,
+                         self.config.namespace)
             self.recorded[name] = int(scale.spec.replicas or 0)
         for name in self.config.deployments:
             self._scale(name, 0)
@@ -117,7 +154,8 @@ class AppController:
             self._scale(name, replicas)
         for name, replicas in recorded.items():
             def ready(n: str = name, want: int = replicas) -> bool:
-                status = self._apps.read_namespaced_deployment(n, self.config.namespace).status
+                status = _api(self._apps.read_namespaced_deployment, "get", self._named(n), n,
+                              self.config.namespace).status
                 return int(status.ready_replicas or 0) >= want
             self._wait(f"waiting for {name} to be ready with {replicas} replica(s)", ready)
 

@@ -27,7 +27,7 @@ from psycopg import sql
 
 from restore import manifest
 from restore.archive import ArchiveInfo, inspect, referenced_roles, verify_readable
-from restore.aws import RdsError, RdsRestore, is_rds, parse_rds
+from restore.aws import RdsRestore, is_rds, parse_rds
 from restore.conninfo import get_param, redact
 from restore.container import ContainerServer, image_for
 from restore.embedded import SUPERUSER, EmbeddedServer
@@ -324,6 +324,19 @@ def _restore_into(server: EmbeddedServer | ContainerServer, plan: RestorePlan, i
     return dbname
 
 
+def refused(target: TargetSpec, reason: str, *, log_path: Path, write_log: bool = True) -> PreparedDatabase:
+    """A run that restored nothing because something before the restore failed: restore_succeeded fails with
+    ``reason`` and every other item is skipped naming it."""
+    outcome = RestoreOutcome(performed=target.needs_restore, refused=reason, log_path=str(log_path), duration_s=0.0)
+    if write_log:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("a") as log:
+            log.write(f"# refused: {reason}\n")
+    return PreparedDatabase(target_name=target.name, target_kind=target.kind, target_display=target.redacted(),
+                            conninfo=None, dbname=None, app_host=None, app_port=None, owned=target.needs_restore,
+                            archive=None, restore=asdict(outcome) | {"clean_logical_restore": False})
+
+
 def _check_manifest(path: Path | None, info: ArchiveInfo) -> None:
     """A truncated manifest, or one of another backup, is refused before the restore spends its time."""
     if path is None:
@@ -372,12 +385,17 @@ def _prepare_rds(plan: RestorePlan, run_id: str) -> Iterator[PreparedDatabase]:
             stack.enter_context(restore)
             conninfo = restore.conninfo()
             outcome.exit_code = 0
-        except RdsError as exc:
+        except ConfigError:
+            raise
+        except RestoreError as exc:  # RdsError, and CloudError for any failed AWS call: a failed restore
             outcome.refused = str(exc)
         outcome.duration_s = round(time.monotonic() - started, 3)
         facts = restore.facts if restore else {}
         plan.log_path.parent.mkdir(parents=True, exist_ok=True)
-        plan.log_path.write_text(json.dumps(facts, indent=1, default=str) + "\n")
+        # What was called and what came back, readable like pg_restore's log; the facts last, as JSON.
+        plan.log_path.write_text("".join(f"{line}\n" for line in (restore.log_lines if restore else []))
+                                 + (f"# refused: {outcome.refused}\n" if outcome.refused else "")
+                                 + "# facts: " + json.dumps(facts, default=str) + "\n")
         archive: dict[str, Any] = {"format": facts.get("source"), "created_at": facts.get("backup_time"),
                    "created_at_source": "RDS snapshot time" if facts.get("source") == "rds-snapshot"
                    else "requested point in time", "dumped_from": facts.get("engine_version"), "dumped_by": None,

@@ -171,3 +171,14 @@ def test_container_is_removed_when_a_failing_check_stops_the_run(
                     f"--expectations={expectations}", "-k", "critical", env=TC_ENV)
     assert run.returncode == 1
     assert run.failed_items() == {"critical_queries"}, run.explain()
+
+
+def test_an_image_neither_present_nor_pullable_is_a_failed_restore_naming_it(
+    sample: Sample, tmp_path: Path, run_suite: Callable[..., SuiteRun], no_container_left: None
+) -> None:
+    targets = tmp_path / "targets.toml"
+    targets.write_text('[targets.nowhere]\nkind = "container"\nimage = "local/no-such-postgres:{major}"\n')
+    run = run_suite(f"--targets-file={targets}", "--target=nowhere", *sample.restore_args(), env=TC_ENV)
+    assert "INTERNALERROR" not in run.output
+    assert run.failed_items() == {"restore_succeeded"}, run.explain()
+    assert "local/no-such-postgres:18" in run.result["restore"]["refused"]

@@ -133,3 +133,22 @@ def test_health_command_runs_through_the_exec_stream(cluster: tuple[Cluster, Sta
     assert seen == [["/app/healthcheck", "--db"]]
     assert problems["health"][0].startswith("health command /app/healthcheck --db in ecommerce-backend-0")
     assert problems["pods_ready"] == []
+
+
+def test_a_missing_deployment_is_a_failed_run_naming_it_not_an_internal_error(
+    cluster: tuple[Cluster, StandIn], sample: Sample, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    state, standin = cluster
+    env = {"KUBECONFIG": str(standin.kubeconfig(tmp_path / "kubeconfig"))}
+    targets = tmp_path / "targets.toml"
+    targets.write_text('[targets.local-with-app]\nkind = "embedded"\n'
+                       f'[targets.local-with-app.app]\nnamespace = "{NS}"\ndeployments = ["no-such-backend"]\n'
+                       "timeout_seconds = 20\n")
+    run = run_suite(f"--targets-file={targets}", "--target=local-with-app", "--stop-app", *sample.restore_args(),
+                    env=env)
+    assert "INTERNALERROR" not in run.output
+    assert run.returncode == 1, run.explain()
+    assert run.failed_items() == {"restore_succeeded"}, run.explain()
+    refused = run.result["restore"]["refused"]
+    assert "deployment 'no-such-backend' in namespace 'production' does not exist" in refused, refused
+    assert state.deployments["ecommerce-backend"].replicas == 4  # nothing that was not named was touched

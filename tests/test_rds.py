@@ -76,8 +76,11 @@ def test_rds_restore_into_a_new_instance_runs_every_check_and_deletes_it(
     assert run.result["checklist"] == ALL_PASSED, run.explain()
     facts = run.result["backup"]
     assert facts["format"] == ("rds-pitr" if "pitr" in spec else "rds-snapshot")
-    rds_facts = json.loads((run.run_dir / "restore.log").read_text())
-    assert rds_facts["instance"].startswith(f"{SOURCE}-verify-")
+    assert run.result["backup"]["rds"]["instance"].startswith(f"{SOURCE}-verify-")  # the stable field
+    log = (run.run_dir / "restore.log").read_text()
+    assert "$ rds:Restore" in log  # what was called, readable
+    assert "-> ok" in log
+    assert "verifier-pw" not in log
     assert _instances(aws) == before, "the restored instance must be deleted at the end"
     assert SOURCE in _instances(aws)  # and the source is untouched
 
@@ -152,3 +155,32 @@ def test_retention_rules_on_a_seeded_history() -> None:
     assert any("older than its frequency" in p for p in check_rule(hourly, stale, policy, now))
     old = [*snaps, {"id": "manual-ancient", "type": "manual", "created": now - timedelta(days=200)}]
     assert any("outlive their retention of 90d: manual-ancient" in p for p in check_rule(weekly, old, policy, now))
+
+
+@pytest.mark.parametrize(("spec", "named"), [
+    ("rds-snapshot:no-such-snap", "snapshot 'no-such-snap' does not exist"),
+    ("rds-pitr:no-such-instance@latest", "source instance 'no-such-instance' does not exist"),
+])
+def test_a_missing_rds_source_is_a_failed_restore_not_an_internal_error(
+    spec: str, named: str, aws: dict[str, Any], moto_env: dict[str, str], sample: Sample, tmp_path: Path,
+    run_suite: Callable[..., SuiteRun],
+) -> None:
+    before = _instances(aws)
+    run = run_suite(f"--targets-file={_targets(tmp_path, aws)}", "--target=rds-verify", f"--backup={spec}",
+                    f"--expectations={sample.expectations}", env=moto_env)
+    assert "INTERNALERROR" not in run.output
+    assert run.returncode == 1, run.explain()
+    assert run.failed_items() == {"restore_succeeded"}, run.explain()
+    refused = run.result["restore"]["refused"]
+    assert named in refused, refused
+    assert "Check the name given to --backup" in refused
+    assert _instances(aws) == before
+
+
+def test_new_instance_names_keep_the_run_id_whatever_the_source_length() -> None:
+    long = "a-very-long-production-instance-name-that-fills-most-of-63-chars"
+    first = RdsRestore(RdsSource("snapshot", snapshot="x"), RdsTargetConfig(), "0123456789ab")._new_name(long)
+    second = RdsRestore(RdsSource("snapshot", snapshot="x"), RdsTargetConfig(), "ba9876543210")._new_name(long)
+    assert len(first) <= 63
+    assert first.endswith("-verify-0123456789ab")
+    assert first != second
