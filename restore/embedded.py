@@ -157,20 +157,17 @@ class EmbeddedServer:
         )
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.datadir.mkdir(mode=0o700)
-        self._tag = janitor.register(janitor.owner_tag(
-            "embedded", f"embedded PostgreSQL in {self.base_dir}", run_id=self.run_id, base_dir=str(self.base_dir),
-            pg_ctl=self._tool("pg_ctl"), run_as=SYSTEM_USER_AS_ROOT))
         # A unix socket path is limited to about 107 bytes; deep temp dirs (CI, pytest) exceed it.
         if len(str(self.base_dir / "sock" / ".s.PGSQL.65535")) > 100:
             self._short_socket_dir = Path(tempfile.mkdtemp(prefix="rv-sock-", dir="/tmp"))
             self._short_socket_dir.chmod(0o700)
-            janitor.release(self._tag)  # the watchdog must remove this folder too
-            self._tag = janitor.register(janitor.owner_tag(
-                "embedded", f"embedded PostgreSQL in {self.base_dir}", run_id=self.run_id,
-                base_dir=str(self.base_dir), extra_dirs=[str(self._short_socket_dir)], pg_ctl=self._tool("pg_ctl"),
-                run_as=SYSTEM_USER_AS_ROOT))
         else:
             self.socket_dir.mkdir(mode=0o700)
+        # Tagged once every folder exists: the watchdog removes them all if this process dies from here on.
+        self._tag = janitor.register(janitor.owner_tag(
+            "embedded", f"embedded PostgreSQL in {self.base_dir}", run_id=self.run_id, base_dir=str(self.base_dir),
+            extra_dirs=[str(self._short_socket_dir)] if self._short_socket_dir else [],
+            pg_ctl=self._tool("pg_ctl"), run_as=SYSTEM_USER_AS_ROOT))
         if os.geteuid() == 0:
             self._prepare_root_owner()
         atexit.register(self.stop)

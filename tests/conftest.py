@@ -211,7 +211,8 @@ def wait_for_running_check(run_tmp: Path, marker: str, *, seconds: float = 120) 
     assert tag.base_dir
 
     def running() -> bool:
-        for folder in [f"{tag.base_dir}/sock", *tag.extra_dirs]:
+        current = tagged() or tag  # read afresh each time: never act on a stale copy of the tag
+        for folder in [f"{current.base_dir}/sock", *current.extra_dirs]:
             for sock in Path(folder).glob(".s.PGSQL.*"):
                 if sock.suffix == ".lock":
                     continue

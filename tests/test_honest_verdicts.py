@@ -21,13 +21,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from restore.archive import inspect
 from restore.embedded import EmbeddedServer
 from restore.manifest import take_backup
 from restore.tools import clean_env, pg_tool
-from tests.conftest import ROOT, SuiteRun
+from tests.conftest import ROOT, FaultServer, SuiteRun
 
 HERE = Path(__file__).parent
 HOSTILE_TABLES = {'Reporting Area.Daily Totals; 100% {net}', 'Reporting Area.quote"d table', "public.2019",
@@ -44,11 +43,8 @@ class Shapes:
     pristine: str  # a database on the server restored from the dump by hand, to copy and break
 
     def copy(self, name: str) -> str:
-        with psycopg.connect(self.server.conninfo(), autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name),
-                                                                         sql.Identifier(self.pristine)))
-        return self.server.conninfo(name)
+        """A fresh database cloned from the pristine restored copy; returns its superuser conninfo."""
+        return FaultServer(self.server, self.pristine).copy(name)
 
 
 def _psql(conninfo: str, script: Path) -> None:
@@ -405,3 +401,14 @@ def test_the_same_findings_introduced_by_a_restore_say_so(
     origins = _origins(without)
     assert {item: origins.get(item) for item in ATTRIBUTED} == dict.fromkeys(ATTRIBUTED, {"unknown"}), \
         without.explain()
+
+
+def test_without_expectations_nothing_of_the_sample_is_applied(
+    shapes: Shapes, run_suite: Callable[..., SuiteRun]
+) -> None:
+    """No --expectations: the suite proves what the backup itself allows and says which file would add more."""
+    run = run_suite(f"--backup={shapes.bare_dump}")
+    assert _statuses(run, "failed") == set(), run.explain()
+    assert run.result["outcome"] == "passed", run.explain()
+    assert "app.toml" in run.result["checklist_reasons"]["app_connect"]
+    assert "row_counts.toml" in run.result["checklist_reasons"]["row_counts"]

@@ -197,3 +197,70 @@ def test_accepted_error_hint_is_the_flag_that_accepts_it_again() -> None:
     (flag,) = shlex.split(hint)
     pattern = flag.removeprefix("--allow-restore-error=")
     assert re.search(pattern, error)
+
+
+def _client_error(code: str, message: str = "details") -> Exception:
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": code, "Message": message}}, "Operation")
+
+
+@pytest.mark.parametrize(("code", "kind", "says"), [
+    ("DBSnapshotNotFound", "not_found", "does not exist"),
+    ("AccessDenied", "access_denied", "may not call rds:RestoreDBInstanceFromDBSnapshot on snapshot 's1'"),
+    ("InstanceQuotaExceeded", "quota", "would exceed an AWS quota"),
+    ("InvalidDBSnapshotState", "invalid_state", "is not in a state that allows"),
+    ("DBInstanceAlreadyExists", "collision", "already exists"),
+    ("Throttling", "throttled", "was throttled by AWS 5 times"),
+])
+def test_every_kind_of_aws_failure_reads_as_a_clear_error(code: str, kind: str, says: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from restore import cloud
+
+    monkeypatch.setattr(cloud.time, "sleep", lambda _s: None)  # the backoff's waits, not the behaviour
+    calls = []
+
+    def failing(**params: object) -> None:
+        calls.append(params)
+        raise _client_error(code)
+
+    lines: list[str] = []
+    with pytest.raises(cloud.CloudError) as caught:
+        cloud.aws_call(failing, "rds:RestoreDBInstanceFromDBSnapshot", resource="snapshot 's1'", log=lines.append,
+                       DBSnapshotIdentifier="s1", MasterUserPassword="secret-value")
+    assert caught.value.kind == kind
+    assert says in str(caught.value)
+    assert len(calls) == (cloud.THROTTLE_ATTEMPTS if kind == "throttled" else 1)
+    assert "secret-value" not in "\n".join(lines)  # secrets never reach the restore log
+
+
+def test_throttling_is_retried_and_then_succeeds(monkeypatch: pytest.MonkeyPatch) -> None:
+    from restore import cloud
+
+    monkeypatch.setattr(cloud.time, "sleep", lambda _s: None)
+    answers = iter([_client_error("ThrottlingException"), _client_error("ThrottlingException"), {"ok": True}])
+
+    def flaky(**_params: object) -> object:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert cloud.aws_call(flaky, "rds:DescribeDBInstances", resource="instance 'x'") == {"ok": True}
+
+
+@pytest.mark.parametrize(("status", "says"), [(404, "does not exist"), (403, "Forbidden: the suite's ServiceAccount"),
+                                              (500, "failed: 500")])
+def test_kubernetes_failures_read_as_clear_errors(status: int, says: str) -> None:
+    from restore.kube import AppError, _api
+
+    class ApiException(Exception):
+        def __init__(self) -> None:
+            super().__init__("boom")
+            self.status, self.reason = status, "Reason"
+
+    def call(*_args: object) -> None:
+        raise ApiException()
+
+    with pytest.raises(AppError, match=says):
+        _api(call, "get the scale of", "deployment 'web' in namespace 'prod'", "web", "prod")

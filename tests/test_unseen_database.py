@@ -56,19 +56,27 @@ def test_unseen_dump_passes_with_xdist(
     assert checklist["schema_matches"] == "passed"
 
 
+def _verify_changed_copy(unseen: tuple[EmbeddedServer, Path], tmp_path: Path, run_suite: Callable[..., SuiteRun],
+                         name: str, *statements: str) -> SuiteRun:
+    """A copy of the unseen database with ``statements`` applied, verified against its manifest."""
+    server, dump = unseen
+    with psycopg.connect(server.conninfo(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE library").format(sql.Identifier(name)))
+    with psycopg.connect(server.conninfo(name), autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement.encode())
+    empty = tmp_path / "no-expectations"
+    empty.mkdir()
+    return run_suite(f"--target={server.conninfo(name)}", f"--manifest={dump}.manifest.json",
+                     f"--expectations={empty}")
+
+
 def test_unseen_missing_partition_is_named(
     unseen: tuple[EmbeddedServer, Path], tmp_path: Path, run_suite: Callable[..., SuiteRun]
 ) -> None:
-    server, dump = unseen
-    with psycopg.connect(server.conninfo(), autocommit=True) as conn:
-        conn.execute("CREATE DATABASE partition_missing TEMPLATE library")
-    with psycopg.connect(server.conninfo("partition_missing"), autocommit=True) as conn:
-        conn.execute('ALTER TABLE "Lending".loan DETACH PARTITION "Lending".loan_2026')
-        conn.execute('DROP TABLE "Lending".loan_2026')
-    empty = tmp_path / "no-expectations"
-    empty.mkdir()
-    run = run_suite(f"--target={server.conninfo('partition_missing')}", f"--manifest={dump}.manifest.json",
-                    f"--expectations={empty}")
+    run = _verify_changed_copy(unseen, tmp_path, run_suite, "partition_missing",
+                               'ALTER TABLE "Lending".loan DETACH PARTITION "Lending".loan_2026',
+                               'DROP TABLE "Lending".loan_2026')
     assert run.failed_items() == {"tables_present", "schema_matches"}, run.explain()
     messages = " ".join(f["message"] for f in run.result["failures"])
     assert "partition Lending.loan_2026 of Lending.loan is missing" in messages
@@ -123,15 +131,8 @@ def test_unseen_fault_fails_its_item(
 def test_unseen_detached_partition_is_named_as_detached(
     unseen: tuple[EmbeddedServer, Path], tmp_path: Path, run_suite: Callable[..., SuiteRun]
 ) -> None:
-    server, dump = unseen
-    with psycopg.connect(server.conninfo(), autocommit=True) as conn:
-        conn.execute("CREATE DATABASE partition_detached TEMPLATE library")
-    with psycopg.connect(server.conninfo("partition_detached"), autocommit=True) as conn:
-        conn.execute('ALTER TABLE "Lending".loan DETACH PARTITION "Lending".loan_2026')
-    empty = tmp_path / "no-expectations"
-    empty.mkdir()
-    run = run_suite(f"--target={server.conninfo('partition_detached')}", f"--manifest={dump}.manifest.json",
-                    f"--expectations={empty}")
+    run = _verify_changed_copy(unseen, tmp_path, run_suite, "partition_detached",
+                               'ALTER TABLE "Lending".loan DETACH PARTITION "Lending".loan_2026')
     assert "schema_matches" in run.failed_items(), run.explain()
     messages = " ".join(f["message"] for f in run.result["failures"])
     assert "Lending.loan_2026 is detached from Lending.loan" in messages
