@@ -8,6 +8,7 @@ self-contained), ``junit.xml``, ``result.json`` and the restore log, in
 from __future__ import annotations
 
 import functools
+import hashlib
 import html
 import json
 import subprocess
@@ -22,7 +23,7 @@ import restore
 from fixtures.outcomes import is_not_applicable
 from fixtures.session import STATE_KEY, RunState, is_worker, run_state
 from reports.checklist import CHECKLIST, EXIT_CODES, RunOutcome, checklist_id_of, item_status
-from restore import record
+from restore import evidence, record
 from restore.session import PreparedDatabase, refused
 
 
@@ -187,6 +188,20 @@ def _suite_version() -> str:
     return f"{restore.__version__}+{commit}" if commit else restore.__version__
 
 
+def _config_digest(state: RunState) -> str:
+    """SHA-256 over what judged this run: the expectation files, the targets file, the manifest (names and bytes)."""
+    assert state.config is not None
+    cfg = state.config
+    files = sorted(p for p in cfg.expectations.rglob("*") if p.is_file()) if cfg.expectations.is_dir() else []
+    files += [p for p in (cfg.targets_file, cfg.manifest) if p is not None and p.is_file()]
+    if state.source_manifest_path:
+        files.append(Path(state.source_manifest_path))
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.name).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def narrowed_by(config: pytest.Config) -> str | None:
     """How this run's selection was narrowed below the whole checklist, or None when it was not."""
     option = config.option
@@ -323,6 +338,7 @@ def build_result(state: RunState, collected: Collected, exitstatus: int, *,
         "measurements": collected.measurements,
         "workers": sorted(collected.workers),
         "record_problems": state.record_problems,
+        "config_sha256": _config_digest(state),
         "exit_status": EXIT_CODES[verdict] if verdict != "failed" else int(exitstatus) or 1,
     }
 
@@ -344,10 +360,22 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if state.config.result_json is not None:
         state.config.result_json.parent.mkdir(parents=True, exist_ok=True)
         state.config.result_json.write_text(text)
-    if state.config.record is not None:
-        line = record.record_line(collected.result_json, operator=record.operator_name(state.config.operator),
-                                  rto_s=state.config.rto_s, rpo_s=state.config.rpo_s)
-        record.append(state.config.record, line)
+
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The record line, last: report.html (written by pytest-html when the session finishes) exists now, so the
+    line can carry its digest as well as result.json's."""
+    state = _active_controller(config)
+    collected = config.stash.get(COLLECTED_KEY, None)
+    if state is None or state.config is None or collected is None or collected.result_json is None:
+        return
+    if state.config.record is None:
+        return
+    line = record.record_line(collected.result_json, operator=record.operator_name(state.config.operator),
+                              rto_s=state.config.rto_s, rpo_s=state.config.rpo_s, ticket=state.config.ticket)
+    record.append(state.config.record, line, signer=evidence.signer_for(state.config.record_key))
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -426,7 +454,8 @@ class _HtmlReport:
         esc = html.escape
         rows = "".join(
             f"<tr class='checklist-{status}'><td>{esc(cid)}</td><td>{esc(status)}</td>"
-            f"<td>{esc(CHECKLIST[cid][0])}</td><td>{esc(r['checklist_reasons'].get(cid, ''))}</td></tr>"
+            f"<td>{esc(CHECKLIST[cid][0])}</td><td>{esc(r['checklist_reasons'].get(cid, ''))}</td>"
+            f"<td class='controls'>{esc(', '.join(evidence.CONTROLS.get(cid, ())))}</td></tr>"
             for cid, status in r["checklist"].items()
         )
         duration = r["restore"]["duration_s"]
@@ -463,5 +492,5 @@ class _HtmlReport:
             style + headline + f"<h2>Restore</h2><table id='restore-facts'>{fact_rows}</table>"
             + (f"<h3>Restore errors</h3><ul id='restore-errors'>{errors}</ul>" if errors else "")
             + "<h2>Checklist</h2><table id='checklist'><tr><th>item</th><th>status</th><th>runbook</th>"
-            f"<th>reason</th></tr>{rows}</table>"
+            f"<th>reason</th><th>controls</th></tr>{rows}</table>"
         )

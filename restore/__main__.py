@@ -3,6 +3,9 @@
     python -m restore manifest --dsn DSN --output PATH [--jobs N] [--freshness SQL]
     python -m restore backup   --dsn DSN --output FILE.dump [--jobs N] [--freshness SQL]
     python -m restore record   --history reports/record.jsonl --output DIR [--until YYYY-MM]
+    python -m restore record   --history … --verify [--public-key PEM | --kms]
+    python -m restore record   --history … --export 2026 [--format md|json] [--output FILE]
+    python -m restore record annotate RUN-ID --remediation TEXT --history …
     python -m restore cleanup  [--dry-run]
 
 ``manifest`` writes the JSON manifest of a database (read-only, from one snapshot). ``backup`` takes a
@@ -32,6 +35,41 @@ def _dsn(args: argparse.Namespace) -> str:
             raise SystemExit(f"error: ${args.password_env} is not set (named by --password-env)")
         dsn = with_params(dsn, password=password)
     return dsn
+
+
+def _record_evidence(args: argparse.Namespace) -> int:
+    from restore import evidence
+
+    if args.action == "annotate":
+        if not args.run_id or not args.remediation:
+            print("error: record annotate RUN-ID --remediation TEXT --history PATH", file=sys.stderr)
+            return 2
+        record.annotate(args.history, args.run_id, remediation=args.remediation,
+                        operator=record.operator_name(args.operator), signer=evidence.signer_for(args.record_key))
+        print(f"annotated run {args.run_id} in {args.history}")
+        return 0
+    if args.verify:
+        text = record.raw_text(args.history)
+        found = evidence.verify(text, public_key=args.public_key, kms=args.kms)
+        for note in found.notes:
+            print(f"note: {note}")
+        if found.ok:
+            signed = " and signatures" if args.public_key or args.kms else ""
+            print(f"record {args.history}: {found.lines} line(s); chain{signed} intact")
+            return 0
+        number, why = found.broken[0]
+        print(f"record {args.history}: BROKEN at line {number}: {why}", file=sys.stderr)
+        for number, why in found.broken[1:]:
+            print(f"  also line {number}: {why}", file=sys.stderr)
+        return 1
+    text = evidence.export(record.load(args.history), args.export, args.format)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text)
+        print(f"evidence for {args.export} -> {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
 
 
 def _cleanup(*, dry_run: bool) -> int:
@@ -70,16 +108,32 @@ def main(argv: list[str] | None = None) -> int:
         cmd.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="connections hashing tables at once")
         cmd.add_argument("--freshness", metavar="SQL", help="query returning the newest write's timestamp (for RPO)")
         cmd.add_argument("--password-env", metavar="VAR", help="environment variable holding the password")
-    rec = sub.add_parser("record", help="render the backup-test history as record.html and record.md")
+    rec = sub.add_parser("record", help="render, verify, export or annotate the backup-test history")
+    rec.add_argument("action", nargs="?", choices=("annotate",), help="annotate RUN-ID: add a follow-up line")
+    rec.add_argument("run_id", nargs="?", metavar="RUN-ID", help="with annotate: the run followed up")
     rec.add_argument("--history", required=True, help="the JSONL history (--record of the runs): a path or s3://…")
-    rec.add_argument("--output", required=True, type=Path, help="directory for record.html and record.md")
+    rec.add_argument("--output", type=Path, help="directory for record.html and record.md (rendering)")
     rec.add_argument("--until", metavar="YYYY-MM", help="show months up to this one (default: the current month)")
+    rec.add_argument("--verify", action="store_true", help="check the hash chain, signatures and evidence files")
+    rec.add_argument("--public-key", type=Path, metavar="PEM", help="with --verify: the Ed25519 public key")
+    rec.add_argument("--kms", action="store_true", help="with --verify: verify KMS signatures (kms:Verify)")
+    rec.add_argument("--export", metavar="YEAR", help="write one year's evidence (to --output FILE, or stdout)")
+    rec.add_argument("--format", choices=("md", "json"), default="md", help="with --export (default: md)")
+    rec.add_argument("--remediation", help="with annotate: what was done about the failed run")
+    rec.add_argument("--operator", help="with annotate: who (default: $RESTORE_VERIFY_OPERATOR or $USER)")
+    rec.add_argument("--record-key", metavar="PEM|kms:KEY-ID", help="with annotate: sign the line")
     clean = sub.add_parser("cleanup", help="remove left-over local servers and containers, and expired RDS instances")
     clean.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
     args = parser.parse_args(argv)
     if args.command == "cleanup":
         return _cleanup(dry_run=args.dry_run)
+    if args.command == "record" and (args.action or args.verify or args.export):
+        return _record_evidence(args)
     if args.command == "record":
+        if args.output is None:
+            print("error: record needs --output DIR to render (or --verify, --export YEAR, annotate RUN-ID)",
+                  file=sys.stderr)
+            return 2
         problems: list[str] = []
         history = record.load(args.history, problems=problems)
         for problem in problems:

@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from restore import evidence
+
 FIELDS_VERSION = 1
 
 
@@ -32,7 +34,8 @@ def _age_s(later: str | None, earlier: str | None) -> float | None:
     return round((datetime.fromisoformat(later) - datetime.fromisoformat(earlier)).total_seconds(), 1)
 
 
-def record_line(result: dict[str, Any], *, operator: str, rto_s: float, rpo_s: float) -> dict[str, Any]:
+def record_line(result: dict[str, Any], *, operator: str, rto_s: float, rpo_s: float,
+                ticket: str | None = None) -> dict[str, Any]:
     """One history line from a run's result.json (plain data; no connection strings, no secrets)."""
     measurements = result.get("measurements", {})
     counts: dict[str, int] = result.get("row_counts", {})
@@ -70,7 +73,17 @@ def record_line(result: dict[str, Any], *, operator: str, rto_s: float, rpo_s: f
         "suite_version": result.get("suite_version"),
         "operator": operator,
         "run_dir": result.get("run_dir"),
+        # For auditors: how the restore was isolated, which configuration judged it, the follow-up of a failure,
+        # and the digests of the files that hold the evidence (checked by python -m restore record --verify).
+        "isolation": evidence.ISOLATION.get(result["target"]["kind"], result["target"]["kind"]),
+        "config_sha256": result.get("config_sha256"),
+        "ticket": ticket,
+        "evidence": {"result_sha256": _digest(result, "result.json"), "report_sha256": _digest(result, "report.html")},
     }
+
+
+def _digest(result: dict[str, Any], name: str) -> str | None:
+    return evidence.sha256_file(Path(result["run_dir"]) / name) if result.get("run_dir") else None
 
 
 def _s3_get(bucket: str, key: str) -> tuple[str, str | None]:
@@ -90,12 +103,13 @@ def _s3_get(bucket: str, key: str) -> tuple[str, str | None]:
 S3_ATTEMPTS = 20
 
 
-def append(path: Path | str, line: dict[str, Any], *, on_read: Callable[[], None] | None = None) -> None:
+def append(path: Path | str, line: dict[str, Any], *, on_read: Callable[[], None] | None = None,
+           signer: evidence.Signer | None = None) -> None:
     """Append one run. A file is appended under an exclusive lock (two runs never interleave a line). An
     ``s3://bucket/key`` object is read and written back with a conditional write (If-Match on the ETag read, or
     If-None-Match for a new object), retried when another writer got there first, so no line is ever lost.
-    ``on_read`` runs between reading and writing (the self-tests put a second writer there)."""
-    text = json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n"
+    ``on_read`` runs between reading and writing (the self-tests put a second writer there). Each line is sealed
+    into the hash chain (and signed with ``signer``) against the line it follows (see restore/evidence.py)."""
     if isinstance(path, str) and path.startswith("s3://"):
         import boto3
         from botocore.exceptions import ClientError
@@ -107,6 +121,9 @@ def append(path: Path | str, line: dict[str, Any], *, on_read: Callable[[], None
             if on_read is not None:
                 on_read()
             condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+            text = evidence.seal(current, line, signer) + "\n"
+            if current and not current.endswith("\n"):
+                current += "\n"
             try:
                 client.put_object(Bucket=bucket, Key=key, Body=(current + text).encode(), **condition)
                 return
@@ -119,27 +136,45 @@ def append(path: Path | str, line: dict[str, Any], *, on_read: Callable[[], None
                            "lost to other writers. Run again; nothing was overwritten.")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
+    with path.open("a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes
-        fh.write(text)
+        fh.seek(0)
+        current = fh.read()  # the line it follows, read under the same lock the write holds
+        prefix = "\n" if current and not current.endswith("\n") else ""  # after a truncated write
+        fh.write(prefix + evidence.seal(current, line, signer) + "\n")
         fh.flush()
+
+
+def annotate(path: Path | str, run_id: str, *, remediation: str, operator: str,
+             signer: evidence.Signer | None = None) -> None:
+    """A follow-up to an earlier run (a failed test's remediation), chained like any run."""
+    append(path, {"type": "annotation", "date": datetime.now(UTC).isoformat(timespec="seconds"), "run_id": run_id,
+                  "remediation": remediation, "operator": operator}, signer=signer)
+
+
+def raw_text(path: Path | str) -> str:
+    """The record exactly as stored (what the hash chain covers)."""
+    if isinstance(path, str) and path.startswith("s3://"):
+        bucket, _, key = path.removeprefix("s3://").partition("/")
+        return _s3_get(bucket, key)[0]
+    path = Path(path)
+    return path.read_text() if path.exists() else ""
 
 
 def load(path: Path | str, *, problems: list[str] | None = None) -> list[dict[str, Any]]:
     """The record's runs. A line that is not a complete run (a truncated write, a hand edit) is left out and
     named in ``problems`` — one bad line never costs the rest of the history."""
-    if isinstance(path, str) and path.startswith("s3://"):
-        bucket, _, key = path.removeprefix("s3://").partition("/")
-        text = _s3_get(bucket, key)[0]
-    else:
-        path = Path(path)
-        text = path.read_text() if path.exists() else ""
+    text = raw_text(path)
     runs = []
+    annotations: list[dict[str, Any]] = []
     for number, raw in enumerate(text.splitlines(), 1):
         if not raw.strip():
             continue
         try:
             run = json.loads(raw)
+            if isinstance(run, dict) and run.get("type") == "annotation":
+                annotations.append(run)
+                continue
             if not isinstance(run, dict) or not {"date", "target", "checklist", "outcome"} <= set(run):
                 raise ValueError("not a run")
         except ValueError as exc:
@@ -148,6 +183,10 @@ def load(path: Path | str, *, problems: list[str] | None = None) -> list[dict[st
                                 f"{raw[:60]!r}…): left out")
             continue
         runs.append(run)
+    by_id = {r.get("run_id"): r for r in runs}
+    for note in annotations:  # a remediation belongs with the run it follows up
+        if note.get("run_id") in by_id:
+            by_id[note["run_id"]].setdefault("annotations", []).append(note)
     return runs
 
 
@@ -233,6 +272,15 @@ def svg_chart(series: Series, *, width: int = 720, height: int = 220) -> str:
     return "".join(parts)
 
 
+def _audit(h: dict[str, Any]) -> str:
+    """What an auditor asks of a run, in one cell: run id, isolation, operator, tool and configuration, follow-up."""
+    follow = "; ".join(filter(None, [h.get("ticket"), *(a.get("remediation") for a in h.get("annotations", []))]))
+    parts = [f"run {h.get('run_id')}", h.get("isolation"), f"by {h.get('operator')}", f"tool {h.get('suite_version')}",
+             f"config {str(h.get('config_sha256'))[:12]}" if h.get("config_sha256") else None,
+             "chained" if h.get("chain") else "not chained", f"follow-up: {follow}" if follow else None]
+    return ", ".join(str(p) for p in parts if p)
+
+
 COMPLETE = ("passed", "failed")  # outcomes of a complete run; partial and interrupted runs prove nothing
 
 
@@ -270,23 +318,23 @@ def render(history: list[dict[str, Any]], out_dir: Path, *, until: str | None = 
     for h in history:
         by_month.setdefault(_month(h["date"]), []).append(h)
     rows, md = [], ["# Backup-test record", "", "| month | date | target | backup | outcome | restore s | "
-                    "failed items | report |", "|---|---|---|---|---|---|---|---|"]
+                    "failed items | report | audit |", "|---|---|---|---|---|---|---|---|---|"]
     for month in months:
         runs = by_month[month]
         if not runs and month == now_month:  # the month is not over: the test is due, not yet missing
-            rows.append(f'<tr class="due" data-month="{month}"><td>{month}</td><td colspan="7">due: no backup test '
+            rows.append(f'<tr class="due" data-month="{month}"><td>{month}</td><td colspan="8">due: no backup test '
                         "has run yet this month</td></tr>")
-            md.append(f"| {month} | — | — | — | due: no test yet this month | | | |")
+            md.append(f"| {month} | — | — | — | due: no test yet this month | | | | |")
             continue
         if not runs:
-            rows.append(f'<tr class="missing" data-month="{month}"><td>{month}</td><td colspan="7">missing: no '
+            rows.append(f'<tr class="missing" data-month="{month}"><td>{month}</td><td colspan="8">missing: no '
                         "backup test ran this month</td></tr>")
-            md.append(f"| {month} | — | — | — | **MISSING: no backup test this month** | | | |")
+            md.append(f"| {month} | — | — | — | **MISSING: no backup test this month** | | | | |")
             continue
         if not any(h.get("outcome") in COMPLETE for h in runs) and month != now_month:
-            rows.append(f'<tr class="missing" data-month="{month}"><td>{month}</td><td colspan="7">missing: only '
+            rows.append(f'<tr class="missing" data-month="{month}"><td>{month}</td><td colspan="8">missing: only '
                         "partial or interrupted runs this month, no complete backup test</td></tr>")
-            md.append(f"| {month} | — | — | — | **MISSING: no complete backup test this month** | | | |")
+            md.append(f"| {month} | — | — | — | **MISSING: no complete backup test this month** | | | | |")
         for h in runs:
             failed = [k for k, v in h["checklist"].items() if v == "failed"]
             report = f"{h['run_dir']}/report.html" if h.get("run_dir") else ""
@@ -297,9 +345,9 @@ def render(history: list[dict[str, Any]], out_dir: Path, *, until: str | None = 
                 f'<tr class="run {h["outcome"]}" data-month="{month}"><td>{month}</td><td>{esc(h["date"][:16])}</td>'
                 f'<td>{esc(h["target"]["name"])}</td><td>{esc(str(h["backup"].get("id") or "—"))}</td>'
                 f'<td class="outcome">{h["outcome"]}</td><td>{duration_text}</td>'
-                f'<td>{esc(", ".join(failed))}</td><td>{link}</td></tr>')
+                f'<td>{esc(", ".join(failed))}</td><td>{link}</td><td class="audit">{esc(_audit(h))}</td></tr>')
             md.append(f"| {month} | {h['date'][:16]} | {h['target']['name']} | {h['backup'].get('id') or '—'} | "
-                      f"{h['outcome']} | {duration_text} | {', '.join(failed)} | {report} |")
+                      f"{h['outcome']} | {duration_text} | {', '.join(failed)} | {report} | {_audit(h)} |")
     charts = "".join(svg_chart(s) for s in _series(history))
     missing = [m for m in months if not any(h.get("outcome") in COMPLETE for h in by_month[m]) and m != now_month]
     failed_runs = sum(1 for h in history if h["outcome"] == "failed")
@@ -317,7 +365,11 @@ def render(history: list[dict[str, Any]], out_dir: Path, *, until: str | None = 
         f"</style></head><body><h1>Backup-test record</h1><p id='summary'>{esc(summary)}</p>"
         + "".join(f"<p class='problem'>warning: {esc(p)}</p>" for p in problems or []) + f"{charts}"
         "<table id='runs'><tr><th>month</th><th>date (UTC)</th><th>target</th><th>backup</th><th>outcome</th>"
-        f"<th>restore s</th><th>failed items</th><th>report</th></tr>{''.join(rows)}</table></body></html>"
+        f"<th>restore s</th><th>failed items</th><th>report</th><th>audit</th></tr>{''.join(rows)}</table>"
+        + "<h2>Controls each item evidences</h2><table id='controls'><tr><th>item</th><th>controls</th></tr>"
+        + "".join(f"<tr><td>{esc(item)}</td><td>{esc(', '.join(controls))}</td></tr>"
+                  for item, controls in evidence.CONTROLS.items())
+        + "</table></body></html>"
     )
     html_path, md_path = out_dir / "record.html", out_dir / "record.md"
     html_path.write_text(page)
