@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 
 from restore.hints import ident, literal
 
@@ -152,7 +151,7 @@ RELATION_KIND = {"r": "TABLE", "p": "TABLE", "f": "FOREIGN TABLE", "m": "MATERIA
                  "S": "SEQUENCE"}
 
 
-def capture(cur: psycopg.Cursor[Any], relation_oids: dict[str, int], roles: list[str]) -> dict[str, Any]:
+def capture(cur: psycopg.Cursor[Any], roles: list[str]) -> dict[str, Any]:
     """The version-2 fields, read in the manifest's own snapshot transaction (``cur`` has dict rows)."""
     relations: dict[str, dict[str, Any]] = {}
     by_oid: dict[int, dict[str, Any]] = {}
@@ -172,7 +171,6 @@ def capture(cur: psycopg.Cursor[Any], relation_oids: dict[str, int], roles: list
     for r in cur.execute(POLICIES_SQL.encode(), (oids,)).fetchall():
         by_oid[r["oid"]]["policies"][r["name"]] = {k: r[k] for k in ("command", "permissive", "roles", "using",
                                                                      "with_check")}
-    del relation_oids  # the tables' oids are read again here, with every relation kind
 
     def named(query: str, params: tuple[Any, ...] | None = None) -> dict[str, dict[str, Any]]:
         # No parameters: the query's LIKE patterns hold '%', which psycopg reads as placeholders when given any.
@@ -193,13 +191,6 @@ def capture(cur: psycopg.Cursor[Any], relation_oids: dict[str, int], roles: list
         "role_details": named(ROLES_SQL, (roles,)),
         "current_user": str((cur.execute("SELECT current_user AS u").fetchone() or {"u": ""})["u"]),
     }
-
-
-def read(conninfo: str, roles: list[str]) -> dict[str, Any]:
-    """The version-2 fields of a database on their own (tests, and a check against an older manifest)."""
-    with psycopg.connect(conninfo, autocommit=True) as conn, conn.cursor(row_factory=dict_row) as cur:
-        conn.execute("SET search_path = pg_catalog")
-        return capture(cur, {}, roles)
 
 
 # --- comparison -----------------------------------------------------------------------------------------

@@ -402,7 +402,7 @@ def capture(conninfo: str, *, jobs: int = 2, snapshot: str | None = None, freshn
         schemas = [r["nspname"] for r in cur.execute(
             f"SELECT nspname FROM pg_namespace n WHERE {_USER} ORDER BY 1".encode()).fetchall()]
         roles = [r["r"] for r in cur.execute(ROLES_SQL.encode()).fetchall()]
-        behaviour = fidelity.capture(cur, {}, roles)
+        behaviour = fidelity.capture(cur, roles)
         freshness = None
         if freshness_sql:
             row = cur.execute(freshness_sql.encode()).fetchone()
