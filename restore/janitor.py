@@ -38,7 +38,9 @@ LABEL_PID, LABEL_STARTED, LABEL_RUN = "restore-verify.owner-pid", "restore-verif
 
 def registry() -> Path:
     """Where tags live: beside the servers themselves (the temporary directory the run uses)."""
-    path = Path(tempfile.gettempdir()) / "rv-janitor"
+    path = Path(tempfile.gettempdir()) / "rv-janitor"  # per TMPDIR; another user's is not ours to read
+    if os.getuid() != 0:
+        path = path.with_name(f"rv-janitor-{os.getuid()}")
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
 
