@@ -23,7 +23,7 @@ import os
 import sys
 from pathlib import Path
 
-from restore import manifest, record
+from restore import __version__, manifest, record
 from restore.conninfo import redact, with_params
 
 
@@ -99,6 +99,8 @@ def _cleanup(*, dry_run: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m restore", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"restore-verify {__version__} (verification "
+                        "itself runs through pytest: pytest --backup=PATH or --target=NAME)")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("manifest", "write the JSON manifest of a database"),
                             ("backup", "pg_dump -Fc and its manifest from one exported snapshot")):
@@ -127,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "cleanup":
         return _cleanup(dry_run=args.dry_run)
+    if (args.command == "record" and not args.action and not str(args.history).startswith("s3://")
+            and not Path(args.history).exists()):
+        print(f"error: the record {args.history} was not found (the runs' --record path)", file=sys.stderr)
+        return 1
     if args.command == "record" and (args.action or args.verify or args.export):
         return _record_evidence(args)
     if args.command == "record":

@@ -226,9 +226,31 @@ def _parse_archive_created(text: str) -> datetime | None:
     return None
 
 
+_PLAIN_HEADER = "-- PostgreSQL database dump"
+
+
+def _is_plain_dump(path: Path) -> bool:
+    """A plain dump (or pg_dumpall) starts with pg_dump's header comment within its first lines."""
+    try:
+        for number, line in enumerate(open_plain(path)):
+            if line.startswith(("-- PostgreSQL database dump", "-- PostgreSQL database cluster dump")):
+                return True
+            if number > 20:
+                return False
+    except (OSError, EOFError, gzip.BadGzipFile, UnicodeDecodeError):
+        return False
+    return False
+
+
 def inspect(path: Path) -> ArchiveInfo:
     """Read the header and table of contents; cheap (no data blocks are read)."""
     fmt = detect_format(path)
+    if fmt in ("plain", "plain-gzip") and not _is_plain_dump(path):
+        raise ArchiveUnreadable(
+            f"{str(path)!r} is not a PostgreSQL dump: no PGDMP header (custom, directory or tar archive) and no "
+            f"pg_dump header comment ({_PLAIN_HEADER!r}) in its first lines. Pass the file pg_dump wrote "
+            "(pg_dump -Fc, -Fd, -Ft, or plain SQL) to --backup=PATH."
+        )
     size = sum(p.stat().st_size for p in path.rglob("*")) if path.is_dir() else path.stat().st_size
     if fmt in ("plain", "plain-gzip"):
         return _inspect_plain(path, fmt, size)

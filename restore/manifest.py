@@ -516,6 +516,7 @@ def take_backup(conninfo: str, output: Path, *, jobs: int = 2, freshness_sql: st
     (``SET TRANSACTION SNAPSHOT``) import it, and the exporting transaction stays open until both are done.
     """
     manifest_path = output.with_name(output.name + ".manifest.json")
+    output.parent.mkdir(parents=True, exist_ok=True)
     with psycopg.connect(conninfo, autocommit=True, application_name="restore-verify backup") as leader:
         # Sequences are not transactional: pg_dump reads each one when it gets to it. Reading them before
         # pg_dump starts and after it ends brackets the values it dumped (for sequences that only move forward).

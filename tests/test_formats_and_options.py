@@ -229,3 +229,27 @@ def test_a_column_option_this_server_does_not_know_is_diagnosed_once(
     assert reason.startswith("3 error(s) come from table or column options this server"), reason
     assert "pg_attver" in reason
     assert "--target=docker" in reason
+
+
+def test_a_file_that_is_not_a_dump_says_so(tmp_path: Path, run_suite: Callable[..., SuiteRun]) -> None:
+    run = run_suite(f"--backup={ROOT / 'README.md'}", f"--expectations={tmp_path}")
+    assert run.failed_items() == {"restore_succeeded"}, run.explain()
+    refused = run.result["restore"]["refused"]
+    assert "is not a PostgreSQL dump: no PGDMP header" in refused
+    assert "truncated" not in refused
+    # The settings are printed before the restore starts, so a run that dies there has said how it was set up.
+    assert run.output.index("restore-verify: backup=") < run.output.index("restore-verify: restoring")
+
+
+def test_the_command_line_says_what_it_is_and_what_is_missing(tmp_path: Path) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "restore", *args], cwd=ROOT, capture_output=True, text=True)
+
+    version = cli("--version")
+    assert version.returncode == 0
+    assert "restore-verify" in version.stdout
+    assert "pytest" in version.stdout
+    missing = cli("record", f"--history={tmp_path / 'nope.jsonl'}", f"--output={tmp_path / 'out'}")
+    assert missing.returncode == 1
+    assert "was not found" in missing.stderr
+    assert "Traceback" not in missing.stderr

@@ -221,3 +221,10 @@ def test_a_pg15_backup_restored_into_pg18_matches_its_manifest(
     assert run.result["checklist"] == ALL_PASSED, run.explain()
     assert run.result["backup"]["dumped_from"].startswith("15")
     assert run.result["target"]["server_version"].startswith("18")
+
+
+def test_backup_creates_its_output_directory(fault_server: FaultServer, tmp_path: Path) -> None:
+    dump, manifest_path = manifest.take_backup(fault_server.server.conninfo("pristine"),
+                                               tmp_path / "not" / "there" / "yet.dump")
+    assert dump.exists()
+    assert manifest.load(manifest_path)["backup"]["toc_digest"]
