@@ -17,7 +17,7 @@ from restore import hints
 from restore.catalog import Catalog
 from restore.expectations import Expectations
 from restore.session import PreparedDatabase
-from restore.verify import count_rows, split_qualified
+from restore.verify import count_rows
 
 pytestmark = pytest.mark.checklist("row_counts")
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.checklist("row_counts")
 def _manifest_counts(state: RunState, name: str) -> tuple[int, int] | None:
     """(backed up, restored) counts when a manifest comparison has both; the restored side was counted in the
     same scan as its checksum, so no second pass is needed here."""
-    manifests = state.manifests() if not state.manifest_error else None
+    manifests = state.manifests()
     if manifests is None:
         return None
     src, dst = manifests[0]["tables"].get(name), manifests[1]["tables"].get(name)
@@ -53,7 +53,7 @@ def _check_trend(state: RunState, config: RestoreConfig, name: str, count: int,
 
 def _unpopulated_matview(name: str, schema: str, table: str, state: RunState, restored_db: PreparedDatabase) -> None:
     """A materialized view restored WITH NO DATA has no rows to count: right when the backup had none either."""
-    manifests = state.manifests() if not state.manifest_error else None
+    manifests = state.manifests()
     if manifests is not None and name in manifests[0]["tables"]:
         had_rows = bool(manifests[0]["tables"][name].get("populated", "row_count" in manifests[0]["tables"][name]))
         source = f"the backup's manifest ({state.source_manifest_path})"
@@ -79,8 +79,7 @@ def test_row_count(
 ) -> None:
     """Exact count(*) against the manifest or the table's expectation; a table with neither is "not checked"."""
     name = counted_table["table"]
-    schema, table = counted_table.get("schema") or split_qualified(name)[0], counted_table.get("name") or \
-        split_qualified(name)[1]
+    schema, table = counted_table["schema"], counted_table["name"]
     if counted_table.get("kind") == "m" and counted_table.get("populated") is False:
         _unpopulated_matview(name, schema, table, run_state_data, restored_db)
     from_manifest = _manifest_counts(run_state_data, name)

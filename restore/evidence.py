@@ -235,6 +235,11 @@ def verify(text: str, *, public_key: Path | None = None, kms: bool = False,
     return result
 
 
+def follow_ups(run: dict[str, Any]) -> list[str]:
+    """A run's follow-up: its ticket and the remediations annotated later."""
+    return [x for x in [run.get("ticket"), *(a.get("remediation") for a in run.get("annotations", []))] if x]
+
+
 def export(history: Iterable[dict[str, Any]], year: str, fmt: str) -> str:
     """One year of runs as evidence an auditor can file: every run's identity, scope, result and follow-up."""
     runs = [h for h in history if str(h.get("date", "")).startswith(year)]
@@ -249,7 +254,7 @@ def export(history: Iterable[dict[str, Any]], year: str, fmt: str) -> str:
             "tool_version": h.get("suite_version"), "config_sha256": h.get("config_sha256"),
             "operator": h.get("operator"), "items": items,
             "rto": h.get("rto"), "rpo": h.get("rpo"), "ticket": h.get("ticket"),
-            "remediation": [a.get("remediation") for a in h.get("annotations", [])],
+            "remediation": [a.get("remediation") for a in h.get("annotations", [])], "follow_up": follow_ups(h),
             "controls": sorted({c for item, state in items.items() if state == "passed"
                                 for c in CONTROLS.get(item, ())}),
             "evidence": h.get("evidence"), "chained": bool(h.get("chain")),
@@ -265,7 +270,7 @@ def export(history: Iterable[dict[str, Any]], year: str, fmt: str) -> str:
         failed = ", ".join(k for k, v in r["items"].items() if v == "failed") or "—"
         rto = (r["rto"] or {}).get("measured_s")
         rpo = (r["rpo"] or {}).get("measured_s")
-        follow = "; ".join(filter(None, [r["ticket"], *r["remediation"]])) or "—"
+        follow = "; ".join(r["follow_up"]) or "—"
         out.append(f"| {r['run_id']} | {str(r['date'])[:16]} | {r['outcome']} | {r['backup']} ({r['backup_time']}) | "
                    f"{r['target']}, {r['isolation']} | {r['tool_version']}, {str(r['config_sha256'])[:12]} | "
                    f"{r['operator']} | {rto} / {rpo} | {failed} | {', '.join(r['controls'])} | {follow} |")

@@ -274,7 +274,7 @@ def svg_chart(series: Series, *, width: int = 720, height: int = 220) -> str:
 
 def _audit(h: dict[str, Any]) -> str:
     """What an auditor asks of a run, in one cell: run id, isolation, operator, tool and configuration, follow-up."""
-    follow = "; ".join(filter(None, [h.get("ticket"), *(a.get("remediation") for a in h.get("annotations", []))]))
+    follow = "; ".join(evidence.follow_ups(h))
     parts = [f"run {h.get('run_id')}", h.get("isolation"), f"by {h.get('operator')}", f"tool {h.get('suite_version')}",
              f"config {str(h.get('config_sha256'))[:12]}" if h.get("config_sha256") else None,
              "chained" if h.get("chain") else "not chained", f"follow-up: {follow}" if follow else None]
