@@ -1,10 +1,10 @@
 """restore-verify: the suite's plugins (see fixtures/ and reports/); checks live in checks/."""
 
 pytest_plugins = (
+    "reports.plugin",  # first: fixtures.session imports it, and pytest rewrites only what it imports itself
     "fixtures.session",
     "fixtures.connections",
-    "fixtures.catalog_params",
+    "fixtures.params",
     "fixtures.outcomes",
     "fixtures.findings",
-    "reports.plugin",
 )

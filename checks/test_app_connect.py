@@ -8,14 +8,31 @@ from typing import Any
 import psycopg
 import pytest
 
-from fixtures.session import RunState
+from fixtures.params import Param, parameters
 from restore import hints
 from restore.conninfo import get_param, read_pgpass, with_params
 from restore.expectations import AppExpectation, Expectations, Privilege
-from restore.session import PreparedDatabase
+from restore.outcome import PreparedDatabase
+from restore.run import RunState
 from restore.verify import has_privilege
 
 pytestmark = pytest.mark.checklist("app_connect")
+
+
+@parameters('privilege', empty="no application privileges listed in expectations/app.toml", needs_db=False)
+def privileges(state: RunState) -> list[Param]:
+    app = state.expectations.app
+    return [pytest.param(p, id=p.id) for p in app.privileges] if app else []
+
+
+APP_PARTS = ("pods_ready", "no_restarts", "logs_clean", "health")
+
+
+@parameters('app_part', empty="nothing to observe", needs_db=False)
+def app_parts(state: RunState) -> list[Param] | str:
+    if state.facts.app_observation is None:
+        return "the application side is observed with --stop-app and [targets.NAME.app] in the targets file"
+    return [pytest.param(part, id=part) for part in APP_PARTS]
 
 
 @pytest.fixture(scope="session")
@@ -74,6 +91,7 @@ def test_app_role_logs_in(app: AppExpectation, restored_db: PreparedDatabase) ->
     assert row[0] == app.role
 
 
+@privileges
 def test_app_privilege(
     privilege: Privilege, app: AppExpectation, restored_db: PreparedDatabase, db_conn: psycopg.Connection[Any]
 ) -> None:
@@ -105,10 +123,11 @@ _APP_PART_TEXT = {
 }
 
 
+@app_parts
 def test_application_reconnects(app_part: str, run_state_data: RunState) -> None:
     """The application side, after --stop-app brought it back: one test per part, each reported on its own."""
-    observation = run_state_data.app_observation
+    observation = run_state_data.facts.app_observation
     assert observation is not None
-    assert "error" not in observation, f"The application could not be observed: {observation.get('error')}"
-    problems = observation["problems"][app_part]
+    assert observation.error is None, f"The application could not be observed: {observation.error}"
+    problems = observation.problems[app_part]
     assert not problems, f"The application fails \"{_APP_PART_TEXT[app_part]}\": " + "; ".join(problems)

@@ -8,13 +8,22 @@ from typing import Any
 import psycopg
 import pytest
 
+from fixtures.params import Param, parameters
 from restore.expectations import SqlCheck
-from restore.session import PreparedDatabase
+from restore.outcome import PreparedDatabase
+from restore.run import RunState
 from restore.verify import SAMPLE_LIMIT, run_query
 
 pytestmark = pytest.mark.checklist("business_rules")
 
 
+@parameters('business_rule', empty="no business rules: expectations/business_rules/*.sql is empty",
+            needs_db=False)
+def business_rules(state: RunState) -> list[Param]:
+    return [pytest.param(q, id=q.name) for q in state.expectations.business_rules]
+
+
+@business_rules
 def test_business_rule(
     business_rule: SqlCheck, restored_db: PreparedDatabase, db_conn: psycopg.Connection[Any],
     record_property: Callable[[str, object], None],

@@ -8,13 +8,22 @@ from typing import Any
 import psycopg
 import pytest
 
+from fixtures.params import Param, parameters
 from restore.expectations import SqlCheck
-from restore.session import PreparedDatabase
+from restore.outcome import PreparedDatabase
+from restore.run import RunState
 from restore.verify import run_query
 
 pytestmark = pytest.mark.checklist("critical_queries")
 
 
+@parameters('critical_query', empty="no critical queries: expectations/critical_queries/*.sql is empty",
+            needs_db=False)
+def critical_queries(state: RunState) -> list[Param]:
+    return [pytest.param(q, id=q.name) for q in state.expectations.critical_queries]
+
+
+@critical_queries
 def test_critical_query(
     critical_query: SqlCheck, restored_db: PreparedDatabase, db_conn: psycopg.Connection[Any],
     record_property: Callable[[str, object], None],

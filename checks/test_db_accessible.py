@@ -8,9 +8,9 @@ import psycopg
 import pytest
 
 from fixtures.connections import check_conninfo
-from fixtures.options import RestoreConfig
-from fixtures.session import RunState
-from restore.session import PreparedDatabase
+from restore.config import RestoreConfig
+from restore.outcome import PreparedDatabase
+from restore.run import RunState
 
 pytestmark = pytest.mark.checklist("db_accessible")
 
@@ -20,7 +20,7 @@ def test_db_accessible(
     record_property: Callable[[str, object], None],
 ) -> None:
     """Connect, run SELECT 1 in a read-only transaction, and read what the server is."""
-    if prepared_db.restore.get("refused"):
+    if prepared_db.restore.refused:
         pytest.skip("no database to connect to: the restore was refused (see restore_succeeded)")
     try:
         with psycopg.connect(check_conninfo(prepared_db, restore_config)) as conn:
@@ -48,4 +48,5 @@ def test_db_accessible(
                        ("ctype", ctype)):
         record_property(key, value)
     assert read_only == "on", "the check session is not read-only; refusing to go on"
-    assert run_state_data.catalog_error is None, f"The catalog could not be read: {run_state_data.catalog_error}"
+    assert run_state_data.facts.catalog_error is None, (
+        f"The catalog could not be read: {run_state_data.facts.catalog_error}")

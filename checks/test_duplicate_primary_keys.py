@@ -13,15 +13,54 @@ import psycopg
 import pytest
 
 from fixtures.findings import Attribution
-from fixtures.options import RestoreConfig
 from fixtures.outcomes import not_applicable
+from fixtures.params import Param, parameters, qualified, recorded_keys, restore_proves
 from restore import hints
-from restore.session import PreparedDatabase
+from restore.config import RestoreConfig
+from restore.outcome import PreparedDatabase
+from restore.run import RunState
 from restore.verify import duplicates, relation_exists
 
 pytestmark = pytest.mark.checklist("duplicate_primary_keys")
 
 
+PROVEN_UNIQUE = ("proven by the restore: the unique index was built over the restored rows by an error-free restore "
+                 "into a fresh cluster, and building it rejects duplicates (scan skipped; --depth full scans)")
+
+
+@parameters('unique_key', empty="the database has no primary keys, unique constraints or unique indexes",
+            needs_db=True)
+def unique_keys(state: RunState) -> list[Param]:
+    assert state.prepared is not None
+    archive = state.prepared.archive
+    created_constraints = set(archive.constraints) if archive else set()
+    created_indexes = set(archive.indexes) if archive else set()
+    proves = restore_proves(state)
+    params = []
+    for k in state.catalog.unique_keys:
+        table = f"{k['schema']}.{k['table']}"
+        created = (table, k["name"]) in created_constraints or f"{k['schema']}.{k['index']}" in created_indexes
+        proven = PROVEN_UNIQUE if proves and k["valid"] and created else None
+        params.append(pytest.param(k | {"proven": proven}, id=f"{table}.{k['name']}"))
+    names = {(qualified(k["schema"], k["table"]), k["name"]) for k in state.catalog.key_names}
+    for rec in recorded_keys(state):
+        key = (qualified(rec["schema"], rec["table"]), rec["name"])
+        if rec["kind"] != "foreign key" and key not in names:
+            names.add(key)
+            params.append(pytest.param(rec | {"missing": True, "dropped": rec["source"]},
+                                       id=f"{key[0]}.{key[1]}.dropped"))
+    present = {(qualified(k["schema"], k["table"]), tuple(k["columns"])) for k in state.catalog.unique_keys
+               if k["kind"] == "primary key"}
+    for table, columns in state.expectations.primary_keys.items():
+        if (table, tuple(columns)) not in present:
+            schema, _, name = table.partition(".")
+            declared = {"schema": schema, "table": name, "name": f"declared primary key ({', '.join(columns)})",
+                        "kind": "declared primary key", "columns": list(columns), "missing": True}
+            params.append(pytest.param(declared, id=f"{table}.declared_pk"))
+    return params
+
+
+@unique_keys
 def test_no_duplicate_keys(
     unique_key: dict[str, Any], restored_db: PreparedDatabase, db_conn: psycopg.Connection[Any],
     restore_config: RestoreConfig, record_property: Callable[[str, object], None], attribution: Attribution,

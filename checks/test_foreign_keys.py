@@ -11,13 +11,35 @@ import pytest
 
 from fixtures.findings import Attribution
 from fixtures.outcomes import not_applicable
+from fixtures.params import Param, parameters, qualified
 from restore import hints
 from restore.catalog import Catalog
-from restore.session import PreparedDatabase
+from restore.outcome import PreparedDatabase
+from restore.run import RunState
 
 pytestmark = pytest.mark.checklist("foreign_keys")
 
 
+@parameters('expected_fk', empty="no foreign keys expected or present", needs_db=True)
+def expected_foreign_keys(state: RunState) -> list[Param]:
+    assert state.prepared is not None
+    found = {(qualified(fk["schema"], fk["table"]), fk["name"]): fk for fk in state.catalog.foreign_keys}
+    wanted: dict[tuple[str, str], str] = {}
+    archive = state.prepared.archive
+    for table, name in (archive.foreign_keys if archive else []):
+        wanted.setdefault((table, name), "the dump's table of contents")
+    for table, names in state.expectations.foreign_keys.items():
+        for name in names:
+            wanted.setdefault((table, name), str(state.expectations.directory / "keys.toml"))
+    for key in found:
+        wanted.setdefault(key, "the catalog")
+    return [
+        pytest.param({"table": t, "name": n, "source": src, "catalog": found.get((t, n))}, id=f"{t}.{n}")
+        for (t, n), src in wanted.items()
+    ]
+
+
+@expected_foreign_keys
 def test_foreign_key(expected_fk: dict[str, Any], restored_db: PreparedDatabase, catalog: Catalog,
                      attribution: Attribution) -> None:
     """The constraint exists, is ENFORCED, and its referential-integrity triggers are enabled."""

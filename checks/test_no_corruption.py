@@ -9,16 +9,56 @@ import psycopg
 import pytest
 
 from fixtures.connections import Comparison
-from fixtures.options import RestoreConfig
 from fixtures.outcomes import not_applicable
+from fixtures.params import Param, full_depth, manifest_params, parameters, restore_proves
 from restore import hints
 from restore.catalog import Catalog
+from restore.config import RestoreConfig
 from restore.manifest import bucket_differences
-from restore.session import PreparedDatabase
+from restore.outcome import PreparedDatabase
+from restore.run import RunState
 from restore.verify import amcheck_schema as find_amcheck
 from restore.verify import bt_index_check, gin_index_check, has_function, missing_amcheck_grants, verify_heapam
 
 pytestmark = pytest.mark.checklist("no_corruption")
+
+
+PROVEN_INDEX = ("built by the restore: CREATE INDEX read every restored row into this index moments ago, so "
+                "amcheck checks its structure without re-reading the heap (heapallindexed: --depth full, and always "
+                "on existing targets or after a restore with errors)")
+
+
+@parameters('index', empty="the database has no valid indexes", needs_db=True)
+def checkable_indexes(state: RunState) -> list[Param]:
+    """Valid indexes (invalid ones fail test_no_invalid_indexes); non-btree ones skip, saying so.
+    At --depth full, the TOAST tables' indexes too."""
+    assert state.prepared is not None
+    archive = state.prepared.archive
+    built = (set(archive.indexes) | {f"{t.split('.', 1)[0]}.{name}" for t, name in archive.constraints}
+             if archive else set())
+    proves = restore_proves(state)
+    params = [pytest.param(i | {"proven": PROVEN_INDEX if proves and f"{i['schema']}.{i['name']}" in built else None},
+                           id=f"{i['schema']}.{i['name']}")
+              for i in state.catalog.indexes if i["valid"] and i["ready"]]
+    if full_depth(state):
+        params += [pytest.param({"schema": "pg_toast", "name": t["index"], "table": t["name"], "method": "btree",
+                                 "proven": None}, id=f"pg_toast.{t['index']}")
+                   for t in state.catalog.toast if t["index"]]
+    return params
+
+
+@parameters('heap_table', empty="the database has no tables", needs_db=True)
+def heap_tables(state: RunState) -> list[Param]:
+    params = [pytest.param(t, id=f"{t['schema']}.{t['name']}") for t in state.catalog.tables if t["kind"] in ("r", "m")]
+    if full_depth(state):
+        params += [pytest.param(t, id=f"pg_toast.{t['name']}") for t in state.catalog.toast]
+    return params
+
+
+@parameters('content_table', empty="the manifest records no table contents", needs_db=True)
+def content_tables(state: RunState) -> list[Param] | str:
+    return manifest_params(state, lambda src: [
+        pytest.param({"table": t}, id=t) for t, e in src["tables"].items() if "checksum" in e])
 
 
 @pytest.fixture(scope="session")
@@ -51,6 +91,7 @@ def test_no_invalid_indexes(catalog: Catalog, restored_db: PreparedDatabase) -> 
     )
 
 
+@checkable_indexes
 def test_index(
     index: dict[str, Any], amcheck_schema: str, db_conn: psycopg.Connection[Any], restore_config: RestoreConfig,
     catalog: Catalog, record_property: Callable[[str, object], None],
@@ -91,6 +132,7 @@ def test_index(
         )
 
 
+@content_tables
 def test_content_checksum(
     content_table: dict[str, Any], comparison: Comparison, restore_config: RestoreConfig,
     record_property: Callable[[str, object], None],
@@ -122,6 +164,7 @@ def test_content_checksum(
     )
 
 
+@heap_tables
 def test_heap(
     heap_table: dict[str, Any], amcheck_schema: str, db_conn: psycopg.Connection[Any], restore_config: RestoreConfig
 ) -> None:

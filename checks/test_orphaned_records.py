@@ -9,15 +9,43 @@ import psycopg
 import pytest
 
 from fixtures.findings import Attribution
-from fixtures.options import RestoreConfig
 from fixtures.outcomes import not_applicable
+from fixtures.params import Param, parameters, qualified, recorded_keys, restore_proves
 from restore import hints
-from restore.session import PreparedDatabase
+from restore.config import RestoreConfig
+from restore.outcome import PreparedDatabase
+from restore.run import RunState
 from restore.verify import orphans, relation_exists
 
 pytestmark = pytest.mark.checklist("orphaned_records")
 
 
+PROVEN_FK = ("proven by the restore: pg_restore created this foreign key after loading the rows, and ADD CONSTRAINT "
+             "checked every row, in an error-free restore into a fresh cluster (scan skipped; --depth full scans)")
+
+
+@parameters('foreign_key', empty="the database has no foreign keys", needs_db=True)
+def catalog_foreign_keys(state: RunState) -> list[Param]:
+    assert state.prepared is not None
+    created = set(state.prepared.archive.foreign_keys) if state.prepared.archive else set()
+    proves = restore_proves(state)
+    params = []
+    present = {(qualified(k["schema"], k["table"]), k["name"]) for k in state.catalog.key_names}
+    for fk in state.catalog.foreign_keys:
+        key = (f"{fk['schema']}.{fk['table']}", fk["name"])
+        proven = PROVEN_FK if proves and fk["validated"] and key in created else None
+        params.append(pytest.param(fk | {"proven": proven}, id=f"{key[0]}.{fk['name']}"))
+    # Foreign keys the backup had and the restore lost: their rows must still have parents.
+    for rec in recorded_keys(state):
+        key = (f"{rec['schema']}.{rec['table']}", rec["name"])
+        if rec["kind"] == "foreign key" and key not in present:
+            present.add(key)
+            params.append(pytest.param(rec | {"proven": None, "validated": False, "dropped": rec["source"]},
+                                       id=f"{key[0]}.{rec['name']}.dropped"))
+    return params
+
+
+@catalog_foreign_keys
 def test_no_orphans(
     foreign_key: dict[str, Any], restored_db: PreparedDatabase, db_conn: psycopg.Connection[Any],
     restore_config: RestoreConfig, record_property: Callable[[str, object], None], attribution: Attribution,

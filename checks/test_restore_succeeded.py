@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from fixtures.outcomes import not_applicable
-from restore.session import PreparedDatabase
+from restore.outcome import PreparedDatabase, RestoreOutcome
 
 pytestmark = pytest.mark.checklist("restore_succeeded")
 
 
-def _require_restore(prepared_db: PreparedDatabase) -> dict[str, object]:
-    if not prepared_db.restore["performed"]:
+def _require_restore(prepared_db: PreparedDatabase) -> RestoreOutcome:
+    if not prepared_db.restore.performed:
         pytest.skip("existing target: this run restored nothing, so there is no restore to judge "
                     "(pass --backup to restore and verify)")
     return prepared_db.restore
@@ -20,26 +20,26 @@ def _require_restore(prepared_db: PreparedDatabase) -> dict[str, object]:
 def test_backup_readable_and_restore_ran(prepared_db: PreparedDatabase) -> None:
     """The whole backup was readable (every data block) and the restore ran to its end."""
     outcome = _require_restore(prepared_db)
-    if outcome["refused"]:
-        pytest.fail(f"The restore did not run. {outcome['refused']}", pytrace=False)
+    if outcome.refused:
+        pytest.fail(f"The restore did not run. {outcome.refused}", pytrace=False)
 
 
 def test_no_unaccepted_restore_errors(prepared_db: PreparedDatabase) -> None:
     """pg_restore/psql reported no error that is not on the allow-list (accepted ones are listed, not hidden)."""
     outcome = _require_restore(prepared_db)
-    if outcome["refused"]:
+    if outcome.refused:
         not_applicable("the restore did not run (see test_backup_readable_and_restore_ran)")
-    errors = list(outcome["errors"])  # type: ignore[call-overload]
-    accepted = list(outcome["accepted_errors"])  # type: ignore[call-overload]
+    errors = list(outcome.errors)
+    accepted = list(outcome.accepted_errors)
     if errors:
         shown = "\n".join(f"  {i}. {e}" for i, e in enumerate(errors[:20], 1))
         more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
-        diagnosis = "".join(f"{d}\n" for d in outcome.get("diagnosis") or [])  # type: ignore[attr-defined]
+        diagnosis = "".join(f"{d}\n" for d in outcome.diagnosis)
         pytest.fail(
             f"{diagnosis}The restore reported {len(errors)} unaccepted error(s) ({len(accepted)} accepted), exit "
-            f"code {outcome['exit_code']}; objects or rows named below are missing or incomplete:\n{shown}{more}\n"
-            f"Full output: {outcome['log_path']}. Fix the backup or the target; to accept a known-harmless error "
+            f"code {outcome.exit_code}; objects or rows named below are missing or incomplete:\n{shown}{more}\n"
+            f"Full output: {outcome.log_path}. Fix the backup or the target; to accept a known-harmless error "
             "pass --allow-restore-error=REGEX (ini: allow_restore_error).",
             pytrace=False,
         )
-    assert outcome["exit_code"] == 0 or accepted, f"restore exited with {outcome['exit_code']} and no error text"
+    assert outcome.exit_code == 0 or accepted, f"restore exited with {outcome.exit_code} and no error text"

@@ -9,10 +9,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from fixtures.options import RestoreConfig
-from fixtures.session import RunState
+from restore.config import RestoreConfig
 from restore.expectations import Expectations
-from restore.session import PreparedDatabase
+from restore.outcome import PreparedDatabase
+from restore.run import RunState
 
 pytestmark = pytest.mark.checklist("rpo")
 
@@ -25,17 +25,17 @@ def test_newest_data_within_rpo(
     restore_config: RestoreConfig, run_state_data: RunState, record_property: Callable[[str, object], None],
 ) -> None:
     """backup time − newest row's timestamp ≤ RPO (freshness from expectations/rpo.toml)."""
-    manifests = run_state_data.manifests() if run_state_data.source_kind == "manifest" else None
+    manifests = run_state_data.manifests() if run_state_data.facts.source_kind == "manifest" else None
     recorded = (manifests[0].get("freshness") or {}) if manifests else {}
     if expectations.freshness_sql is None and recorded.get("value") is None:
         pytest.skip(f"no freshness configured: create {expectations.directory / 'rpo.toml'} with "
                     "column = \"schema.table.timestamp_column\" or query = \"SELECT max(…) FROM …\", or take the "
                     "backup with python -m restore backup --freshness \"SELECT max(…) FROM …\" (kept in its manifest)")
-    archive = restored_db.archive or {}
+    archive = restored_db.archive
     backup_time = restore_config.backup_time
     source = "--backup-time"
-    if backup_time is None and archive.get("created_at"):
-        backup_time, source = datetime.fromisoformat(archive["created_at"]), archive["created_at_source"]
+    if backup_time is None and archive is not None and archive.created_at:
+        backup_time, source = datetime.fromisoformat(archive.created_at), str(archive.created_at_source)
     if backup_time is None:
         pytest.skip("the backup time is unknown (an existing target): pass --backup-time ISO8601")
     newest: object

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import pytest
 
-from fixtures.options import RestoreConfig
-from restore.session import PreparedDatabase
+from restore.config import RestoreConfig
+from restore.outcome import PreparedDatabase
 
 pytestmark = pytest.mark.checklist("rto")
 
@@ -17,13 +17,13 @@ def test_restore_within_rto(
 ) -> None:
     """Measured from the start of the fetch to a database ready for the application."""
     outcome = prepared_db.restore
-    if not outcome["performed"]:
+    if not outcome.performed:
         pytest.skip("existing target: this run restored nothing, so no restore time was measured")
-    if outcome["refused"]:
+    if outcome.refused:
         pytest.skip("the restore did not run (see restore_succeeded): there is no recovery time to judge")
-    duration = float(outcome["duration_s"])
+    duration = float(outcome.duration_s or 0)
     record_property("restore_duration_s", duration)
     assert duration <= restore_config.rto_s, (
         f"The restore took {duration:.0f} s, over the RTO of {restore_config.rto_s:.0f} s (--rto). Phases: "
-        f"{outcome['phases_s']}. Restore with more --restore-jobs, a larger target, or revisit the RTO."
+        f"{outcome.phases_s}. Restore with more --restore-jobs, a larger target, or revisit the RTO."
     )

@@ -17,11 +17,25 @@ import pytest
 
 from fixtures.connections import Comparison
 from fixtures.outcomes import not_applicable
+from fixtures.params import Param, manifest_params, parameters
 from restore import fidelity
 from restore.manifest import compare_named, compare_table
-from restore.session import PreparedDatabase
+from restore.outcome import PreparedDatabase
+from restore.run import RunState
 
 pytestmark = pytest.mark.checklist("schema_matches")
+
+
+SCHEMA_CATEGORIES = ("database", "extensions", "schemas", "views", "functions", "types", "sequences",
+                     "default_privileges", "event_triggers", "publications", "roles")
+
+
+@parameters('schema_object', empty="the manifest records no objects", needs_db=True)
+def schema_objects(state: RunState) -> list[Param] | str:
+    return manifest_params(state, lambda src: [
+        *(pytest.param({"category": c}, id=c) for c in SCHEMA_CATEGORIES),
+        *(pytest.param({"table": t}, id=t) for t in src["tables"]),
+    ])
 
 
 def _fail(diffs: list[str], what: str, comparison: Comparison,
@@ -104,13 +118,14 @@ def _category(category: str, src: dict[str, Any], dst: dict[str, Any], restored_
     if category == "publications":
         return fidelity.compare_named_facts("publication", s["publications"], d["publications"])
     assert category == "roles"
-    if restored_db.restore.get("performed") and not restored_db.restore.get("globals_file"):
+    if restored_db.restore.performed and not restored_db.restore.globals_file:
         not_applicable("the roles were created by this run (NOLOGIN, no --globals), not restored: their attributes "
                        "and memberships are not the backup's to compare (pass --globals=FILE to compare them)")
     return fidelity.compare_roles(s["role_details"], d["role_details"],
                                   skip={s.get("current_user"), d.get("current_user")} - {None})
 
 
+@schema_objects
 def test_schema_matches(
     schema_object: dict[str, Any], comparison: Comparison, restored_db: PreparedDatabase,
     record_property: Callable[[str, object], None],

@@ -11,14 +11,37 @@ import pytest
 from fixtures.connections import Comparison
 from fixtures.findings import Attribution
 from fixtures.outcomes import not_applicable
+from fixtures.params import Param, manifest_params, parameters
 from restore import hints
 from restore.manifest import sequence_bounds
-from restore.session import PreparedDatabase
+from restore.outcome import PreparedDatabase
+from restore.run import RunState
 from restore.verify import sequence_state
 
 pytestmark = pytest.mark.checklist("sequences")
 
 
+@parameters('sequence', empty="no sequence feeds a column (no serial, identity or DEFAULT nextval(...) column)",
+            needs_db=True)
+def sequences(state: RunState) -> list[Param]:
+    """One test per (sequence, column it feeds); a sequence shared by several columns is named with each."""
+    uses: dict[tuple[str, str], int] = {}
+    for s in state.catalog.sequences:
+        uses[(s["schema"], s["name"])] = uses.get((s["schema"], s["name"]), 0) + 1
+
+    def test_id(s: dict[str, Any]) -> str:
+        seq = f"{s['schema']}.{s['name']}"
+        return seq if uses[(s["schema"], s["name"])] == 1 else f"{seq}->{s['table_schema']}.{s['table']}.{s['column']}"
+
+    return [pytest.param(s, id=test_id(s)) for s in state.catalog.sequences]
+
+
+@parameters('manifest_sequence', empty="the manifest records no sequences", needs_db=True)
+def manifest_sequences(state: RunState) -> list[Param] | str:
+    return manifest_params(state, lambda src: [pytest.param({"sequence": s}, id=s) for s in src["sequences"]])
+
+
+@manifest_sequences
 def test_sequence_matches_manifest(manifest_sequence: dict[str, Any], comparison: Comparison,
                                    record_property: Callable[[str, object], None]) -> None:
     """The sequence resumes where the backup left it (a reset or a lost setval shows here)."""
@@ -53,6 +76,7 @@ def test_sequence_matches_manifest(manifest_sequence: dict[str, Any], comparison
     )
 
 
+@sequences
 def test_sequence_ahead_of_column(
     sequence: dict[str, Any], restored_db: PreparedDatabase, db_conn: psycopg.Connection[Any],
     attribution: Attribution,

@@ -5,12 +5,36 @@ from __future__ import annotations
 import pytest
 
 from fixtures.findings import Attribution
+from fixtures.params import Param, parameters
 from restore.catalog import Catalog
 from restore.expectations import Expectations
-from restore.session import PreparedDatabase
+from restore.outcome import PreparedDatabase
+from restore.run import RunState
 from restore.verify import split_qualified
 
 pytestmark = pytest.mark.checklist("tables_present")
+
+
+@parameters('expected_table', needs_db=False,
+            empty="no list of expected tables: no dump was restored and expectations/tables.txt does not exist")
+def expected_tables(state: RunState) -> list[Param]:
+    assert state.prepared is not None
+    names: dict[str, str] = {}
+    manifests = state.manifests()
+    if manifests is not None:
+        source, restored = manifests
+        label = "the backup's manifest" if state.facts.source_kind == "manifest" else "the live baseline"
+        params = [pytest.param({"table": t, "source": label}, id=t) for t in source["tables"]]
+        params += [pytest.param({"table": t, "source": label, "unexpected": True}, id=f"{t}.unexpected")
+                   for t in restored["tables"] if t not in source["tables"]]
+        return params
+    archive = state.prepared.archive
+    if archive:
+        for table in archive.tables:
+            names.setdefault(table, "the dump's table of contents")
+    for table in state.expectations.tables or ():
+        names.setdefault(table, str(state.expectations.directory / "tables.txt"))
+    return [pytest.param({"table": t, "source": src}, id=t) for t, src in names.items()]
 
 
 def _data_left_out(name: str, catalog: Catalog, expectations: Expectations) -> None:
@@ -31,6 +55,7 @@ def _data_left_out(name: str, catalog: Catalog, expectations: Expectations) -> N
     )
 
 
+@expected_tables
 def test_table_present(expected_table: dict[str, str], restored_db: PreparedDatabase, catalog: Catalog,
                        expectations: Expectations, attribution: Attribution) -> None:
     """The table exists in the restored database; if the dump held rows for it, they were loaded."""
@@ -48,20 +73,22 @@ def test_table_present(expected_table: dict[str, str], restored_db: PreparedData
     assert name in catalog.table_names(), (
         f"Table {name} is missing from the restored database; it is expected because it is in "
         f"{expected_table['source']}.{note} Look for its CREATE TABLE error in the restore log "
-        f"({restored_db.restore.get('log_path') or 'n/a'}), or restore from a backup that has it."
+        f"({restored_db.restore.log_path or 'n/a'}), or restore from a backup that has it."
     )
-    failed = [tag for tag in restored_db.restore.get("data_failed", []) if tag in (table, name)]
+    failed = [tag for tag in restored_db.restore.data_failed if tag in (table, name)]
     assert not failed, (
         f"Table {name} exists but its data did not arrive: the restore reported an error loading its "
         "TABLE DATA (see restore_succeeded and the restore log)."
     )
-    archive = restored_db.archive or {}
-    if name in archive.get("tables_without_data", []) and expected_table.get("source") != "the backup's manifest":
+    archive = restored_db.archive
+    if archive is None:
+        return
+    if name in archive.tables_without_data and expected_table.get("source") != "the backup's manifest":
         _data_left_out(name, catalog, expectations)
-    by_pg_restore = restored_db.restore["performed"] and archive.get("format") in ("custom", "directory", "tar")
-    if by_pg_restore and name in archive.get("tables_with_data", []):
+    by_pg_restore = restored_db.restore.performed and archive.restored_by_pg_restore
+    if by_pg_restore and name in archive.tables_with_data:
         # pg_restore --verbose names every TABLE DATA entry it loads; one it never reached did not arrive.
-        processed = restored_db.restore.get("data_processed", [])
+        processed = restored_db.restore.data_processed
         assert name in processed or table in processed, (
             f"The dump holds rows for {name} (a TABLE DATA entry), but pg_restore never loaded them: the "
             "restore stopped early or skipped the entry. See the restore log."

@@ -7,13 +7,21 @@ from typing import Any
 import pytest
 
 from fixtures.findings import Attribution
+from fixtures.params import Param, parameters
 from restore import hints
 from restore.origin import constraint_origin
-from restore.session import PreparedDatabase
+from restore.outcome import PreparedDatabase
+from restore.run import RunState
 
 pytestmark = pytest.mark.checklist("unvalidated_constraints")
 
 
+@parameters('constraint', empty="the database has no foreign key or CHECK constraints", needs_db=True)
+def constraints(state: RunState) -> list[Param]:
+    return [pytest.param(c, id=f"{c['schema']}.{c['table']}.{c['name']}") for c in state.catalog.constraints]
+
+
+@constraints
 def test_constraint_validated(constraint: dict[str, Any], restored_db: PreparedDatabase,
                               attribution: Attribution) -> None:
     """A NOT VALID constraint promises nothing about the rows that were there before it."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+import pytest
+
 Status = Literal["passed", "failed", "skipped", "incomplete"]
 RunOutcome = Literal["passed", "failed", "interrupted", "partial"]
 
@@ -58,3 +60,11 @@ def checklist_id_of(nodeid: str) -> str | None:
 # Exit codes (pytest's own 0, 1, 2 keep their meaning; 6 is this suite's).
 EXIT_PARTIAL = 6
 EXIT_CODES: dict[str, int] = {"passed": 0, "failed": 1, "interrupted": 2, "partial": EXIT_PARTIAL}
+
+
+NOT_APPLICABLE = "not_applicable"  # the marker and user property of a skipped test that had nothing to check
+
+
+def is_not_applicable(report: pytest.TestReport) -> bool:
+    """A skip that leaves its item complete (nothing to check), as opposed to a gap in the item's proof."""
+    return NOT_APPLICABLE in report.keywords or any(k == NOT_APPLICABLE for k, _ in report.user_properties)

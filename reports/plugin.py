@@ -1,15 +1,15 @@
 """Collects every check's outcome by checklist id and writes the run folder.
 
 Only the controller writes (xdist workers send their reports to it): ``report.html`` (pytest-html,
-self-contained), ``junit.xml``, ``result.json`` and the restore log, in
-``<reports-dir>/<UTC timestamp>_<target>/``.
+self-contained), ``junit.xml``, ``result.json`` and the record line, in ``<reports-dir>/<run folder>/``.
+The suite's adapter (fixtures/session.py) calls :func:`install` with the run's state; this module knows the
+library (restore/) and nothing of the fixtures.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import html
 import json
 import subprocess
 from dataclasses import dataclass, field
@@ -20,11 +20,12 @@ from typing import Any
 import pytest
 
 import restore
-from fixtures.outcomes import is_not_applicable
-from fixtures.session import STATE_KEY, RunState, is_worker, run_state
-from reports.checklist import CHECKLIST, EXIT_CODES, RunOutcome, checklist_id_of, item_status
+from reports import pages
+from reports.checklist import CHECKLIST, EXIT_CODES, RunOutcome, checklist_id_of, is_not_applicable, item_status
 from restore import evidence, record
-from restore.session import PreparedDatabase, refused
+from restore.outcome import PreparedDatabase
+from restore.run import RunState
+from restore.session import refused
 
 
 @dataclass
@@ -53,34 +54,22 @@ class Collected:
     collection_errors: int = 0
 
 
-COLLECTED_KEY = pytest.StashKey[Collected]()
-
-
-def _active_controller(config: pytest.Config) -> RunState | None:
-    state = config.stash.get(STATE_KEY, None)
-    if state is None or not state.active or is_worker(config):
-        return None
-    return state
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_configure(config: pytest.Config) -> None:
-    state = run_state(config)
-    if not state.active or is_worker(config):
-        return
-    assert state.run_dir is not None
-    config.stash[COLLECTED_KEY] = Collected()
-    config.pluginmanager.register(_Collector(config.stash[COLLECTED_KEY]), "restore_verify_collector")
+def install(config: pytest.Config, state: RunState) -> None:
+    """On the controller (or a run without xdist), before junitxml and pytest-html configure themselves: the run
+    folder's report files, and the plugins that collect the outcomes and write them."""
+    collected = Collected()
+    config.pluginmanager.register(_Collector(collected), "restore_verify_collector")
     if config.pluginmanager.hasplugin("xdist"):
-        config.pluginmanager.register(_XdistCollection(config.stash[COLLECTED_KEY]), "restore_verify_xdist_ids")
+        config.pluginmanager.register(_XdistCollection(collected), "restore_verify_xdist_ids")
     # Defaults for the built-in junitxml and pytest-html; an explicit --junitxml / --html still wins.
     if not getattr(config.option, "xmlpath", None):
-        config.option.xmlpath = str(state.run_dir / "junit.xml")
+        config.option.xmlpath = str(state.facts.run_dir / "junit.xml")
     if hasattr(config.option, "htmlpath") and not config.option.htmlpath:
-        config.option.htmlpath = str(state.run_dir / "report.html")
+        config.option.htmlpath = str(state.facts.run_dir / "report.html")
         config.option.self_contained_html = True
+    config.pluginmanager.register(_RunReport(state, collected), "restore_verify_report")
     if config.pluginmanager.hasplugin("html"):
-        config.pluginmanager.register(_HtmlReport(state, config), "restore_verify_html")
+        config.pluginmanager.register(_HtmlReport(state, collected), "restore_verify_html")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -190,12 +179,11 @@ def _suite_version() -> str:
 
 def _config_digest(state: RunState) -> str:
     """SHA-256 over what judged this run: the expectation files, the targets file, the manifest (names and bytes)."""
-    assert state.config is not None
     cfg = state.config
     files = sorted(p for p in cfg.expectations.rglob("*") if p.is_file()) if cfg.expectations.is_dir() else []
     files += [p for p in (cfg.targets_file, cfg.manifest) if p is not None and p.is_file()]
-    if state.source_manifest_path:
-        files.append(Path(state.source_manifest_path))
+    if state.facts.source_manifest_path:
+        files.append(state.facts.source_manifest_path)
     digest = hashlib.sha256()
     for path in files:
         digest.update(str(path.name).encode() + b"\0" + path.read_bytes() + b"\0")
@@ -261,17 +249,14 @@ def run_outcome(*, interrupted: bool, failed: bool, narrowed: str | None, unfini
 
 def _placeholder(state: RunState) -> PreparedDatabase:
     """What result.json says of a run that stopped before its database was prepared (interrupted)."""
-    assert state.config is not None
-    assert state.run_dir is not None
     return refused(state.config.target, "the run was interrupted before the restore finished",
-                   log_path=state.run_dir / "restore.log", write_log=False)
+                   log_path=state.facts.run_dir / "restore.log", write_log=False)
 
 
 def build_result(state: RunState, collected: Collected, exitstatus: int, *,
                  narrowed: str | None = None) -> dict[str, Any]:
-    assert state.config is not None
-    prepared = state.prepared or _placeholder(state)
-    outcome, archive = prepared.restore, prepared.archive or {}
+    prepared, facts = state.prepared or _placeholder(state), state.facts
+    outcome, archive = prepared.restore, prepared.archive
     by_item: dict[str, list[TestResult]] = {cid: [] for cid in CHECKLIST}
     for result in collected.results.values():
         if result.checklist in by_item:
@@ -297,28 +282,30 @@ def build_result(state: RunState, collected: Collected, exitstatus: int, *,
                            "failed": "at least one check failed",
                            "partial": f"not a complete backup test: {run_narrowed or 'some tests did not run'}",
                            "passed": "every checklist item ran; none failed"}[verdict],
-        "started_at": state.started_at,
+        "started_at": facts.started_at,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "run_id": state.run_id,
-        "run_dir": str(state.run_dir),
+        "run_id": facts.run_id,
+        "run_dir": str(facts.run_dir),
         "suite_version": _suite_version(),
         "target": {"name": prepared.target_name, "kind": prepared.target_kind, "database": prepared.dbname,
                    "server_version": state.catalog.server_version or None, "display": prepared.target_display},
-        "backup": {"spec": outcome.get("backup_spec") or state.config.backup_url or (
-                       str(state.config.backup) if state.config.backup else None),
-                   "checksum": outcome.get("fetched_checksum"), "rds": archive.get("rds"),
-                   "format": archive.get("format"), "dumped_from": archive.get("dumped_from"),
-                   "dumped_by": archive.get("dumped_by"), "archive_version": archive.get("archive_version"),
-                   "created_at": archive.get("created_at"), "size_bytes": archive.get("size_bytes")},
-        "restore": {"duration_s": outcome["duration_s"], "errors": outcome["errors"],
-                    "accepted_errors": outcome["accepted_errors"], "performed": outcome["performed"],
-                    "refused": outcome["refused"], "exit_code": outcome["exit_code"],
-                    "phases_s": outcome["phases_s"], "jobs": outcome["jobs"],
-                    "roles_created": outcome["roles_created"], "globals_file": outcome["globals_file"],
-                    "pg_restore_version": outcome["pg_restore_version"],
-                    "pg_restore_where": outcome.get("pg_restore_where"), "log": outcome["log_path"]},
-        "manifest": {"kind": state.source_kind, "source": state.source_manifest_path,
-                     "restored": state.restored_manifest_path, "error": state.manifest_error},
+        "backup": {"spec": outcome.backup_spec or (state.config.source.spec if state.config.source else None),
+                   "checksum": outcome.fetched_checksum, "rds": archive.rds if archive else None,
+                   "format": archive.format if archive else None,
+                   "dumped_from": archive.dumped_from if archive else None,
+                   "dumped_by": archive.dumped_by if archive else None,
+                   "archive_version": archive.archive_version if archive else None,
+                   "created_at": archive.created_at if archive else None,
+                   "size_bytes": archive.size_bytes if archive else None},
+        "restore": {"duration_s": outcome.duration_s, "errors": outcome.errors,
+                    "accepted_errors": outcome.accepted_errors, "performed": outcome.performed,
+                    "refused": outcome.refused, "exit_code": outcome.exit_code,
+                    "phases_s": outcome.phases_s, "jobs": outcome.jobs,
+                    "roles_created": outcome.roles_created, "globals_file": outcome.globals_file,
+                    "pg_restore_version": outcome.pg_restore_version,
+                    "pg_restore_where": outcome.pg_restore_where, "log": outcome.log_path},
+        "manifest": {"kind": facts.source_kind, "source": _str(facts.source_manifest_path),
+                     "restored": _str(facts.restored_manifest_path), "error": facts.manifest_error},
         "checklist": checklist,
         "checklist_reasons": reasons,
         "tests": tests,
@@ -337,93 +324,90 @@ def build_result(state: RunState, collected: Collected, exitstatus: int, *,
         "row_counts": dict(sorted(collected.row_counts.items())),
         "measurements": collected.measurements,
         "workers": sorted(collected.workers),
-        "record_problems": state.record_problems,
+        "record_problems": facts.record_problems,
         "config_sha256": _config_digest(state),
         "exit_status": EXIT_CODES[verdict] if verdict != "failed" else int(exitstatus) or 1,
     }
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    state = _active_controller(session.config)
-    collected = session.config.stash.get(COLLECTED_KEY, None)
-    if state is None or collected is None or state.config is None:
-        return
-    if state.prepared is None and exitstatus != pytest.ExitCode.INTERRUPTED:
-        return  # a usage error before anything ran: pytest says it; there is no run to record
-    assert state.run_dir is not None
-    collected.result_json = build_result(state, collected, exitstatus, narrowed=narrowed_by(session.config))
-    # The exit code says the run's outcome: 0 only for a complete, passed backup test.
-    session.exitstatus = collected.result_json["exit_status"]
-    text = json.dumps(collected.result_json, indent=2, ensure_ascii=False) + "\n"
-    (state.run_dir / "result.json").write_text(text)
-    if state.config.result_json is not None:
-        state.config.result_json.parent.mkdir(parents=True, exist_ok=True)
-        state.config.result_json.write_text(text)
+def _str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
+class _RunReport:
+    """result.json when the session finishes, the record line at the very end, the checklist in the terminal."""
 
-@pytest.hookimpl(trylast=True)
-def pytest_unconfigure(config: pytest.Config) -> None:
-    """The record line, last: report.html (written by pytest-html when the session finishes) exists now, so the
-    line can carry its digest as well as result.json's."""
-    state = _active_controller(config)
-    collected = config.stash.get(COLLECTED_KEY, None)
-    if state is None or state.config is None or collected is None or collected.result_json is None:
-        return
-    if state.config.record is None:
-        return
-    line = record.record_line(collected.result_json, operator=record.operator_name(state.config.operator),
-                              rto_s=state.config.rto_s, rpo_s=state.config.rpo_s, ticket=state.config.ticket)
-    record.append(state.config.record, line, signer=evidence.signer_for(state.config.record_key))
+    def __init__(self, state: RunState, collected: Collected) -> None:
+        self.state, self.collected = state, collected
 
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        """Restore provenance in pytest-metadata's Environment table (connection strings are already redacted)."""
+        prepared = self.state.prepared
+        if prepared is None or not session.config.pluginmanager.hasplugin("metadata"):
+            return
+        from pytest_metadata.plugin import metadata_key
 
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    collected = config.stash.get(COLLECTED_KEY, None)
-    if collected is None or collected.result_json is None:
-        return
-    result = collected.result_json
-    terminalreporter.write_sep("=", "restore-verify checklist")
-    for cid, status in result["checklist"].items():
-        reason = result["checklist_reasons"].get(cid, "")
-        markup = {"passed": {"green": True}, "failed": {"red": True, "bold": True}}.get(status, {"yellow": True})
-        terminalreporter.write(f"{status.upper():10} ", **markup)
-        terminalreporter.write_line(f"{cid:24} {reason.splitlines()[0][:100] if reason else ''}")
-    terminalreporter.write_line(f"report: {result['run_dir']}/report.html   result: {result['run_dir']}/result.json")
-    verdict = result["outcome"]
-    markup = {"passed": {"green": True, "bold": True}}.get(verdict, {"red": True, "bold": True})
-    terminalreporter.write(f"backup test {verdict.upper()}", **markup)
-    terminalreporter.write_line(f": {result['outcome_reason']} (exit code {result['exit_status']})")
+        metadata = session.config.stash[metadata_key]
+        archive, outcome = prepared.archive, prepared.restore
+        metadata["restore-verify"] = _suite_version()
+        metadata["Target"] = f"{prepared.target_name} ({prepared.target_kind})"
+        metadata["PostgreSQL (target)"] = self.state.catalog.server_version or "unknown"
+        if archive is not None:
+            metadata["Backup"] = f"{archive.path} ({archive.format})"
+            metadata["Dumped from / by"] = f"{archive.dumped_from} / {archive.dumped_by}"
+        if outcome.performed:
+            metadata["pg_restore"] = str(outcome.pg_restore_version)
+            metadata["Restore jobs"] = str(outcome.jobs)
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        state, collected = self.state, self.collected
+        if state.prepared is None and exitstatus != pytest.ExitCode.INTERRUPTED:
+            return  # a usage error before anything ran: pytest says it; there is no run to record
+        collected.result_json = build_result(state, collected, exitstatus, narrowed=narrowed_by(session.config))
+        # The exit code says the run's outcome: 0 only for a complete, passed backup test.
+        session.exitstatus = collected.result_json["exit_status"]
+        text = json.dumps(collected.result_json, indent=2, ensure_ascii=False) + "\n"
+        (state.facts.run_dir / "result.json").write_text(text)
+        if state.config.result_json is not None:
+            state.config.result_json.parent.mkdir(parents=True, exist_ok=True)
+            state.config.result_json.write_text(text)
 
-@pytest.hookimpl(trylast=True)
-def pytest_sessionstart(session: pytest.Session) -> None:
-    """Restore provenance in pytest-metadata's Environment table (connection strings are already redacted)."""
-    state = _active_controller(session.config)
-    if state is None or state.prepared is None or not session.config.pluginmanager.hasplugin("metadata"):
-        return
-    from pytest_metadata.plugin import metadata_key
+    @pytest.hookimpl(trylast=True)
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        """The record line, last: report.html (written by pytest-html when the session finishes) exists now, so
+        the line can carry its digest as well as result.json's."""
+        cfg, result = self.state.config, self.collected.result_json
+        if result is None or cfg.record is None:
+            return
+        line = record.record_line(result, operator=record.operator_name(cfg.operator), rto_s=cfg.rto_s,
+                                  rpo_s=cfg.rpo_s, ticket=cfg.ticket)
+        record.append(cfg.record, line, signer=evidence.signer_for(cfg.record_key))
 
-    metadata = session.config.stash[metadata_key]
-    archive = state.prepared.archive or {}
-    outcome = state.prepared.restore
-    metadata["restore-verify"] = _suite_version()
-    metadata["Target"] = f"{state.prepared.target_name} ({state.prepared.target_kind})"
-    metadata["PostgreSQL (target)"] = state.catalog.server_version or "unknown"
-    if archive:
-        metadata["Backup"] = f"{archive.get('path')} ({archive.get('format')})"
-        metadata["Dumped from / by"] = f"{archive.get('dumped_from')} / {archive.get('dumped_by')}"
-    if outcome.get("performed"):
-        metadata["pg_restore"] = str(outcome.get("pg_restore_version"))
-        metadata["Restore jobs"] = str(outcome.get("jobs"))
+    def pytest_terminal_summary(self, terminalreporter: Any, config: pytest.Config) -> None:
+        result = self.collected.result_json
+        if result is None:
+            return
+        terminalreporter.write_sep("=", "restore-verify checklist")
+        for cid, status in result["checklist"].items():
+            reason = result["checklist_reasons"].get(cid, "")
+            markup = {"passed": {"green": True}, "failed": {"red": True, "bold": True}}.get(status, {"yellow": True})
+            terminalreporter.write(f"{status.upper():10} ", **markup)
+            terminalreporter.write_line(f"{cid:24} {reason.splitlines()[0][:100] if reason else ''}")
+        terminalreporter.write_line(f"report: {result['run_dir']}/report.html   "
+                                    f"result: {result['run_dir']}/result.json")
+        verdict = result["outcome"]
+        markup = {"passed": {"green": True, "bold": True}}.get(verdict, {"red": True, "bold": True})
+        terminalreporter.write(f"backup test {verdict.upper()}", **markup)
+        terminalreporter.write_line(f": {result['outcome_reason']} (exit code {result['exit_status']})")
 
 
 class _HtmlReport:
-    """pytest-html hooks; registered only when pytest-html is installed."""
+    """pytest-html hooks; registered only when pytest-html is installed. The summary is a Jinja2 template."""
 
-    def __init__(self, state: RunState, config: pytest.Config) -> None:
-        self.state = state
-        self.config = config
+    def __init__(self, state: RunState, collected: Collected) -> None:
+        self.state, self.collected = state, collected
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
@@ -436,61 +420,14 @@ class _HtmlReport:
         from pytest_html import extras
 
         listed = offending if isinstance(offending, list) else [offending]
-        rows = "".join(f"<tr><td>{html.escape(str(row))}</td></tr>" for row in listed[:50])
-        report.extras = [*getattr(report, "extras", []),
-                         extras.html(f"<table class='offending'><tr><th>offending</th></tr>{rows}</table>")]
+        report.extras = [*getattr(report, "extras", []), extras.html(pages.offending_table(listed[:50]))]
 
     def pytest_html_report_title(self, report: Any) -> None:
         cfg = self.state.config
-        assert cfg is not None
-        report.title = f"restore-verify: {cfg.target.name} ← {cfg.backup or 'existing database'}"
+        report.title = f"restore-verify: {cfg.target.name} ← {cfg.source.spec if cfg.source else 'existing database'}"
 
     def pytest_html_results_summary(self, prefix: list[str], summary: list[str], postfix: list[str],
                                     session: pytest.Session) -> None:
-        collected = self.config.stash.get(COLLECTED_KEY, None)
-        if collected is None or collected.result_json is None:
-            return
-        r = collected.result_json
-        esc = html.escape
-        rows = "".join(
-            f"<tr class='checklist-{status}'><td>{esc(cid)}</td><td>{esc(status)}</td>"
-            f"<td>{esc(CHECKLIST[cid][0])}</td><td>{esc(r['checklist_reasons'].get(cid, ''))}</td>"
-            f"<td class='controls'>{esc(', '.join(evidence.CONTROLS.get(cid, ())))}</td></tr>"
-            for cid, status in r["checklist"].items()
-        )
-        duration = r["restore"]["duration_s"]
-        facts = [
-            ("Target", f"{r['target']['name']} ({r['target']['kind']}): {r['target']['display']}"),
-            ("Backup", f"{r['backup']['spec']} ({r['backup']['format']}, dumped from "
-                       f"{r['backup']['dumped_from']}, {r['backup']['size_bytes']} bytes)"),
-            ("Server version", str(r["target"]["server_version"])),
-            ("Restore duration", "not restored by this run" if duration is None or not r["restore"]["performed"]
-             else f"{duration:.1f} s {r['restore']['phases_s']}"),
-            ("Restore errors", f"{len(r['restore']['errors'])} unaccepted, "
-                               f"{len(r['restore']['accepted_errors'])} accepted"),
-        ]
-        fact_rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
-        all_errors = r["restore"]["errors"] + r["restore"]["accepted_errors"]
-        errors = "".join(f"<li><pre>{esc(e)}</pre></li>" for e in all_errors)
-        style = ("<style>#checklist td, #checklist th {padding: 2px 8px; text-align: left}"
-                 " .checklist-failed td {color: #b00; font-weight: bold} .checklist-passed td:nth-child(2) "
-                 "{color: #070} .checklist-skipped td:nth-child(2), .checklist-incomplete td:nth-child(2) "
-                 "{color: #a60} #restore-errors pre {white-space: pre-wrap} .verdict-passed {color: #070} "
-                 ".verdict-failed, .verdict-interrupted, .verdict-partial {color: #b00}</style>")
-        slow_rows = "".join(f"<tr><td>{esc(s['nodeid'])}</td><td>{s['duration_s']:.2f} s</td></tr>"
-                            for s in r["slowest_checks"])
-        proven = r["proven_by_restore"]
-        postfix.append(
-            f"<h2>Slowest checks</h2><table id='slowest'>{slow_rows}</table>"
-            + (f"<p id='proven'>{len(proven)} scan(s) skipped because the restore itself proved them: "
-               f"{esc(proven[0]['reason'])}</p>" if proven else "")
-        )
-        verdict = r["outcome"]
-        headline = (f"<h2 id='verdict' class='verdict-{esc(verdict)}'>Backup test {esc(verdict.upper())}</h2>"
-                    f"<p id='verdict-reason'>{esc(r['outcome_reason'])} (exit code {r['exit_status']})</p>")
-        prefix.append(
-            style + headline + f"<h2>Restore</h2><table id='restore-facts'>{fact_rows}</table>"
-            + (f"<h3>Restore errors</h3><ul id='restore-errors'>{errors}</ul>" if errors else "")
-            + "<h2>Checklist</h2><table id='checklist'><tr><th>item</th><th>status</th><th>runbook</th>"
-            f"<th>reason</th><th>controls</th></tr>{rows}</table>"
-        )
+        if self.collected.result_json is not None:
+            prefix.append(pages.report_prefix(self.collected.result_json))
+            postfix.append(pages.report_postfix(self.collected.result_json))

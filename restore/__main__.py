@@ -147,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         if not history:
             print(f"error: {args.history} holds no runs", file=sys.stderr)
             return 1
-        html_path, md_path = record.render(history, args.output, until=args.until, problems=problems)
+        from reports.pages import render_record  # the pages are the report's business; this is their command
+
+        html_path, md_path = render_record(history, args.output, until=args.until, problems=problems)
         print(f"{len(history)} runs -> {html_path}, {md_path}")
         return 0
     dsn = _dsn(args)

@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
+
 from restore.errors import ArchiveUnreadable, DumpNotFound, ToolTooOld
 from restore.toc import TocUnreadable, parse_key, read_toc
 from restore.tools import clean_env, pg_tool, tool_version
@@ -31,6 +33,51 @@ _MULTIWORD_DESCS = (
     "ROW SECURITY", "SERVER", "USER MAPPING", "PROCEDURAL LANGUAGE", "DATABASE PROPERTIES", "STATISTICS DATA",
 )
 _PLAIN_END_MARKER = "-- PostgreSQL database dump complete"
+
+
+class KeyDefinition(TypedDict):
+    """A primary, unique or foreign key as the backup defined it (parsed from the dump's SQL)."""
+
+    schema: str
+    table: str
+    name: str
+    kind: str  # "primary key" | "unique" | "foreign key"
+    columns: list[str]
+    ref_schema: str | None
+    ref_table: str | None
+    ref_columns: list[str]
+    match_type: str
+    nulls_not_distinct: bool
+
+
+@dataclass(frozen=True)
+class BackupSummary:
+    """What the backup says about itself (a dump's header and table of contents, or an RDS restore's facts)."""
+
+    format: str | None
+    path: str | None = None
+    size_bytes: int | None = None
+    archive_version: str | None = None
+    dumped_from: str | None = None
+    dumped_by: str | None = None
+    created_at: str | None = None  # ISO 8601
+    created_at_source: str | None = None
+    dbname: str | None = None
+    tables: list[str] = field(default_factory=list)
+    tables_with_data: list[str] = field(default_factory=list)
+    tables_without_data: list[str] = field(default_factory=list)
+    key_definitions: list[KeyDefinition] = field(default_factory=list)
+    materialized_views_with_data: list[str] = field(default_factory=list)
+    toc_digest: str | None = None
+    foreign_keys: list[tuple[str, str]] = field(default_factory=list)  # (schema.table, name)
+    constraints: list[tuple[str, str]] = field(default_factory=list)  # (schema.table, name)
+    indexes: list[str] = field(default_factory=list)
+    rds: dict[str, str | int | float | None] | None = None  # an RDS restore: what was restored, from when
+
+    @property
+    def restored_by_pg_restore(self) -> bool:
+        """An archive (custom, directory, tar), whose TOC says which tables' data pg_restore processed."""
+        return self.format in ("custom", "directory", "tar")
 
 
 @dataclass(frozen=True)
@@ -102,10 +149,10 @@ class ArchiveInfo:
                 result.append((f"{entry.schema}.{table}", name))
         return result
 
-    def key_definitions(self) -> list[dict[str, object]]:
+    def key_definitions(self) -> list[KeyDefinition]:
         """Primary keys, unique constraints and foreign keys with their columns, parsed from the dump's own SQL
         (archives only): the keys the backup had, whatever the restored catalog still holds."""
-        keys: list[dict[str, object]] = []
+        keys: list[KeyDefinition] = []
         for entry in self.entries:
             if entry.desc not in ("CONSTRAINT", "FK CONSTRAINT") or not entry.defn:
                 continue
@@ -113,7 +160,7 @@ class ArchiveInfo:
             if key is None:
                 continue
             table, name = entry.table_and_name
-            keys.append({"schema": entry.schema, "table": table, "name": name, "kind": key.kind,
+            keys.append({"schema": entry.schema or "", "table": table, "name": name, "kind": key.kind,
                          "columns": list(key.columns), "ref_schema": key.ref_schema, "ref_table": key.ref_table,
                          "ref_columns": list(key.ref_columns), "match_type": key.match_type,
                          "nulls_not_distinct": key.nulls_not_distinct})
@@ -134,28 +181,19 @@ class ArchiveInfo:
     def indexes(self) -> list[str]:
         return [e.qualified for e in self.entries if e.desc == "INDEX"]
 
-    def to_json(self) -> dict[str, object]:
-        return {
-            "path": str(self.path),
-            "format": self.format,
-            "size_bytes": self.size_bytes,
-            "archive_version": self.archive_version,
-            "dumped_from": self.dumped_from,
-            "dumped_by": self.dumped_by,
-            "created_at": self.created_at.isoformat() if self.created_at else None,
-            "created_at_source": self.created_at_source,
-            "dbname": self.dbname,
-            "tables": self.tables(),
-            "tables_with_data": self.tables_with_data(),
-            "tables_without_data": self.tables_without_data(),
-            "key_definitions": self.key_definitions(),
-            "materialized_views_with_data": [e.qualified for e in self.entries
-                                             if e.desc == "MATERIALIZED VIEW DATA"],
-            "toc_digest": self.toc_digest(),
-            "foreign_keys": [list(fk) for fk in self.foreign_keys()],
-            "constraints": [list(c) for c in self.constraints()],
-            "indexes": self.indexes(),
-        }
+    def summary(self) -> BackupSummary:
+        """What the checks need of the backup, computed once (it crosses to xdist workers)."""
+        return BackupSummary(
+            path=str(self.path), format=self.format, size_bytes=self.size_bytes,
+            archive_version=self.archive_version, dumped_from=self.dumped_from, dumped_by=self.dumped_by,
+            created_at=self.created_at.isoformat() if self.created_at else None,
+            created_at_source=self.created_at_source, dbname=self.dbname, tables=self.tables(),
+            tables_with_data=self.tables_with_data(), tables_without_data=self.tables_without_data(),
+            key_definitions=self.key_definitions(),
+            materialized_views_with_data=[e.qualified for e in self.entries if e.desc == "MATERIALIZED VIEW DATA"],
+            toc_digest=self.toc_digest(), foreign_keys=self.foreign_keys(), constraints=self.constraints(),
+            indexes=self.indexes(),
+        )
 
 
 def detect_format(path: Path) -> Format:

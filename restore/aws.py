@@ -15,16 +15,23 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
+from restore.archive import BackupSummary
 from restore.cloud import CloudError, aws_call, explain
-from restore.conninfo import with_params
+from restore.conninfo import get_param, with_params
 from restore.errors import ConfigError, RestoreError
+
+if TYPE_CHECKING:
+    from restore.archive import ArchiveInfo
+    from restore.pgrestore import ToolRun
+    from restore.sources import Source
+    from restore.targets import TargetSpec
+from restore.waiting import wait_until
 
 TAG = "restore-verify"
 DEFAULT_PROTECTED = ("ecommerce-production",)
@@ -230,27 +237,29 @@ class RdsRestore:
         self._wait()
 
     def _wait(self) -> None:
-        """The boto3 waiter, with a status line every poll so that a 20-minute restore is not a silent terminal."""
-        started = time.monotonic()
+        """Poll the new instance until it is available, with a status line every poll: a 20-minute restore is not
+        a silent terminal."""
         delay = 30 if "AWS_ENDPOINT_URL" not in os.environ else 1
-        attempts = max(1, int(self.config.wait_timeout_s // delay))
-        for attempt in range(attempts):
-            status = self._call(self._rds.describe_db_instances, "rds:DescribeDBInstances",
-                                resource=f"instance {self.instance_id!r}", DBInstanceIdentifier=self.instance_id,
-                                summarize=lambda r: str(r["DBInstances"][0].get("DBInstanceStatus")),
-                                )["DBInstances"][0]
+        status: dict[str, Any] = {}
+
+        def available() -> dict[str, Any] | None:
+            status.update(self._call(self._rds.describe_db_instances, "rds:DescribeDBInstances",
+                                     resource=f"instance {self.instance_id!r}", DBInstanceIdentifier=self.instance_id,
+                                     summarize=lambda r: str(r["DBInstances"][0].get("DBInstanceStatus")),
+                                     )["DBInstances"][0])
+            return status if status.get("DBInstanceStatus") == "available" else None
+
+        def say(elapsed: float) -> None:
             if self.progress:
-                self.progress(f"RDS instance {self.instance_id}: {status.get('DBInstanceStatus')}, "
-                              f"{time.monotonic() - started:.0f} s")
-            if status.get("DBInstanceStatus") == "available":
-                self.facts["endpoint"] = status["Endpoint"]["Address"]
-                self.facts["port"] = int(status["Endpoint"]["Port"])
-                return
-            if attempt + 1 < attempts:
-                time.sleep(delay)
-        raise RdsError(f"RDS instance {self.instance_id} did not become available within "
-                       f"{self.config.wait_timeout_s:.0f} s (wait_timeout_minutes in targets.toml). It is deleted "
-                       "now; check the AWS console for its events.")
+                self.progress(f"RDS instance {self.instance_id}: {status.get('DBInstanceStatus')}, {elapsed:.0f} s")
+
+        ready = wait_until(available, timeout_s=self.config.wait_timeout_s, interval_s=delay, progress=say,
+                           on_timeout=lambda _: RdsError(
+                               f"RDS instance {self.instance_id} did not become available within "
+                               f"{self.config.wait_timeout_s:.0f} s (wait_timeout_minutes in targets.toml). It is "
+                               "deleted now; check the AWS console for its events."))
+        self.facts["endpoint"] = ready["Endpoint"]["Address"]
+        self.facts["port"] = int(ready["Endpoint"]["Port"])
 
     def conninfo(self) -> str:
         """Credentials from Secrets Manager (the runbook's keys) or environment variables; never from the file."""
@@ -310,3 +319,93 @@ def cleanup_expired(*, now: datetime | None = None, dry_run: bool = False) -> li
                                            SkipFinalSnapshot=True, DeleteAutomatedBackups=True)
                 deleted.append(instance["DBInstanceIdentifier"])
     return deleted
+
+
+class RdsTarget:
+    """kind "rds": the backup (a snapshot or a point in time) is restored into a new instance, which ``stop``
+    deletes (unless kept). The restore happens in :meth:`start`; every AWS call goes to the restore log."""
+
+    restores = True
+    loads_dumps = False
+
+    def __init__(self, spec: TargetSpec, *, keep: bool, run_id: str,
+                 progress: Callable[[str], None] | None = None) -> None:
+        if spec.rds is None:
+            raise ConfigError(f"Target {spec.name!r} has kind = \"rds\" but no RDS settings.")
+        self.spec, self.config, self.keep, self.run_id, self.progress = spec, spec.rds, keep, run_id, progress
+        self.restore: RdsRestore | None = None
+        self._conninfo: str | None = None
+        self._log: IO[str] | None = None
+        self._logged = 0
+
+    def check(self, source: Source | None) -> None:
+        if source is None or source.rds is None:
+            raise ConfigError(f"Target {self.spec.name!r} is an RDS instance to restore into: pass an RDS source, "
+                              "--backup=rds-snapshot:ID, rds-snapshot:latest?instance=NAME or rds-pitr:NAME@TIME.")
+
+    def _flush_log(self) -> None:
+        if self._log is not None and self.restore is not None:
+            self._log.writelines(f"{line}\n" for line in self.restore.log_lines[self._logged:])
+            self._logged = len(self.restore.log_lines)
+            self._log.flush()
+
+    def start(self, *, source: Source | None, info: ArchiveInfo | None, log: IO[str]) -> None:
+        assert source is not None  # check() said so
+        assert source.rds is not None
+        self._log = log
+        self.restore = RdsRestore(source.rds, self.config, self.run_id, keep=self.keep, progress=self.progress)
+        try:
+            self.restore.__enter__()
+            self._conninfo = self.restore.conninfo()
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            self._flush_log()
+            # The facts last, as JSON: what was restored, from when.
+            log.write("# facts: " + json.dumps(self.restore.facts, default=str) + "\n")
+
+    def stop(self) -> None:
+        if self.restore is not None:
+            self.restore.__exit__(None, None, None)
+            self._flush_log()
+
+    def conninfo(self, dbname: str | None = None) -> str:
+        if self._conninfo is None:
+            raise RdsError("The RDS instance has not been restored.")
+        return self._conninfo
+
+    def display(self, dbname: str | None) -> str:
+        return f"RDS instance {self.restore.instance_id}" if self.restore and self.restore.instance_id \
+            else self.spec.redacted()
+
+    def app_address(self) -> tuple[str | None, int | None]:
+        conninfo = self.conninfo()
+        return get_param(conninfo, "hostaddr") or get_param(conninfo, "host"), int(get_param(conninfo, "port") or 5432)
+
+    def kept(self, dbname: str | None) -> tuple[str, ...]:
+        if not self.keep or self.restore is None or not self.restore.created:
+            return ()
+        endpoint = self.restore.facts.get("endpoint")
+        return (f"connect:  psql 'host={endpoint} port={self.restore.facts.get('port')} dbname={dbname}' with the "
+                "target's credentials (its secret or user_env/password_env)",
+                f"remove:   aws rds delete-db-instance --db-instance-identifier {self.restore.instance_id} "
+                "--skip-final-snapshot (python -m restore cleanup does it once its expiry tag passes)")
+
+    def restore_dump(self, info: ArchiveInfo, dbname: str, *, jobs: int, log: IO[str],
+                     on_line: Callable[[str], None]) -> ToolRun:
+        raise ConfigError(f"Target {self.spec.name!r} restores RDS snapshots, not dump files.")
+
+    def server_label(self) -> str:
+        engine = self.restore.facts.get("engine_version") if self.restore else None
+        return f"RDS PostgreSQL {engine or '?'}"
+
+    def backup_summary(self) -> BackupSummary | None:
+        facts = self.restore.facts if self.restore else {}
+        source = facts.get("source")
+        return BackupSummary(
+            format=source, created_at=facts.get("backup_time"),
+            created_at_source="RDS snapshot time" if source == "rds-snapshot" else "requested point in time",
+            dumped_from=facts.get("engine_version"),
+            rds={key: value if isinstance(value, str | int | float) or value is None else str(value)
+                 for key, value in facts.items()})

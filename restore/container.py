@@ -9,18 +9,25 @@ cannot always be pulled: this target removes its own container, so it turns Ryuk
 
 from __future__ import annotations
 
-import io
 import os
+import re
 import secrets
-import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 from restore import janitor
-from restore.conninfo import with_params
+from restore.conninfo import redact, with_params
 from restore.embedded import SUPERUSER, tuned_settings
-from restore.errors import RestoreError
+from restore.errors import ArchiveUnreadable, RestoreError, ToolTooOld
+from restore.pgrestore import ToolRun, parse_pg_restore_log, run_pg_restore
+from restore.tools import tool_version
+
+if TYPE_CHECKING:
+    from restore.archive import ArchiveInfo, BackupSummary
+    from restore.sources import Source
+    from restore.targets import TargetSpec
 
 
 class ContainerError(RestoreError):
@@ -129,17 +136,17 @@ class ContainerServer:
         return with_params("", host="127.0.0.1", port=5432, user=SUPERUSER, dbname=dbname)
 
     def copy_in(self, path: Path, destination: str = "/tmp") -> str:
-        """Copy a file or directory into the container; returns its path there."""
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as tar:
-            tar.add(str(path), arcname=path.name)
-        self._container.get_wrapped_container().put_archive(destination, buffer.getvalue())
-        return f"{destination}/{path.name}"
+        """Copy a file or directory into the container (testcontainers' own transfer); returns its path there."""
+        inner = f"{destination}/{path.name}"
+        # A file lands at the path given; a directory is put under it by name.
+        self._container.copy_into_container(path, destination if path.is_dir() else inner)
+        return inner
 
     def exec(self, command: list[str]) -> tuple[int, str]:
         """Run a command in the container with the superuser's password in its environment."""
-        result = self._container.get_wrapped_container().exec_run(
-            command, environment={"PGPASSWORD": self.password}, demux=False)
+        from testcontainers.core.container import ExecConfig
+
+        result = self._container.exec(ExecConfig(command=command, environment={"PGPASSWORD": self.password}))
         return int(result.exit_code), (result.output or b"").decode(errors="replace")
 
     def stop(self) -> None:
@@ -163,3 +170,104 @@ class ContainerServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class ContainerTarget:
+    """kind "container" (``--target docker``): a throwaway container of the dump's major version (or the
+    configured image), the dump loaded into it."""
+
+    restores = True
+    loads_dumps = True
+
+    def __init__(self, spec: TargetSpec, *, jobs: int, keep: bool, run_id: str) -> None:
+        self.spec, self.jobs, self.keep, self.run_id = spec, jobs, keep, run_id
+        self.server: ContainerServer | None = None
+
+    def check(self, source: Source | None) -> None:
+        if source is not None:
+            source.require_logical(self.spec.name)
+
+    def start(self, *, source: Source | None, info: ArchiveInfo | None, log: IO[str]) -> None:
+        self.server = ContainerServer(image=image_for(self.spec.image, info.dumped_from if info else None),
+                                      jobs=self.jobs, keep=self.keep, run_id=self.run_id)
+        self.server.start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+    def _server(self) -> ContainerServer:
+        if self.server is None:
+            raise ContainerError("The container target has not been started.")
+        return self.server
+
+    def conninfo(self, dbname: str | None = None) -> str:
+        return self._server().conninfo(dbname or "postgres")
+
+    def display(self, dbname: str | None) -> str:
+        server = self._server()
+        return f"container {server.image} {server.container_id} ({redact(self.conninfo(dbname))})"
+
+    def app_address(self) -> tuple[str | None, int | None]:
+        server = self._server()
+        return server.host, server.port
+
+    def kept(self, dbname: str | None) -> tuple[str, ...]:
+        if not self.keep or self.server is None or not self.server.container_id:
+            return ()
+        container = self.server.container_id
+        return (f"connect:  docker exec -it {container} psql -U {SUPERUSER} -d {dbname}",
+                f"remove:   docker rm -f {container}")
+
+    def restore_dump(self, info: ArchiveInfo, dbname: str, *, jobs: int, log: IO[str],
+                     on_line: Callable[[str], None]) -> ToolRun:
+        """On the host, unless the server is older than the host's pg_restore: pg_restore 18 issues
+        ``SET transaction_timeout``, which older servers reject, so the server's own pg_restore is used."""
+        server = self._server()
+        if _server_major(self.conninfo()) >= int(tool_version("pg_restore").split(".")[0]):
+            return run_pg_restore(info, self.conninfo(dbname), jobs=jobs, log=log, on_line=on_line)
+        return _restore_inside(server, info, dbname, jobs=jobs, log=log)
+
+    def server_label(self) -> str:
+        return self._server().image
+
+    def backup_summary(self) -> BackupSummary | None:
+        return None
+
+
+def _server_major(conninfo: str) -> int:
+    import psycopg
+
+    with psycopg.connect(conninfo) as conn:
+        row = conn.execute("SELECT current_setting('server_version_num')::int / 10000").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _restore_inside(server: ContainerServer, info: ArchiveInfo, dbname: str, *, jobs: int, log: IO[str]) -> ToolRun:
+    """pg_restore inside the container — if the server's own pg_restore can read the archive at all."""
+    inner_path = server.copy_in(info.path)
+    _, version_text = server.exec(["pg_restore", "--version"])
+    found = re.search(r"(\d+(?:\.\d+)?)", version_text)
+    version = found.group(1) if found else None
+    code, listing = server.exec(["pg_restore", "--list", inner_path])
+    if code != 0:
+        if "unsupported version" in listing:
+            raise ToolTooOld(
+                f"The server in {server.image} is PostgreSQL {version}, older than the host's pg_restore (which it "
+                f"rejects), and its own pg_restore cannot read archive format {info.archive_version} "
+                f"({listing.strip()}): a dump made by pg_dump {info.dumped_by} restores only into a server at least "
+                "that new. Use an image of that major version (image = \"postgres:{major}\" restores into the "
+                "dump's own version), or take the dump with the older server's pg_dump. Nothing was restored."
+            )
+        raise ArchiveUnreadable.from_read(info.path, f"pg_restore --list (in {server.image})", listing)
+    jobs = 1 if info.format == "tar" else max(jobs, 1)
+    command = ["pg_restore", "--verbose", f"--jobs={jobs}", "--dbname", server.inner_conninfo(dbname), inner_path]
+    shown = f"docker exec {server.container_id} pg_restore --verbose --jobs={jobs} --dbname <target> {inner_path}"
+    log.write(f"$ {shown}\n")
+    run = ToolRun(command=shown, where=f"container {server.image} (pg_restore {version})", version=version)
+    run.exit_code, output = server.exec(command)
+    log.write(output + f"# exit code {run.exit_code}\n")
+    parse_pg_restore_log(output.splitlines(keepends=True), run)
+    if run.exit_code != 0 and not run.errors:
+        run.errors.append(f"pg_restore exited with code {run.exit_code} without naming an error; see the restore log")
+    return run

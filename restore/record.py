@@ -1,19 +1,17 @@
 """The monthly backup-test record: one JSON line per run, rendered as an auditor-friendly history.
 
-``append`` adds a run (derived from its ``result.json``) to a JSONL history; ``render`` writes ``record.html``
-(self-contained: inline SVG charts, no JavaScript, no network) and ``record.md``. Months without a run are
-shown as missing: a skipped monthly test is itself a finding.
+``append`` adds a run (derived from its ``result.json``) to a JSONL history; ``load`` reads it back, saying which
+lines it left out. The pages (``record.html``, ``record.md``) are rendered by reports/pages.py; months without a
+complete run are shown as missing there: a skipped monthly test is itself a finding.
 """
 
 from __future__ import annotations
 
 import fcntl
-import html
 import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -198,9 +196,12 @@ def previous_counts(history: list[dict[str, Any]], target: str, database: str | 
     return None
 
 
-# --- rendering --------------------------------------------------------------------------------------------
+# --- months -------------------------------------------------------------------------------------------------
 
-def _month(date: str) -> str:
+COMPLETE = ("passed", "failed")  # outcomes of a complete run; partial and interrupted runs prove nothing
+
+
+def month_of(date: str) -> str:
     return date[:7]
 
 
@@ -212,166 +213,3 @@ def months_between(first: str, last: str) -> list[str]:
         months.append(f"{year:04d}-{month:02d}")
         year, month = (year + 1, 1) if month == 12 else (year, month + 1)
     return months
-
-
-@dataclass(frozen=True)
-class Series:
-    """One chart: points (date, value) with an optional limit line."""
-
-    chart_id: str
-    title: str
-    unit: str
-    points: list[tuple[str, float]]
-    limit: float | None = None
-    limit_label: str = ""
-
-
-def svg_chart(series: Series, *, width: int = 720, height: int = 220) -> str:
-    """An inline SVG line chart; every point carries data-date/data-value so that it can be checked."""
-    pad_l, pad_r, pad_t, pad_b = 60, 20, 30, 40
-    values = [v for _, v in series.points] + ([series.limit] if series.limit is not None else [])
-    top = max(values) * 1.15 if values and max(values) > 0 else 1.0
-    stamps = [datetime.fromisoformat(d).timestamp() for d, _ in series.points]
-    lo, hi = (min(stamps), max(stamps)) if stamps else (0.0, 1.0)
-    span = (hi - lo) or 1.0
-
-    def x(stamp: float) -> float:
-        return pad_l + (stamp - lo) / span * (width - pad_l - pad_r) if len(stamps) > 1 else width / 2
-
-    def y(value: float) -> float:
-        return pad_t + (1 - value / top) * (height - pad_t - pad_b)
-
-    esc = html.escape
-    parts = [f'<svg id="{esc(series.chart_id)}" class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" '
-             f'height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="{esc(series.title)}">',
-             f'<text x="{pad_l}" y="18" font-size="14" font-weight="bold">{esc(series.title)}</text>',
-             f'<line x1="{pad_l}" y1="{height - pad_b}" x2="{width - pad_r}" y2="{height - pad_b}" stroke="#888"/>',
-             f'<line x1="{pad_l}" y1="{pad_t}" x2="{pad_l}" y2="{height - pad_b}" stroke="#888"/>',
-             f'<text x="4" y="{pad_t + 10}" font-size="11">{top:,.0f} {esc(series.unit)}</text>',
-             f'<text x="4" y="{height - pad_b}" font-size="11">0</text>']
-    if series.limit is not None:
-        ly = y(series.limit)
-        parts.append(f'<line class="limit" data-value="{series.limit}" x1="{pad_l}" y1="{ly:.1f}" '
-                     f'x2="{width - pad_r}" y2="{ly:.1f}" stroke="#c00" stroke-dasharray="6 4"/>')
-        parts.append(f'<text x="{width - pad_r - 4}" y="{ly - 4:.1f}" font-size="11" fill="#c00" '
-                     f'text-anchor="end">{esc(series.limit_label)}</text>')
-    coords = [(x(s), y(v)) for s, (_, v) in zip(stamps, series.points, strict=True)]
-    if len(coords) > 1:
-        path = " ".join(f"{cx:.1f},{cy:.1f}" for cx, cy in coords)
-        parts.append(f'<polyline points="{path}" fill="none" stroke="#36c" stroke-width="1.5"/>')
-    for (cx, cy), (date, value) in zip(coords, series.points, strict=True):
-        over = series.limit is not None and value > series.limit
-        parts.append(f'<circle class="point{" over" if over else ""}" data-date="{esc(date)}" data-value="{value}" '
-                     f'cx="{cx:.1f}" cy="{cy:.1f}" r="4" fill="{"#c00" if over else "#36c"}">'
-                     f'<title>{esc(date[:10])}: {value:,.1f} {esc(series.unit)}</title></circle>')
-    if series.points:
-        parts.append(f'<text x="{pad_l}" y="{height - 12}" font-size="11">{esc(series.points[0][0][:10])}</text>')
-        parts.append(f'<text x="{width - pad_r}" y="{height - 12}" font-size="11" text-anchor="end">'
-                     f'{esc(series.points[-1][0][:10])}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _audit(h: dict[str, Any]) -> str:
-    """What an auditor asks of a run, in one cell: run id, isolation, operator, tool and configuration, follow-up."""
-    follow = "; ".join(evidence.follow_ups(h))
-    parts = [f"run {h.get('run_id')}", h.get("isolation"), f"by {h.get('operator')}", f"tool {h.get('suite_version')}",
-             f"config {str(h.get('config_sha256'))[:12]}" if h.get("config_sha256") else None,
-             "chained" if h.get("chain") else "not chained", f"follow-up: {follow}" if follow else None]
-    return ", ".join(str(p) for p in parts if p)
-
-
-COMPLETE = ("passed", "failed")  # outcomes of a complete run; partial and interrupted runs prove nothing
-
-
-def _series(history: list[dict[str, Any]]) -> list[Series]:
-    """Charts of complete, passed runs only: a partial or failed run's figures are not a backup test's."""
-    history = [h for h in history if h.get("outcome") == "passed"]
-    rto = next((h["rto"]["target_s"] for h in reversed(history) if h["rto"].get("target_s")), None)
-    rpo = next((h["rpo"]["target_s"] for h in reversed(history) if h["rpo"].get("target_s")), None)
-    monthly_rows: dict[str, tuple[str, float]] = {}
-    for h in history:
-        if h.get("total_rows") is not None:
-            monthly_rows[_month(h["date"])] = (h["date"], float(h["total_rows"]))  # the month's last run
-    return [
-        Series("chart-rto", "Restore duration against the RTO", "s",
-               [(h["date"], float(h["restore"]["duration_s"])) for h in history
-                if h["restore"].get("performed") and h["restore"].get("duration_s") is not None],
-               rto, f"RTO {rto:g} s" if rto else ""),
-        Series("chart-rpo", "Data age at backup time against the RPO", "s",
-               [(h["date"], float(h["rpo"]["measured_s"])) for h in history if h["rpo"].get("measured_s") is not None],
-               rpo, f"RPO {rpo:g} s" if rpo else ""),
-        Series("chart-rows", "Total rows per month (a sudden drop is as alarming as a failed check)", "rows",
-               sorted(monthly_rows.values())),
-    ]
-
-
-def render(history: list[dict[str, Any]], out_dir: Path, *, until: str | None = None,
-           problems: list[str] | None = None) -> tuple[Path, Path]:
-    """Write record.html and record.md for the history; ``until`` (YYYY-MM) extends the months shown."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    history = sorted(history, key=lambda h: h["date"])
-    esc = html.escape
-    now_month = until or datetime.now(UTC).strftime("%Y-%m")
-    months = months_between(_month(history[0]["date"]), max(now_month, _month(history[-1]["date"]))) if history else []
-    by_month: dict[str, list[dict[str, Any]]] = {m: [] for m in months}
-    for h in history:
-        by_month.setdefault(_month(h["date"]), []).append(h)
-    rows, md = [], ["# Backup-test record", "", "| month | date | target | backup | outcome | restore s | "
-                    "failed items | report | audit |", "|---|---|---|---|---|---|---|---|---|"]
-    for month in months:
-        runs = by_month[month]
-        if not runs and month == now_month:  # the month is not over: the test is due, not yet missing
-            rows.append(f'<tr class="due" data-month="{month}"><td>{month}</td><td colspan="8">due: no backup test '
-                        "has run yet this month</td></tr>")
-            md.append(f"| {month} | — | — | — | due: no test yet this month | | | | |")
-            continue
-        if not runs:
-            rows.append(f'<tr class="missing" data-month="{month}"><td>{month}</td><td colspan="8">missing: no '
-                        "backup test ran this month</td></tr>")
-            md.append(f"| {month} | — | — | — | **MISSING: no backup test this month** | | | | |")
-            continue
-        if not any(h.get("outcome") in COMPLETE for h in runs) and month != now_month:
-            rows.append(f'<tr class="missing" data-month="{month}"><td>{month}</td><td colspan="8">missing: only '
-                        "partial or interrupted runs this month, no complete backup test</td></tr>")
-            md.append(f"| {month} | — | — | — | **MISSING: no complete backup test this month** | | | | |")
-        for h in runs:
-            failed = [k for k, v in h["checklist"].items() if v == "failed"]
-            report = f"{h['run_dir']}/report.html" if h.get("run_dir") else ""
-            link = f'<a href="{esc(report)}">report</a>' if report else ""
-            duration = h["restore"].get("duration_s")
-            duration_text = f"{duration:.1f}" if duration is not None and h["restore"].get("performed") else "—"
-            rows.append(
-                f'<tr class="run {h["outcome"]}" data-month="{month}"><td>{month}</td><td>{esc(h["date"][:16])}</td>'
-                f'<td>{esc(h["target"]["name"])}</td><td>{esc(str(h["backup"].get("id") or "—"))}</td>'
-                f'<td class="outcome">{h["outcome"]}</td><td>{duration_text}</td>'
-                f'<td>{esc(", ".join(failed))}</td><td>{link}</td><td class="audit">{esc(_audit(h))}</td></tr>')
-            md.append(f"| {month} | {h['date'][:16]} | {h['target']['name']} | {h['backup'].get('id') or '—'} | "
-                      f"{h['outcome']} | {duration_text} | {', '.join(failed)} | {report} | {_audit(h)} |")
-    charts = "".join(svg_chart(s) for s in _series(history))
-    missing = [m for m in months if not any(h.get("outcome") in COMPLETE for h in by_month[m]) and m != now_month]
-    failed_runs = sum(1 for h in history if h["outcome"] == "failed")
-    not_complete = sum(1 for h in history if h["outcome"] not in COMPLETE)
-    last_pass = next((h["date"][:16] for h in reversed(history) if h["outcome"] == "passed"), None)
-    summary = (f"{len(history)} run(s) over {len(months)} month(s); {failed_runs} failed; {not_complete} partial or "
-               f"interrupted (not counted as tests); last complete passing run: {last_pass or 'none'}; "
-               f"{len(missing)} month(s) without a complete test{': ' + ', '.join(missing) if missing else ''}.")
-    page = (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Backup-test record</title><style>"
-        "body{font-family:sans-serif;margin:24px} table{border-collapse:collapse} td,th{border:1px solid #ccc;"
-        "padding:3px 8px} tr.failed td.outcome{color:#b00;font-weight:bold} tr.passed td.outcome{color:#070}"
-        "tr.missing td{background:#fff3cd;color:#8a6d00;font-weight:bold} tr.due td{color:#666;font-style:italic}"
-        ".chart{display:block;margin:12px 0}"
-        f"</style></head><body><h1>Backup-test record</h1><p id='summary'>{esc(summary)}</p>"
-        + "".join(f"<p class='problem'>warning: {esc(p)}</p>" for p in problems or []) + f"{charts}"
-        "<table id='runs'><tr><th>month</th><th>date (UTC)</th><th>target</th><th>backup</th><th>outcome</th>"
-        f"<th>restore s</th><th>failed items</th><th>report</th><th>audit</th></tr>{''.join(rows)}</table>"
-        + "<h2>Controls each item evidences</h2><table id='controls'><tr><th>item</th><th>controls</th></tr>"
-        + "".join(f"<tr><td>{esc(item)}</td><td>{esc(', '.join(controls))}</td></tr>"
-                  for item, controls in evidence.CONTROLS.items())
-        + "</table></body></html>"
-    )
-    html_path, md_path = out_dir / "record.html", out_dir / "record.md"
-    html_path.write_text(page)
-    md_path.write_text("\n".join([*md, "", summary, *(f"warning: {p}" for p in problems or [])]) + "\n")
-    return html_path, md_path

@@ -1,4 +1,8 @@
-"""Where a backup comes from: a local path, or ``s3://bucket/key`` (``s3://bucket/prefix/`` with a pick).
+"""Where a backup comes from: :class:`Source`, parsed once from ``--backup``.
+
+A local path, ``s3://bucket/key`` (``s3://bucket/prefix/`` with a pick), an RDS snapshot or an RDS point in time.
+A logical source (a dump file) fetches itself to a local path (:meth:`Source.fetch`); an RDS source is restored by
+the RDS target itself.
 
 An S3 dump is downloaded (multipart, with progress) into a temporary directory that the caller removes, its size
 checked against the object's and its checksum against the ETag where the ETag is a checksum of the content; the
@@ -13,12 +17,14 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from restore.aws import RdsSource, parse_rds
 from restore.errors import ArchiveUnreadable, ConfigError, DumpNotFound
 
 MANIFEST_SUFFIX = ".manifest.json"
 PICKS = ("latest",)
+SourceKind = Literal["file", "s3", "rds"]
 
 
 @dataclass(frozen=True)
@@ -27,7 +33,7 @@ class FetchedBackup:
     manifest: Path | None
     spec: str
     size_bytes: int
-    checksum: str  # what was verified, or why it could not be
+    checksum: str | None  # what was verified, or why it could not be; None for a local file
 
 
 def is_s3(spec: str) -> bool:
@@ -94,7 +100,8 @@ def fetch_s3(spec: str, dest_dir: Path, *, pick: str | None = None,
     bucket, key = parse_s3(spec)
     if not key or key.endswith("/"):
         if pick not in PICKS:
-            raise ConfigError(f"{spec} is a prefix: pass --backup-pick latest to restore its newest backup.")
+            # Not a configuration error: the run is recorded as refused, saying which flag picks one.
+            raise DumpNotFound(f"{spec} is a prefix: pass --backup-pick latest to restore its newest backup.")
         key = _pick_latest(s3, bucket, key)
     try:
         head = s3.head_object(Bucket=bucket, Key=key)
@@ -128,3 +135,60 @@ def fetch_s3(spec: str, dest_dir: Path, *, pick: str | None = None,
         manifest = None
     return FetchedBackup(path=target, manifest=manifest, spec=f"s3://{bucket}/{key}", size_bytes=size,
                          checksum=checksum)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A backup as given to ``--backup``, classified once: what it is, and how to get it as a local file."""
+
+    spec: str  # as given (a path is made absolute)
+    kind: SourceKind
+    path: Path | None = None  # kind "file"
+    pick: str | None = None  # kind "s3", for a prefix
+    rds: RdsSource | None = None  # kind "rds"
+
+    @classmethod
+    def parse(cls, value: str, *, base: Path, pick: str | None = None) -> Source:
+        """``s3://…`` → an S3 object or prefix; ``rds-snapshot:…``/``rds-pitr:…`` → RDS; anything else a path
+        (relative to ``base``). Raises ConfigError for an RDS spec that does not parse."""
+        if value.startswith("s3://"):
+            parse_s3(value)
+            return cls(spec=value, kind="s3", pick=pick)
+        if value.startswith(("rds-snapshot:", "rds-pitr:")):
+            return cls(spec=value, kind="rds", rds=parse_rds(value))
+        path = Path(value)
+        path = path if path.is_absolute() else base / path
+        return cls(spec=str(path), kind="file", path=path)
+
+    @property
+    def logical(self) -> bool:
+        """A dump file (restored with pg_restore or psql), as opposed to a physical backup restored in place."""
+        return self.kind != "rds"
+
+    @property
+    def manifest_beside(self) -> Path | None:
+        """``<dump>.manifest.json`` next to a local dump, when it exists."""
+        if self.path is None:
+            return None
+        beside = self.path.with_name(self.path.name + MANIFEST_SUFFIX)
+        return beside if beside.exists() else None
+
+    def require_logical(self, target: str) -> None:
+        """A dump restores into a server; an RDS snapshot or point in time only into a new RDS instance."""
+        if not self.logical:
+            raise ConfigError(f"{self.spec} is an RDS snapshot or point in time: it restores only into a new RDS "
+                              f"instance, not into target {target!r}. Pass --target NAME of a target with kind = "
+                              "\"rds\" in targets.toml.")
+
+    def fetch(self, scratch: Path, *, progress: Callable[[str], None] | None = None) -> FetchedBackup:
+        """The dump as a local path: a local file as it is (it must exist), an S3 object downloaded into
+        ``scratch`` (the caller removes it) with its size and checksum verified and its manifest beside it."""
+        if self.kind == "s3":
+            return fetch_s3(self.spec, scratch, pick=self.pick, progress=progress)
+        if self.path is None:
+            raise ConfigError(f"{self.spec} is not a dump file: it is restored by its own target.")
+        if not self.path.exists():
+            raise DumpNotFound.at(self.path)
+        # A local dump's manifest is found when the options are resolved (--manifest, or the one beside it).
+        return FetchedBackup(path=self.path, manifest=None, spec=str(self.path),
+                             size_bytes=self.path.stat().st_size if self.path.is_file() else 0, checksum=None)

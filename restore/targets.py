@@ -1,25 +1,77 @@
-"""Where a backup is restored to, or which existing database is verified: ``--target NAME|DSN``."""
+"""Where a backup is restored to, or which existing database is verified: ``--target NAME|DSN``.
+
+:class:`TargetSpec` is a target as configured; :class:`Target` is the interface every kind implements (embedded,
+container, RDS, existing), so that the restore pipeline (restore/session.py) never asks which kind it has.
+:func:`open_target` makes the implementation of a spec.
+"""
 
 from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 
 from psycopg.conninfo import conninfo_to_dict
 
-from restore.aws import RdsTargetConfig
+from restore.aws import RdsTarget, RdsTargetConfig
 from restore.conninfo import get_param, redact, with_params
+from restore.container import ContainerTarget
+from restore.embedded import EmbeddedTarget
 from restore.errors import ConfigError
 from restore.kube import AppConfig
+from restore.retention import RetentionPolicy
+
+if TYPE_CHECKING:
+    from restore.archive import ArchiveInfo, BackupSummary
+    from restore.pgrestore import ToolRun
+    from restore.sources import Source
 
 TargetKind = Literal["embedded", "existing", "container", "rds"]
 KNOWN_KINDS: tuple[str, ...] = ("embedded", "existing", "container", "rds")
 BUILTIN_LOCAL = "local"
 CONNECT_TIMEOUT_S = 10
 BUILTIN_DOCKER = "docker"  # a container of the dump's major version (see restore/container.py)
+
+
+class Target(Protocol):
+    """A place to verify, one implementation per kind. ``start`` brings it up (an RDS target restores its backup
+    there); ``stop`` tears down what the run made, unless kept. Connection strings may hold passwords: show
+    :meth:`display`."""
+
+    spec: TargetSpec
+    restores: bool  # a backup is restored here (False: an existing database, verified as it is)
+    loads_dumps: bool  # the pipeline loads a dump into it (a throwaway server whose superuser the suite is)
+
+    def check(self, source: Source | None) -> None:
+        """Raise ConfigError when this target cannot take ``source`` (before anything starts)."""
+
+    def start(self, *, source: Source | None, info: ArchiveInfo | None, log: IO[str]) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def conninfo(self, dbname: str | None = None) -> str:
+        """As the suite connects; ``None``: the target's own database (or the server's maintenance one)."""
+
+    def display(self, dbname: str | None) -> str: ...
+
+    def app_address(self) -> tuple[str | None, int | None]:
+        """Host and port an application connects to."""
+
+    def kept(self, dbname: str | None) -> tuple[str, ...]:
+        """With --keep-target: how to connect and how to remove it (no secrets); empty otherwise."""
+
+    def restore_dump(self, info: ArchiveInfo, dbname: str, *, jobs: int, log: IO[str],
+                     on_line: Callable[[str], None]) -> ToolRun:
+        """pg_restore an archive into ``dbname`` (only for targets that load dumps)."""
+
+    def server_label(self) -> str:
+        """The server's release, as a DBA names it (for explanations of restore errors)."""
+
+    def backup_summary(self) -> BackupSummary | None:
+        """What the target itself learned of the backup (an RDS restore's facts); None for a dump."""
 
 
 @dataclass(frozen=True)
@@ -80,52 +132,126 @@ def _check_no_password(dsn: str, where: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class TargetsFile:
+    """``targets.toml``, read once: its named targets and its ``[retention]`` policy."""
+
+    path: Path
+    targets: dict[str, TargetSpec]
+    retention: RetentionPolicy | None = None
+
+    @classmethod
+    def read(cls, path: Path) -> TargetsFile:
+        if not path.exists():
+            return cls(path, {})
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}. Fix the file named by --targets-file.") from exc
+        raw_retention = data.get("retention")
+        retention = RetentionPolicy.from_toml(raw_retention, f"{path} [retention]") if raw_retention else None
+        return cls(path, {name: _target(name, raw, f"{path} [targets.{name}]")
+                          for name, raw in (data.get("targets") or {}).items()}, retention)
+
+    def resolve(self, value: str) -> TargetSpec:
+        """``local`` → the embedded server; ``docker`` → a container; a URI or keyword string → an existing
+        database; else a named target."""
+        if value == BUILTIN_LOCAL:
+            return TargetSpec(name=BUILTIN_LOCAL, kind="embedded")
+        if value == BUILTIN_DOCKER:
+            return TargetSpec(name=BUILTIN_DOCKER, kind="container")
+        if looks_like_dsn(value):
+            _check_no_password(value, "--target")
+            params = conninfo_to_dict(value)
+            label = str(params.get("dbname") or params.get("host") or "dsn")
+            return TargetSpec(name=label, kind="existing", dsn=value)
+        if value in self.targets:
+            return self.targets[value]
+        known = ", ".join(sorted([BUILTIN_LOCAL, BUILTIN_DOCKER, *self.targets]))
+        raise ConfigError(
+            f"Unknown target {value!r}: it is neither 'local', a connection string, nor a name in {self.path}. "
+            f"Known targets: {known}. Add [targets.{value}] to the file, or pass --targets-file."
+        )
+
+
+def _target(name: str, raw: dict[str, Any], where: str) -> TargetSpec:
+    kind = raw.get("kind", "existing" if "dsn" in raw else "embedded")
+    if kind not in KNOWN_KINDS:
+        raise ConfigError.invalid("target kind", kind, where, f"Use one of: {', '.join(KNOWN_KINDS)}.")
+    if "password" in raw and kind != "rds":
+        raise ConfigError(
+            f"{where} has a password key. Passwords never live in the targets file: use "
+            "password_env = \"NAME_OF_AN_ENVIRONMENT_VARIABLE\"."
+        )
+    dsn = raw.get("dsn")
+    if kind == "existing":
+        if not dsn:
+            raise ConfigError(f"{where}: an existing target needs dsn = \"postgresql://host/db?user=…\".")
+        _check_no_password(dsn, where)
+    rds = RdsTargetConfig.from_toml(raw, where) if kind == "rds" else None
+    app = AppConfig.from_toml(raw["app"], f"{where}.app") if "app" in raw else None
+    return TargetSpec(name=name, kind=kind, dsn=dsn, password_env=raw.get("password_env"),
+                      image=raw.get("image"), rds=rds, app=app)
+
+
 def load_targets_file(path: Path) -> dict[str, TargetSpec]:
-    if not path.exists():
-        return {}
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}. Fix the file named by --targets-file.") from exc
-    targets: dict[str, TargetSpec] = {}
-    for name, raw in (data.get("targets") or {}).items():
-        where = f"{path} [targets.{name}]"
-        kind = raw.get("kind", "existing" if "dsn" in raw else "embedded")
-        if kind not in KNOWN_KINDS:
-            raise ConfigError.invalid("target kind", kind, where, f"Use one of: {', '.join(KNOWN_KINDS)}.")
-        if "password" in raw and kind != "rds":
-            raise ConfigError(
-                f"{where} has a password key. Passwords never live in the targets file: use "
-                "password_env = \"NAME_OF_AN_ENVIRONMENT_VARIABLE\"."
-            )
-        dsn = raw.get("dsn")
-        if kind == "existing":
-            if not dsn:
-                raise ConfigError(f"{where}: an existing target needs dsn = \"postgresql://host/db?user=…\".")
-            _check_no_password(dsn, where)
-        rds = RdsTargetConfig.from_toml(raw, where) if kind == "rds" else None
-        app = AppConfig.from_toml(raw["app"], f"{where}.app") if "app" in raw else None
-        targets[name] = TargetSpec(name=name, kind=kind, dsn=dsn, password_env=raw.get("password_env"),
-                                   image=raw.get("image"), rds=rds, app=app)
-    return targets
+    return TargetsFile.read(path).targets
 
 
 def resolve_target(value: str, targets_file: Path) -> TargetSpec:
-    """``local`` → the embedded server; a URI or keyword string → an existing database; else a named target."""
-    if value == BUILTIN_LOCAL:
-        return TargetSpec(name=BUILTIN_LOCAL, kind="embedded")
-    if value == BUILTIN_DOCKER:
-        return TargetSpec(name=BUILTIN_DOCKER, kind="container")
-    if looks_like_dsn(value):
-        _check_no_password(value, "--target")
-        params = conninfo_to_dict(value)
-        label = str(params.get("dbname") or params.get("host") or "dsn")
-        return TargetSpec(name=label, kind="existing", dsn=value)
-    targets = load_targets_file(targets_file)
-    if value in targets:
-        return targets[value]
-    known = ", ".join(sorted([BUILTIN_LOCAL, BUILTIN_DOCKER, *targets]))
-    raise ConfigError(
-        f"Unknown target {value!r}: it is neither 'local', a connection string, nor a name in {targets_file}. "
-        f"Known targets: {known}. Add [targets.{value}] to the file, or pass --targets-file."
-    )
+    return TargetsFile.read(targets_file).resolve(value)
+
+
+class ExistingTarget:
+    """kind "existing": a database restored by someone else, verified as it is; nothing is started or removed."""
+
+    restores = False
+    loads_dumps = False
+
+    def __init__(self, spec: TargetSpec) -> None:
+        self.spec = spec
+
+    def check(self, source: Source | None) -> None:
+        if source is not None:
+            source.require_logical(self.spec.name)
+
+    def start(self, *, source: Source | None, info: ArchiveInfo | None, log: IO[str]) -> None:
+        return None
+
+    def stop(self) -> None:
+        return None
+
+    def conninfo(self, dbname: str | None = None) -> str:
+        return self.spec.conninfo()
+
+    def display(self, dbname: str | None) -> str:
+        return self.spec.redacted()
+
+    def app_address(self) -> tuple[str | None, int | None]:
+        conninfo = self.conninfo()
+        return get_param(conninfo, "host"), int(get_param(conninfo, "port") or 5432)
+
+    def kept(self, dbname: str | None) -> tuple[str, ...]:
+        return ()
+
+    def restore_dump(self, info: ArchiveInfo, dbname: str, *, jobs: int, log: IO[str],
+                     on_line: Callable[[str], None]) -> ToolRun:
+        raise ConfigError(f"Target {self.spec.name!r} is an existing database: nothing is restored into it.")
+
+    def server_label(self) -> str:
+        return self.spec.redacted()
+
+    def backup_summary(self) -> BackupSummary | None:
+        return None
+
+
+def open_target(spec: TargetSpec, *, jobs: int, keep: bool, run_id: str,
+                progress: Callable[[str], None] | None = None) -> Target:
+    """The implementation of ``spec``'s kind (nothing is started yet)."""
+    kinds: dict[str, Callable[[], Target]] = {
+        "embedded": lambda: EmbeddedTarget(spec, jobs=jobs, keep=keep, run_id=run_id),
+        "container": lambda: ContainerTarget(spec, jobs=jobs, keep=keep, run_id=run_id),
+        "rds": lambda: RdsTarget(spec, keep=keep, run_id=run_id, progress=progress),
+        "existing": lambda: ExistingTarget(spec),
+    }
+    return kinds[spec.kind]()

@@ -103,8 +103,8 @@ def test_table_of_contents_keeps_hostile_names_whole(shapes: Shapes) -> None:
         ["Daily Day"], "Reporting Area", "Daily Totals; 100% {net}", ["Day"])
     assert keys[("Daily Totals; 100% {net}", "Daily Totals; 100% {net}_pkey")]["columns"] == ["Day"]
     # A populated materialized view has its data entry; one created WITH NO DATA has none.
-    assert "Reporting Area.monthly" in info.to_json()["materialized_views_with_data"]
-    assert "Reporting Area.country_totals" not in info.to_json()["materialized_views_with_data"]
+    assert "Reporting Area.monthly" in info.summary().materialized_views_with_data
+    assert "Reporting Area.country_totals" not in info.summary().materialized_views_with_data
 
 
 # --- a faithful restore is green ------------------------------------------------------------------------

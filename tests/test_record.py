@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from reports.checklist import CHECKLIST
+from reports.pages import render_record
 from restore import record
 from tests.conftest import ROOT, FaultServer, Sample, SuiteRun
 
@@ -154,7 +155,7 @@ def test_report_and_record_render_in_a_browser(
 ) -> None:
     history, _ = _history(tmp_path, sample, run_suite)
     out = tmp_path / "rendered"
-    html_path, _ = record.render(record.load(history), out, until="2026-11")
+    html_path, _ = render_record(record.load(history), out, until="2026-11")
     report = Path(record.load(history)[-1]["run_dir"]) / "report.html"
     dom = _chromium(report, tmp_path / "report.png")
     # The rendered page (after pytest-html's script built it) holds the checklist and the results table.

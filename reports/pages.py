@@ -1,0 +1,177 @@
+"""The pages a person reads: the report's summary (inside pytest-html's report.html) and the monthly record
+(record.html, record.md). Jinja2 templates in reports/templates, fed with plain data; values are escaped by the
+templates (HTML and SVG), never by hand."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from reports.checklist import CHECKLIST
+from restore import evidence
+from restore.record import COMPLETE, month_of, months_between
+
+_ENV = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), undefined=StrictUndefined,
+                   autoescape=select_autoescape(enabled_extensions=("html.j2", "svg.j2"), default=False),
+                   keep_trailing_newline=True)
+
+
+def _render(template: str, **values: Any) -> str:
+    return _ENV.get_template(template).render(**values)
+
+
+# --- report.html ---------------------------------------------------------------------------------------------
+
+def report_prefix(r: dict[str, Any]) -> str:
+    """Above pytest-html's results: the verdict, the restore's facts and errors, the checklist."""
+    duration = r["restore"]["duration_s"]
+    facts = [
+        ("Target", f"{r['target']['name']} ({r['target']['kind']}): {r['target']['display']}"),
+        ("Backup", f"{r['backup']['spec']} ({r['backup']['format']}, dumped from "
+                   f"{r['backup']['dumped_from']}, {r['backup']['size_bytes']} bytes)"),
+        ("Server version", str(r["target"]["server_version"])),
+        ("Restore duration", "not restored by this run" if duration is None or not r["restore"]["performed"]
+         else f"{duration:.1f} s {r['restore']['phases_s']}"),
+        ("Restore errors", f"{len(r['restore']['errors'])} unaccepted, "
+                           f"{len(r['restore']['accepted_errors'])} accepted"),
+    ]
+    return _render("report_prefix.html.j2", r=r, facts=facts, checklist=CHECKLIST, controls=evidence.CONTROLS,
+                   errors=r["restore"]["errors"] + r["restore"]["accepted_errors"])
+
+
+def report_postfix(r: dict[str, Any]) -> str:
+    """Below the results: the slowest checks, and the scans the restore itself proved."""
+    return _render("report_postfix.html.j2", r=r)
+
+
+def offending_table(rows: list[object]) -> str:
+    return _render("offending.html.j2", rows=[str(row) for row in rows])
+
+
+# --- record.html / record.md ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Series:
+    """One chart: points (date, value) with an optional limit line."""
+
+    chart_id: str
+    title: str
+    unit: str
+    points: list[tuple[str, float]]
+    limit: float | None = None
+    limit_label: str = ""
+
+
+def svg_chart(series: Series, *, width: int = 720, height: int = 220) -> str:
+    """An inline SVG line chart; every point carries data-date/data-value so that it can be checked."""
+    left, right, top, bottom = 60, width - 20, 30, height - 40
+    values = [v for _, v in series.points] + ([series.limit] if series.limit is not None else [])
+    highest = max(values) * 1.15 if values and max(values) > 0 else 1.0
+    stamps = [datetime.fromisoformat(d).timestamp() for d, _ in series.points]
+    lo, hi = (min(stamps), max(stamps)) if stamps else (0.0, 1.0)
+    span = (hi - lo) or 1.0
+
+    def x(stamp: float) -> float:
+        return left + (stamp - lo) / span * (right - left) if len(stamps) > 1 else width / 2
+
+    def y(value: float) -> float:
+        return top + (1 - value / highest) * (bottom - top)
+
+    points = [{"x": x(stamp), "y": y(value), "date": date, "value": value,
+               "over": series.limit is not None and value > series.limit}
+              for stamp, (date, value) in zip(stamps, series.points, strict=True)]
+    geometry = {"width": width, "height": height, "left": left, "right": right, "top": top, "bottom": bottom,
+                "max": highest, "points": points, "limit_y": y(series.limit) if series.limit is not None else None}
+    return _render("chart.svg.j2", s=series, g=geometry)
+
+
+def _audit(h: dict[str, Any]) -> str:
+    """What an auditor asks of a run, in one cell: run id, isolation, operator, tool and configuration, follow-up."""
+    follow = "; ".join(evidence.follow_ups(h))
+    parts = [f"run {h.get('run_id')}", h.get("isolation"), f"by {h.get('operator')}", f"tool {h.get('suite_version')}",
+             f"config {str(h.get('config_sha256'))[:12]}" if h.get("config_sha256") else None,
+             "chained" if h.get("chain") else "not chained", f"follow-up: {follow}" if follow else None]
+    return ", ".join(str(p) for p in parts if p)
+
+
+def _series(history: list[dict[str, Any]]) -> list[Series]:
+    """Charts of complete, passed runs only: a partial or failed run's figures are not a backup test's."""
+    history = [h for h in history if h.get("outcome") == "passed"]
+    rto = next((h["rto"]["target_s"] for h in reversed(history) if h["rto"].get("target_s")), None)
+    rpo = next((h["rpo"]["target_s"] for h in reversed(history) if h["rpo"].get("target_s")), None)
+    monthly_rows: dict[str, tuple[str, float]] = {}
+    for h in history:
+        if h.get("total_rows") is not None:
+            monthly_rows[month_of(h["date"])] = (h["date"], float(h["total_rows"]))  # the month's last run
+    return [
+        Series("chart-rto", "Restore duration against the RTO", "s",
+               [(h["date"], float(h["restore"]["duration_s"])) for h in history
+                if h["restore"].get("performed") and h["restore"].get("duration_s") is not None],
+               rto, f"RTO {rto:g} s" if rto else ""),
+        Series("chart-rpo", "Data age at backup time against the RPO", "s",
+               [(h["date"], float(h["rpo"]["measured_s"])) for h in history if h["rpo"].get("measured_s") is not None],
+               rpo, f"RPO {rpo:g} s" if rpo else ""),
+        Series("chart-rows", "Total rows per month (a sudden drop is as alarming as a failed check)", "rows",
+               sorted(monthly_rows.values())),
+    ]
+
+
+def _run_row(month: str, h: dict[str, Any]) -> dict[str, Any]:
+    duration = h["restore"].get("duration_s")
+    return {"kind": "run", "month": month, "date": h["date"][:16], "target": h["target"]["name"],
+            "backup": str(h["backup"].get("id") or "—"), "outcome": h["outcome"],
+            "duration": f"{duration:.1f}" if duration is not None and h["restore"].get("performed") else "—",
+            "failed": [k for k, v in h["checklist"].items() if v == "failed"],
+            "report": f"{h['run_dir']}/report.html" if h.get("run_dir") else "", "audit": _audit(h)}
+
+
+def render_record(history: list[dict[str, Any]], out_dir: Path, *, until: str | None = None,
+                  problems: list[str] | None = None) -> tuple[Path, Path]:
+    """Write record.html and record.md for the history; ``until`` (YYYY-MM) extends the months shown."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    history = sorted(history, key=lambda h: h["date"])
+    now_month = until or datetime.now(UTC).strftime("%Y-%m")
+    months = (months_between(month_of(history[0]["date"]), max(now_month, month_of(history[-1]["date"])))
+              if history else [])
+    by_month: dict[str, list[dict[str, Any]]] = {m: [] for m in months}
+    for h in history:
+        by_month.setdefault(month_of(h["date"]), []).append(h)
+    rows: list[dict[str, Any]] = []
+    for month in months:
+        runs = by_month[month]
+        if not runs and month == now_month:  # the month is not over: the test is due, not yet missing
+            rows.append({"kind": "due", "month": month})
+            continue
+        if not runs:
+            rows.append({"kind": "missing", "month": month, "why": "no backup test ran this month",
+                         "md_why": "no backup test this month"})
+            continue
+        if not any(h.get("outcome") in COMPLETE for h in runs) and month != now_month:
+            rows.append({"kind": "missing", "month": month,
+                         "why": "only partial or interrupted runs this month, no complete backup test",
+                         "md_why": "no complete backup test this month"})
+        rows += [_run_row(month, h) for h in runs]
+    missing = [m for m in months if not any(h.get("outcome") in COMPLETE for h in by_month[m]) and m != now_month]
+    failed_runs = sum(1 for h in history if h["outcome"] == "failed")
+    not_complete = sum(1 for h in history if h["outcome"] not in COMPLETE)
+    last_pass = next((h["date"][:16] for h in reversed(history) if h["outcome"] == "passed"), None)
+    summary = (f"{len(history)} run(s) over {len(months)} month(s); {failed_runs} failed; {not_complete} partial or "
+               f"interrupted (not counted as tests); last complete passing run: {last_pass or 'none'}; "
+               f"{len(missing)} month(s) without a complete test{': ' + ', '.join(missing) if missing else ''}.")
+    values = {"rows": rows, "summary": summary, "problems": problems or [], "controls": evidence.CONTROLS}
+    html_path, md_path = out_dir / "record.html", out_dir / "record.md"
+    charts = [svg_chart(s) for s in _series(history)]
+    html_path.write_text(_render("record.html.j2", charts=[_markup(c) for c in charts], **values))
+    md_path.write_text(_render("record.md.j2", **values))
+    return html_path, md_path
+
+
+def _markup(text: str) -> Any:
+    """Already-rendered (and escaped) SVG, placed as it is."""
+    from markupsafe import Markup
+
+    return Markup(text)  # noqa: S704 - rendered by the chart template, which escapes every value

@@ -1,0 +1,72 @@
+"""What a restore produced, as typed data: the outcome of the restore and the database the checks verify.
+
+Both cross to xdist workers (restore/run.py serialises them with one codec); nothing here reads a string key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from restore.archive import BackupSummary
+
+
+@dataclass
+class RestoreOutcome:
+    """What happened; ``performed`` is False for an existing target (nothing restored, only verified)."""
+
+    performed: bool = False
+    logical: bool = False  # a dump was loaded with pg_restore or psql (not an RDS restore)
+    refused: str | None = None
+    exit_code: int | None = None
+    errors: list[str] = field(default_factory=list)
+    accepted_errors: list[str] = field(default_factory=list)
+    phases_s: dict[str, float] = field(default_factory=dict)
+    duration_s: float | None = None
+    roles_created: list[str] = field(default_factory=list)
+    globals_file: str | None = None
+    jobs: int | None = None
+    pg_restore_version: str | None = None
+    pg_restore_where: str | None = None  # "host (…)" or "container <image> (…)"
+    command: str | None = None
+    data_processed: list[str] = field(default_factory=list)
+    data_failed: list[str] = field(default_factory=list)
+    installed_extensions: list[str] = field(default_factory=list)
+    log_path: str | None = None
+    backup_spec: str | None = None
+    fetched_checksum: str | None = None
+    fetched_manifest: str | None = None
+    diagnosis: list[str] = field(default_factory=list)  # what recognisable errors mean, in a DBA's words
+
+    @property
+    def clean_logical_restore(self) -> bool:
+        """An error-free logical restore into a fresh cluster: every constraint and unique index it created
+        was checked against all restored rows as it was created (ADD CONSTRAINT, CREATE UNIQUE INDEX)."""
+        return (self.performed and self.logical and self.refused is None and self.exit_code == 0
+                and not self.errors and not self.accepted_errors_in_restore)
+
+    @property
+    def accepted_errors_in_restore(self) -> list[str]:
+        # Errors accepted while applying --globals (the bootstrap superuser already existing) create no object.
+        return [e for e in self.accepted_errors if not e.startswith("[globals] ")]
+
+
+@dataclass(frozen=True)
+class PreparedDatabase:
+    """The database the checks verify, and how it came to be."""
+
+    target_name: str
+    target_kind: str
+    target_display: str
+    conninfo: str | None  # may carry a password: never print it, print target_display
+    dbname: str | None
+    app_host: str | None
+    app_port: int | None
+    owned: bool  # a throwaway server of this run (the suite is its superuser)
+    archive: BackupSummary | None
+    restore: RestoreOutcome
+    kept: tuple[str, ...] = ()  # with --keep-target: how to connect to the target, and how to remove it
+    fetched_manifest: str | None = None  # the manifest that came with a remote backup (kept in the run folder)
+
+    @property
+    def usable(self) -> bool:
+        return self.conninfo is not None

@@ -1,0 +1,279 @@
+"""A run of the suite without pytest: everything that happens once, before any check.
+
+:func:`begin` names the run and makes its folder; :meth:`Run.start` sweeps what killed runs left, stops the
+application (``--stop-app``), restores (restore/session.py), brings the application back and observes it, lists
+the retention snapshots, reads the record's history, reads the catalog and captures the manifests to compare.
+What it learns is :class:`RunFacts`: typed data, serialised by one codec (:func:`encode`/:func:`decode`) for the
+xdist workers. The pytest plugin (fixtures/session.py) only adapts: options → config → run → workers → teardown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from pydantic import TypeAdapter
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
+
+from restore import janitor, manifest, record, retention
+from restore.catalog import Catalog, read_catalog
+from restore.config import RestoreConfig
+from restore.conninfo import bounded, get_param, with_params
+from restore.errors import RestoreError
+from restore.expectations import Expectations
+from restore.kube import AppController
+from restore.outcome import PreparedDatabase
+from restore.retention import RetentionPolicy
+from restore.session import RestorePlan, prepare, refused
+from restore.verify import describe_lock_holders
+
+Say = Callable[[str], None]
+
+
+class Snapshot(TypedDict):
+    id: str
+    type: str  # "automated" | "manual"
+    created: str  # ISO 8601
+
+
+@dataclass(frozen=True)
+class RetentionListing:
+    """The source instance's snapshots and point-in-time window, listed once by the controller."""
+
+    listed_at: str  # ISO 8601
+    snapshots: list[Snapshot] = field(default_factory=list)
+    pitr: dict[str, str | None] = field(default_factory=dict)
+    error: str | None = None  # the AWS call that failed: the retention item fails with it
+
+
+@dataclass(frozen=True)
+class AppObservation:
+    """The application after its restart (``--stop-app``): the problems of each part, or why it could not be
+    observed."""
+
+    problems: dict[str, list[str]] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class RunFacts:
+    """What the controller learned before any check ran; the same in every process of the run."""
+
+    run_id: str
+    started_at: str  # ISO 8601
+    run_dir: Path
+    prepared: PreparedDatabase | None = None
+    catalog: Catalog = field(default_factory=Catalog)
+    catalog_error: str | None = None
+    # Manifest comparison: the source (a manifest file, or a live baseline captured at the start) and the
+    # restored database captured by the same code; files, so that every worker reads the same data.
+    source_kind: str | None = None  # "manifest" | "baseline"
+    source_manifest_path: Path | None = None
+    restored_manifest_path: Path | None = None
+    manifest_error: str | None = None
+    previous_counts: dict[str, int] | None = None  # the same target's previous run in the record, for trends
+    retention: RetentionListing | None = None
+    app_observation: AppObservation | None = None
+    record_problems: list[str] = field(default_factory=list)  # record lines left out (truncated writes)
+
+
+_CODEC = TypeAdapter(RunFacts)
+
+
+def encode(facts: RunFacts) -> str:
+    return _CODEC.dump_json(facts).decode()
+
+
+def decode(text: str) -> RunFacts:
+    return _CODEC.validate_json(text)
+
+
+@dataclass
+class RunState:
+    """The run as one process sees it: the configuration and expectations (each process resolves them from the
+    same options) and the facts the controller found."""
+
+    config: RestoreConfig
+    expectations: Expectations
+    facts: RunFacts
+    _manifests: tuple[dict[str, Any], dict[str, Any]] | None = field(default=None, repr=False)
+
+    @property
+    def prepared(self) -> PreparedDatabase | None:
+        return self.facts.prepared
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.facts.catalog
+
+    def manifests(self) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """(source, restored) manifests, or None when this run compares with none (or could not prepare them)."""
+        facts = self.facts
+        if facts.manifest_error or facts.source_manifest_path is None or facts.restored_manifest_path is None:
+            return None
+        if self._manifests is None:
+            self._manifests = (manifest.load(facts.source_manifest_path), manifest.load(facts.restored_manifest_path))
+        return self._manifests
+
+    def no_database_reason(self) -> str | None:
+        """Why there is no database to check, or None when there is one."""
+        prepared = self.prepared
+        if prepared is None:
+            return "restore-verify is not active in this run"
+        if prepared.restore.refused:
+            first_line = prepared.restore.refused.splitlines()[0]
+            return f"no database to verify: the restore was refused (see restore_succeeded): {first_line}"
+        if self.facts.catalog_error:
+            return f"the database could not be read (see db_accessible): {self.facts.catalog_error.splitlines()[0]}"
+        return None
+
+
+def begin(config: RestoreConfig, expectations: Expectations) -> RunState:
+    """A new run: its id and its own folder (unique per run: two runs in the same second never share one)."""
+    now = datetime.now(UTC)
+    run_id = uuid.uuid4().hex[:12]
+    safe_target = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in config.target.name)
+    run_dir = config.reports_dir / f"{now:%Y%m%dT%H%M%SZ}_{safe_target}_{run_id}"
+    run_dir.mkdir(parents=True)
+    return RunState(config, expectations, RunFacts(run_id=run_id, started_at=now.isoformat(timespec="seconds"),
+                                                   run_dir=run_dir))
+
+
+class Run:
+    """The once-per-run work of the controller; :meth:`close` tears down what it started (also on Ctrl-C)."""
+
+    def __init__(self, state: RunState, *, say: Say, progress: Say) -> None:
+        self.state, self.say, self.progress = state, say, progress
+        self.stack = contextlib.ExitStack()
+
+    def start(self) -> None:
+        cfg, facts, say = self.state.config, self.state.facts, self.say
+        # The settings first: a run that hangs or dies in the restore has already said how it was configured.
+        for line in cfg.header_lines():
+            say(line.removeprefix("restore-verify: "))
+        try:  # what earlier runs killed with -9 left behind (their watchdogs normally see to it first)
+            janitor.sweep(report=lambda line: say(f"janitor: {line}"))
+        except OSError as exc:  # a sweep that cannot read its folder must not cost the run
+            say(f"janitor: could not sweep ({exc}); python -m restore cleanup shows what is left")
+        if cfg.target.needs_restore:
+            say(f"restoring {cfg.source.spec if cfg.source else None} into {cfg.target.redacted()} with "
+                f"{cfg.restore_jobs} job(s)")
+        facts.prepared = self._restore_around_app()
+        outcome = facts.prepared.restore
+        if outcome.performed:
+            status = "REFUSED" if outcome.refused else f"{len(outcome.errors)} error(s)"
+            say(f"restore finished in {outcome.duration_s or 0:.1f}s: {status}, {len(outcome.accepted_errors)} "
+                f"accepted, roles created: {outcome.roles_created or 'none'}")
+        if cfg.retention is not None:
+            facts.retention = list_retention(cfg.retention)
+        if cfg.record is not None:  # the trend compares a database with itself: same target, same database name
+            history = record.load(cfg.record, problems=facts.record_problems)
+            for problem in facts.record_problems:
+                say(f"warning: {problem}")
+            facts.previous_counts = record.previous_counts(history, cfg.target.name, facts.prepared.dbname)
+        if facts.prepared.conninfo is not None:
+            try:
+                facts.catalog = read_catalog(self._bounded(facts.prepared.conninfo))
+            except Exception as exc:  # recorded: db_accessible fails with it, the rest skip naming it
+                facts.catalog_error = f"{type(exc).__name__}: {exc}"
+                if isinstance(exc, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled):
+                    facts.catalog_error += (f" (waited for a lock: {describe_lock_holders(facts.prepared.conninfo)};"
+                                            " let that transaction finish, or end it with pg_terminate_backend(PID))")
+            else:
+                self._capture_manifests()
+
+    def close(self) -> None:
+        self.stack.close()
+
+    def _bounded(self, conninfo: str) -> str:
+        cfg = self.state.config
+        return bounded(conninfo, statement_timeout_s=cfg.statement_timeout_s, lock_timeout_s=cfg.lock_timeout_s)
+
+    def _restore_around_app(self) -> PreparedDatabase:
+        """The restore, with the application stopped around it when asked (and brought back whatever happens)."""
+        cfg, facts = self.state.config, self.state.facts
+        log_path = facts.run_dir / "restore.log"
+        plan = RestorePlan(target=cfg.target, source=cfg.source, jobs=cfg.restore_jobs, log_path=log_path,
+                           globals_file=cfg.globals_file, allowed_errors=cfg.allowed_errors,
+                           keep_target=cfg.keep_target, progress=self.progress, manifest=cfg.manifest)
+        app = None
+        if cfg.stop_app and cfg.target.app is not None:
+            try:
+                app = AppController(cfg.target.app, progress=self.progress)
+                # Registered first, so it runs last: after the target is torn down, also on failure and Ctrl-C.
+                self.stack.callback(app.restart)
+                self.say(f"stopping {', '.join(cfg.target.app.deployments)} in {cfg.target.app.namespace}: "
+                         f"{app.stop()} replica(s) recorded")
+            except RestoreError as exc:  # AppError: the application could not be stopped, so nothing is restored
+                return refused(cfg.target, f"The application could not be stopped before the restore (--stop-app), "
+                                           f"so nothing was restored: {exc}", log_path=log_path)
+        try:
+            return self.stack.enter_context(prepare(plan, run_id=facts.run_id))
+        finally:
+            if app is not None:  # after the restore, whatever its outcome: the application comes back now
+                try:
+                    app.restart()
+                    self.say("application restarted; observing it ...")
+                    facts.app_observation = AppObservation(problems=app.observe())
+                except Exception as exc:  # AppError, the client's ApiException: the app-side checks fail with it
+                    facts.app_observation = AppObservation(error=f"{type(exc).__name__}: {exc}")
+
+    def _capture_manifests(self) -> None:
+        """Capture the restored database (and a live baseline) with the manifest code, when there is a source."""
+        cfg, facts, say = self.state.config, self.state.facts, self.say
+        assert facts.prepared is not None
+        assert facts.prepared.conninfo is not None
+        freshness = self.state.expectations.freshness_sql
+        compare_with: dict[str, dict[str, Any]] | None = None
+        try:
+            if cfg.baseline is not None:
+                say(f"capturing the live baseline {cfg.baseline.redacted()} ...")
+                baseline_path = facts.run_dir / "baseline.manifest.json"
+                manifest.write(manifest.capture(self._bounded(cfg.baseline.conninfo()), jobs=cfg.restore_jobs,
+                                                freshness_sql=freshness), baseline_path)
+                facts.source_kind, facts.source_manifest_path = "baseline", baseline_path
+            elif cfg.manifest is not None or facts.prepared.fetched_manifest is not None:
+                source_path = cfg.manifest or Path(str(facts.prepared.fetched_manifest))
+                source = manifest.load(source_path)  # refuse a foreign file before spending a pass on the restore
+                facts.source_kind, facts.source_manifest_path = "manifest", source_path
+                # A table whose content differs is bucketed as the backup's was, so that the mismatch names where.
+                compare_with = source["tables"]
+            else:
+                return
+            restored_path = facts.run_dir / "restored.manifest.json"
+            started = time.monotonic()
+            manifest.write(manifest.capture(self._bounded(facts.prepared.conninfo), jobs=cfg.restore_jobs,
+                                            freshness_sql=freshness, checksums=cfg.depth != "quick",
+                                            compare_with=compare_with), restored_path)
+            facts.restored_manifest_path = restored_path
+            say(f"restored database captured for comparison in {time.monotonic() - started:.1f}s -> {restored_path}")
+        except Exception as exc:  # the manifest items fail with it; the other checks still run
+            facts.manifest_error = f"{type(exc).__name__}: {exc}"
+            say(f"manifest comparison impossible: {facts.manifest_error}")
+
+
+def list_retention(policy: RetentionPolicy) -> RetentionListing:
+    """The instance's snapshots and PITR window, listed once; an AWS failure fails the retention item."""
+    listed_at = datetime.now(UTC).isoformat(timespec="seconds")
+    try:
+        snapshots: list[Snapshot] = [{"id": s["id"], "type": s["type"], "created": s["created"].isoformat()}
+                                     for s in retention.list_snapshots(policy.instance)]
+        return RetentionListing(listed_at, snapshots, retention.pitr_window(policy.instance))
+    except Exception as exc:  # botocore's errors: the check reports them with what was asked
+        return RetentionListing(listed_at, error=f"{type(exc).__name__}: {exc}")
+
+
+def with_caller_password(config: RestoreConfig, password: str | None) -> RestoreConfig:
+    """A ``--target`` DSN without a password takes the caller's PGPASSWORD: the one place it is used, explicitly."""
+    target = config.target
+    if password is None or target.kind != "existing" or not target.dsn or target.password_env \
+            or get_param(target.dsn, "password"):
+        return config
+    return replace(config, target=replace(target, dsn=with_params(target.dsn, password=password)))
