@@ -13,6 +13,7 @@ from fixtures.findings import Attribution
 from fixtures.outcomes import not_applicable
 from fixtures.params import Param, manifest_params, parameters
 from restore import hints
+from restore.catalog import SequenceRow
 from restore.manifest import sequence_bounds
 from restore.outcome import PreparedDatabase
 from restore.run import RunState
@@ -29,7 +30,7 @@ def sequences(state: RunState) -> list[Param]:
     for s in state.catalog.sequences:
         uses[(s["schema"], s["name"])] = uses.get((s["schema"], s["name"]), 0) + 1
 
-    def test_id(s: dict[str, Any]) -> str:
+    def test_id(s: SequenceRow) -> str:
         seq = f"{s['schema']}.{s['name']}"
         return seq if uses[(s["schema"], s["name"])] == 1 else f"{seq}->{s['table_schema']}.{s['table']}.{s['column']}"
 

@@ -25,12 +25,11 @@ from restore.archive import BackupSummary
 from restore.cloud import CloudError, aws_call, explain
 from restore.conninfo import get_param, with_params
 from restore.errors import ConfigError, RestoreError
+from restore.sources import RdsSource, Source
 
 if TYPE_CHECKING:
     from restore.archive import ArchiveInfo
     from restore.pgrestore import ToolRun
-    from restore.sources import Source
-    from restore.targets import TargetSpec
 from restore.waiting import wait_until
 
 TAG = "restore-verify"
@@ -39,40 +38,6 @@ DEFAULT_PROTECTED = ("ecommerce-production",)
 
 class RdsError(RestoreError):
     """An RDS restore could not be made or did not become available (CloudError, a failed AWS call, is one too)."""
-
-
-@dataclass(frozen=True)
-class RdsSource:
-    kind: str  # "snapshot" | "pitr"
-    snapshot: str | None = None  # id, or "latest"
-    instance: str | None = None  # source instance (pitr, or latest snapshot of it)
-    restore_time: datetime | None = None  # pitr; None = latest restorable
-
-
-def is_rds(spec: str) -> bool:
-    return spec.startswith(("rds-snapshot:", "rds-pitr:"))
-
-
-def parse_rds(spec: str) -> RdsSource:
-    if spec.startswith("rds-snapshot:"):
-        rest = spec.removeprefix("rds-snapshot:")
-        if rest.startswith("latest"):
-            m = re.fullmatch(r"latest\?instance=([A-Za-z0-9-]+)", rest)
-            if not m:
-                raise ConfigError.invalid("RDS source", spec, "--backup",
-                                          "Write rds-snapshot:latest?instance=INSTANCE.")
-            return RdsSource("snapshot", snapshot="latest", instance=m.group(1))
-        return RdsSource("snapshot", snapshot=rest)
-    instance, _, when = spec.removeprefix("rds-pitr:").partition("@")
-    if not instance or not when:
-        raise ConfigError.invalid("RDS source", spec, "--backup", "Write rds-pitr:INSTANCE@ISO8601 or @latest.")
-    if when == "latest":
-        return RdsSource("pitr", instance=instance)
-    try:
-        moment = datetime.fromisoformat(when.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise ConfigError.invalid("restore time", when, "--backup", "Use ISO 8601: 2025-10-25T10:30:00Z.") from exc
-    return RdsSource("pitr", instance=instance, restore_time=moment if moment.tzinfo else moment.replace(tzinfo=UTC))
 
 
 @dataclass(frozen=True)
@@ -328,11 +293,9 @@ class RdsTarget:
     restores = True
     loads_dumps = False
 
-    def __init__(self, spec: TargetSpec, *, keep: bool, run_id: str,
+    def __init__(self, name: str, config: RdsTargetConfig, *, keep: bool, run_id: str,
                  progress: Callable[[str], None] | None = None) -> None:
-        if spec.rds is None:
-            raise ConfigError(f"Target {spec.name!r} has kind = \"rds\" but no RDS settings.")
-        self.spec, self.config, self.keep, self.run_id, self.progress = spec, spec.rds, keep, run_id, progress
+        self.name, self.config, self.keep, self.run_id, self.progress = name, config, keep, run_id, progress
         self.restore: RdsRestore | None = None
         self._conninfo: str | None = None
         self._log: IO[str] | None = None
@@ -340,7 +303,7 @@ class RdsTarget:
 
     def check(self, source: Source | None) -> None:
         if source is None or source.rds is None:
-            raise ConfigError(f"Target {self.spec.name!r} is an RDS instance to restore into: pass an RDS source, "
+            raise ConfigError(f"Target {self.name!r} is an RDS instance to restore into: pass an RDS source, "
                               "--backup=rds-snapshot:ID, rds-snapshot:latest?instance=NAME or rds-pitr:NAME@TIME.")
 
     def _flush_log(self) -> None:
@@ -377,7 +340,7 @@ class RdsTarget:
 
     def display(self, dbname: str | None) -> str:
         return f"RDS instance {self.restore.instance_id}" if self.restore and self.restore.instance_id \
-            else self.spec.redacted()
+            else f"new RDS instance ({self.name})"
 
     def app_address(self) -> tuple[str | None, int | None]:
         conninfo = self.conninfo()
@@ -394,7 +357,7 @@ class RdsTarget:
 
     def restore_dump(self, info: ArchiveInfo, dbname: str, *, jobs: int, log: IO[str],
                      on_line: Callable[[str], None]) -> ToolRun:
-        raise ConfigError(f"Target {self.spec.name!r} restores RDS snapshots, not dump files.")
+        raise ConfigError(f"Target {self.name!r} restores RDS snapshots, not dump files.")
 
     def server_label(self) -> str:
         engine = self.restore.facts.get("engine_version") if self.restore else None

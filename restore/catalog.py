@@ -6,11 +6,12 @@ re-queries the catalog. Only user objects count: system schemas and extension me
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 _USER_SCHEMA = """
     n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -139,28 +140,105 @@ ORDER BY 2
 """
 
 
+# One typed row per query above: the keys are the queries' column names (mypy checks every access).
+
+class TableRow(TypedDict):
+    schema: str
+    name: str
+    kind: str  # pg_class.relkind: r, p, f, m
+    is_partition: bool
+    populated: bool
+
+
+class ForeignKeyRow(TypedDict):
+    name: str
+    schema: str
+    table: str
+    ref_schema: str
+    ref_table: str
+    columns: list[str]
+    ref_columns: list[str]
+    validated: bool
+    match_type: str
+    enforced: bool
+    triggers_enabled: bool
+    partitioned: bool
+
+
+class ConstraintRow(TypedDict):
+    name: str
+    schema: str
+    table: str
+    type: str  # f, c
+    validated: bool
+    definition: str
+
+
+class UniqueKeyRow(TypedDict):
+    index: str
+    schema: str
+    table: str
+    name: str
+    kind: str  # "primary key" | "unique constraint" | "unique index"
+    columns: list[str]
+    has_expressions: bool
+    key_sql: list[str]
+    predicate: str | None
+    nulls_not_distinct: bool
+    valid: bool
+    populated: bool
+
+
+class SequenceRow(TypedDict):
+    schema: str
+    name: str
+    table_schema: str
+    table: str
+    column: str
+    kind: str  # "identity" | "serial" | "default"
+    increment: int
+
+
+class IndexRow(TypedDict):
+    schema: str
+    name: str
+    table: str
+    method: str
+    valid: bool
+    ready: bool
+    is_unique: bool
+
+
+class ToastRow(TypedDict):
+    schema: str
+    name: str
+    table: str
+    kind: str
+    index: str | None
+
+
+class KeyNameRow(TypedDict):
+    schema: str
+    table: str
+    name: str
+    type: str  # p, u, f
+
+
 @dataclass(frozen=True)
 class Catalog:
-    """JSON-able lists of dicts; keys are the column names of the queries above."""
+    """The restored database's user objects, one typed row per object."""
 
     server_version: str = ""
     server_version_num: int = 0
-    tables: list[dict[str, Any]] = field(default_factory=list)
-    foreign_keys: list[dict[str, Any]] = field(default_factory=list)
-    constraints: list[dict[str, Any]] = field(default_factory=list)
-    unique_keys: list[dict[str, Any]] = field(default_factory=list)
-    sequences: list[dict[str, Any]] = field(default_factory=list)
-    indexes: list[dict[str, Any]] = field(default_factory=list)
-    toast: list[dict[str, Any]] = field(default_factory=list)
-    key_names: list[dict[str, Any]] = field(default_factory=list)
+    tables: list[TableRow] = field(default_factory=list)
+    foreign_keys: list[ForeignKeyRow] = field(default_factory=list)
+    constraints: list[ConstraintRow] = field(default_factory=list)
+    unique_keys: list[UniqueKeyRow] = field(default_factory=list)
+    sequences: list[SequenceRow] = field(default_factory=list)
+    indexes: list[IndexRow] = field(default_factory=list)
+    toast: list[ToastRow] = field(default_factory=list)
+    key_names: list[KeyNameRow] = field(default_factory=list)
     in_recovery: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Catalog:
-        return cls(**data)
 
     def table_names(self) -> list[str]:
         return [f"{t['schema']}.{t['name']}" for t in self.tables]
@@ -177,9 +255,10 @@ def read_catalog(conninfo: str) -> Catalog:
             enforced = "con.conenforced" if num >= 180000 else "true"
             nnd = "i.indnullsnotdistinct" if num >= 150000 else "false"
 
-            def rows(query: str) -> list[dict[str, Any]]:
+            def rows(query: str) -> list[Any]:
                 return [dict(r) for r in cur.execute(query.encode()).fetchall()]  # static text, no user input
 
+            # The codec checks each row against its type when the state crosses to a worker.
             return Catalog(
                 server_version=version,
                 server_version_num=num,

@@ -27,7 +27,6 @@ from restore.tools import tool_version
 if TYPE_CHECKING:
     from restore.archive import ArchiveInfo, BackupSummary
     from restore.sources import Source
-    from restore.targets import TargetSpec
 
 
 class ContainerError(RestoreError):
@@ -179,16 +178,16 @@ class ContainerTarget:
     restores = True
     loads_dumps = True
 
-    def __init__(self, spec: TargetSpec, *, jobs: int, keep: bool, run_id: str) -> None:
-        self.spec, self.jobs, self.keep, self.run_id = spec, jobs, keep, run_id
+    def __init__(self, name: str, *, image: str | None, jobs: int, keep: bool, run_id: str) -> None:
+        self.name, self.image, self.jobs, self.keep, self.run_id = name, image, jobs, keep, run_id
         self.server: ContainerServer | None = None
 
     def check(self, source: Source | None) -> None:
         if source is not None:
-            source.require_logical(self.spec.name)
+            source.require_logical(self.name)
 
     def start(self, *, source: Source | None, info: ArchiveInfo | None, log: IO[str]) -> None:
-        self.server = ContainerServer(image=image_for(self.spec.image, info.dumped_from if info else None),
+        self.server = ContainerServer(image=image_for(self.image, info.dumped_from if info else None),
                                       jobs=self.jobs, keep=self.keep, run_id=self.run_id)
         self.server.start()
 

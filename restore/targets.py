@@ -41,7 +41,6 @@ class Target(Protocol):
     there); ``stop`` tears down what the run made, unless kept. Connection strings may hold passwords: show
     :meth:`display`."""
 
-    spec: TargetSpec
     restores: bool  # a backup is restored here (False: an existing database, verified as it is)
     loads_dumps: bool  # the pipeline loads a dump into it (a throwaway server whose superuser the suite is)
 
@@ -248,10 +247,13 @@ class ExistingTarget:
 def open_target(spec: TargetSpec, *, jobs: int, keep: bool, run_id: str,
                 progress: Callable[[str], None] | None = None) -> Target:
     """The implementation of ``spec``'s kind (nothing is started yet)."""
+    if spec.kind == "rds" and spec.rds is None:
+        raise ConfigError(f"Target {spec.name!r} has kind = \"rds\" but no RDS settings.")
     kinds: dict[str, Callable[[], Target]] = {
-        "embedded": lambda: EmbeddedTarget(spec, jobs=jobs, keep=keep, run_id=run_id),
-        "container": lambda: ContainerTarget(spec, jobs=jobs, keep=keep, run_id=run_id),
-        "rds": lambda: RdsTarget(spec, keep=keep, run_id=run_id, progress=progress),
+        "embedded": lambda: EmbeddedTarget(spec.name, jobs=jobs, keep=keep, run_id=run_id),
+        "container": lambda: ContainerTarget(spec.name, image=spec.image, jobs=jobs, keep=keep, run_id=run_id),
+        "rds": lambda: RdsTarget(spec.name, spec.rds or RdsTargetConfig(), keep=keep, run_id=run_id,
+                                 progress=progress),
         "existing": lambda: ExistingTarget(spec),
     }
     return kinds[spec.kind]()

@@ -412,3 +412,25 @@ def test_without_expectations_nothing_of_the_sample_is_applied(
     assert run.result["outcome"] == "passed", run.explain()
     assert "app.toml" in run.result["checklist_reasons"]["app_connect"]
     assert "row_counts.toml" in run.result["checklist_reasons"]["row_counts"]
+
+
+def test_the_state_handed_to_workers_is_the_state_the_controller_found(shapes: Shapes, tmp_path: Path) -> None:
+    """The one codec: every catalog row and the backup's summary survive the trip to an xdist worker whole (a
+    typed row missing a column the query returns would lose it on the workers only)."""
+    from restore import run
+    from restore.catalog import read_catalog
+    from restore.outcome import PreparedDatabase, RestoreOutcome
+
+    catalog = read_catalog(shapes.server.conninfo(shapes.pristine))
+    assert catalog.tables
+    assert catalog.foreign_keys
+    assert catalog.unique_keys
+    assert catalog.sequences
+    assert catalog.indexes
+    assert catalog.toast
+    facts = run.RunFacts(run_id="r", started_at="2026-11-25T00:00:00+00:00", run_dir=tmp_path, catalog=catalog,
+                         prepared=PreparedDatabase(
+                             target_name="local", target_kind="embedded", target_display="d", conninfo="dbname=x",
+                             dbname="x", app_host="127.0.0.1", app_port=5432, owned=True,
+                             archive=inspect(shapes.dump).summary(), restore=RestoreOutcome(performed=True)))
+    assert run.decode(run.encode(facts)) == facts
