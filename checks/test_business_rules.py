@@ -39,7 +39,9 @@ def test_business_rule(
     if run is None:
         pytest.fail(f"Business rule {rule.path} could not run: {failure}", pytrace=False)
     if run.rows:
-        record_property("offending", [" | ".join(str(v) for v in row) for row in run.rows])
+        record_property("offending", {"columns": run.columns, "rows": [[None if v is None else str(v) for v in row]
+                                                                      for row in run.rows],
+                                      "total": None})  # the first rows only: the rule is not counted in full
         header = " | ".join(run.columns)
         lines = "\n".join("  " + " | ".join(str(v) for v in row) for row in run.rows)
         pytest.fail(

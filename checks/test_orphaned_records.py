@@ -65,7 +65,7 @@ def test_no_orphans(
     found = orphans(db_conn, fk)
     record_property("orphans", found.count)
     if found.count:
-        record_property("offending", found.sample)
+        record_property("offending", found.table())
     note = "" if not found.count else attribution.settle(attribution.content(
         [f"{fk['schema']}.{fk['table']}", f"{fk['ref_schema']}.{fk['ref_table']}"]))
     if note is None:

@@ -43,7 +43,7 @@ def _fail(diffs: list[str], what: str, comparison: Comparison,
     if diffs:
         # Every difference from the backup's own manifest is the restore's (a live baseline moves on: unknown).
         record_property("origin", "restore" if comparison.kind == "manifest" else "unknown")
-        record_property("offending", diffs)
+        record_property("offending", {"columns": ["difference"], "rows": [[d] for d in diffs], "total": len(diffs)})
         shown = "\n".join(f"  - {d}" for d in diffs[:30])
         more = f"\n  ... and {len(diffs) - 30} more" if len(diffs) > 30 else ""
         pytest.fail(f"{what} differs from {comparison.label} ({comparison.source_path}):\n{shown}{more}",

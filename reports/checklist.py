@@ -35,6 +35,27 @@ CHECKLIST: dict[str, tuple[str, str]] = {
     "retention": ("Backup 保留政策", "every retention window has its snapshot, none outlives its retention"),
 }
 
+# id -> the runbook item in English (shown first; the runbook's own wording follows it)
+LABELS: dict[str, str] = {
+    "restore_succeeded": "Restore procedure completed (pg_restore / restore-db-instance)",
+    "db_accessible": "Database is accessible",
+    "tables_present": "All tables exist",
+    "row_counts": "Row counts match expectations",
+    "foreign_keys": "Foreign key constraints intact",
+    "orphaned_records": "No orphaned records",
+    "unvalidated_constraints": "Referential integrity verified (no convalidated = false)",
+    "duplicate_primary_keys": "No duplicate primary keys",
+    "schema_matches": "Restore complete: the schema matches the backup",
+    "sequences": "Application inserts work (sequences ahead of their columns)",
+    "no_corruption": "No data corruption detected",
+    "app_connect": "The application can connect",
+    "critical_queries": "Critical queries succeed",
+    "business_rules": "Business logic works",
+    "rto": "RTO < 1 hour",
+    "rpo": "RPO < 15 minutes",
+    "retention": "Backup retention policy holds",
+}
+
 
 def item_status(outcomes: list[str], gaps: int = 0) -> Status:
     """The item's state from its tests' outcomes.

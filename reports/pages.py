@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 
-from reports.checklist import CHECKLIST
+from reports.checklist import CHECKLIST, LABELS
 from restore import evidence
 from restore.record import COMPLETE, month_of, months_between
 
@@ -26,20 +27,52 @@ def _render(template: str, **values: Any) -> str:
 
 # --- report.html ---------------------------------------------------------------------------------------------
 
+def _size(count: int | None) -> str | None:
+    if count is None:
+        return None
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= size:
+            return f"{count / size:,.1f} {unit}"
+    return f"{count} bytes"
+
+
+def _seconds_between(start: str, end: str) -> float:
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def run_facts(r: dict[str, Any]) -> list[tuple[str, str]]:
+    """The headline's facts, in a DBA's words; what does not apply is left out (no "None" rows)."""
+    backup, restore, target = r["backup"], r["restore"], r["target"]
+    facts: list[tuple[str, str]] = []
+    if backup.get("spec"):
+        details = [backup.get("format"),
+                   f"dumped from PostgreSQL {backup['dumped_from']}" if backup.get("dumped_from") else None,
+                   f"by pg_dump {backup['dumped_by']}" if backup.get("dumped_by") else None,
+                   _size(backup.get("size_bytes")),
+                   f"taken {backup['created_at']}" if backup.get("created_at") else None]
+        shown = ", ".join(d for d in details if d)
+        facts.append(("Backup", f"{backup['spec']} ({shown})" if shown else str(backup["spec"])))
+    facts.append(("Target", f"{target['name']} ({target['kind']}): {target['display']}"))
+    if target.get("server_version"):
+        facts.append(("Server", f"PostgreSQL {target['server_version']}"))
+    facts.append(("When (UTC)", f"{r['started_at']} → {r['finished_at']}"))
+    total = _seconds_between(r["started_at"], r["finished_at"])
+    if restore.get("performed") and restore.get("duration_s") is not None:
+        duration = float(restore["duration_s"])
+        facts.append(("Duration", f"{total:,.0f} s in all: restore {duration:,.1f} s, verification "
+                                  f"{max(total - duration, 0):,.0f} s"))
+        facts.append(("Restore errors", f"{len(restore['errors'])} unaccepted, "
+                                        f"{len(restore['accepted_errors'])} accepted"))
+    else:
+        facts.append(("Duration", f"{total:,.0f} s (verification only: this run restored nothing)"))
+    return facts
+
+
 def report_prefix(r: dict[str, Any]) -> str:
-    """Above pytest-html's results: the verdict, the restore's facts and errors, the checklist."""
-    duration = r["restore"]["duration_s"]
-    facts = [
-        ("Target", f"{r['target']['name']} ({r['target']['kind']}): {r['target']['display']}"),
-        ("Backup", f"{r['backup']['spec']} ({r['backup']['format']}, dumped from "
-                   f"{r['backup']['dumped_from']}, {r['backup']['size_bytes']} bytes)"),
-        ("Server version", str(r["target"]["server_version"])),
-        ("Restore duration", "not restored by this run" if duration is None or not r["restore"]["performed"]
-         else f"{duration:.1f} s {r['restore']['phases_s']}"),
-        ("Restore errors", f"{len(r['restore']['errors'])} unaccepted, "
-                           f"{len(r['restore']['accepted_errors'])} accepted"),
-    ]
-    return _render("report_prefix.html.j2", r=r, facts=facts, checklist=CHECKLIST, controls=evidence.CONTROLS,
+    """Above pytest-html's results: the verdict and its facts, the checklist, the restore's phases and errors."""
+    phases = [(name.replace("_", " "), float(seconds)) for name, seconds in (r["restore"]["phases_s"] or {}).items()]
+    return _render("report_prefix.html.j2", r=r, facts=run_facts(r), checklist=CHECKLIST, labels=LABELS,
+                   controls=evidence.CONTROLS, phases=phases if r["restore"]["performed"] else [],
                    errors=r["restore"]["errors"] + r["restore"]["accepted_errors"])
 
 
@@ -48,8 +81,13 @@ def report_postfix(r: dict[str, Any]) -> str:
     return _render("report_postfix.html.j2", r=r)
 
 
-def offending_table(rows: list[object]) -> str:
-    return _render("offending.html.j2", rows=[str(row) for row in rows])
+def failure_html(message: str, offending: object, details: str) -> str:
+    """A failed check in the results table: its message, the offending rows as a table, and pytest's own report
+    (``details``: already escaped by pytest-html) folded away."""
+    table = offending if isinstance(offending, dict) and "columns" in offending else None
+    if table is None and isinstance(offending, list):
+        table = {"columns": ["offending"], "rows": [[str(v)] for v in offending], "total": len(offending)}
+    return _render("failure.html.j2", message=message, offending=table, details=Markup(details))  # noqa: S704
 
 
 # --- record.html / record.md ---------------------------------------------------------------------------------
@@ -69,7 +107,11 @@ class Series:
 def svg_chart(series: Series, *, width: int = 720, height: int = 220) -> str:
     """An inline SVG line chart; every point carries data-date/data-value so that it can be checked."""
     left, right, top, bottom = 60, width - 20, 30, height - 40
-    values = [v for _, v in series.points] + ([series.limit] if series.limit is not None else [])
+    data = [v for _, v in series.points]
+    # A limit far above every value would flatten the data against the axis (a 3 s restore on a 0-4,140 s scale):
+    # the axis then follows the data, and the limit is named above the chart instead of drawn.
+    limit_on_axis = series.limit is not None and (not data or series.limit <= 3 * max(data))
+    values = data + ([series.limit] if limit_on_axis and series.limit is not None else [])
     highest = max(values) * 1.15 if values and max(values) > 0 else 1.0
     stamps = [datetime.fromisoformat(d).timestamp() for d, _ in series.points]
     lo, hi = (min(stamps), max(stamps)) if stamps else (0.0, 1.0)
@@ -84,8 +126,14 @@ def svg_chart(series: Series, *, width: int = 720, height: int = 220) -> str:
     points = [{"x": x(stamp), "y": y(value), "date": date, "value": value,
                "over": series.limit is not None and value > series.limit}
               for stamp, (date, value) in zip(stamps, series.points, strict=True)]
+    dates = [d[:10] for d, _ in series.points]
     geometry = {"width": width, "height": height, "left": left, "right": right, "top": top, "bottom": bottom,
-                "max": highest, "points": points, "limit_y": y(series.limit) if series.limit is not None else None}
+                "max": highest, "points": points,
+                "limit_y": y(series.limit) if limit_on_axis and series.limit is not None else None,
+                "limit_above": series.limit_label if series.limit is not None and not limit_on_axis else None,
+                # first and last date, once each (one point, or all on one day: one label under it)
+                "date_labels": ([(left, dates[0], "start"), (right, dates[-1], "end")] if len(set(dates)) > 1
+                                else [(points[0]["x"], dates[0], "middle")] if points else [])}
     return _render("chart.svg.j2", s=series, g=geometry)
 
 
@@ -170,8 +218,6 @@ def render_record(history: list[dict[str, Any]], out_dir: Path, *, until: str | 
     return html_path, md_path
 
 
-def _markup(text: str) -> Any:
+def _markup(text: str) -> Markup:
     """Already-rendered (and escaped) SVG, placed as it is."""
-    from markupsafe import Markup
-
     return Markup(text)  # noqa: S704 - rendered by the chart template, which escapes every value

@@ -376,31 +376,55 @@ class _RunReport:
 
     @pytest.hookimpl(trylast=True)
     def pytest_unconfigure(self, config: pytest.Config) -> None:
-        """The record line, last: report.html (written by pytest-html when the session finishes) exists now, so
-        the line can carry its digest as well as result.json's."""
+        """The record line, then the checklist: the last thing on the terminal, after pytest's own summary.
+        report.html (written by pytest-html when the session finishes) exists now, so the line carries its digest
+        as well as result.json's."""
         cfg, result = self.state.config, self.collected.result_json
-        if result is None or cfg.record is None:
-            return
-        line = record.record_line(result, operator=record.operator_name(cfg.operator), rto_s=cfg.rto_s,
-                                  rpo_s=cfg.rpo_s, ticket=cfg.ticket)
-        record.append(cfg.record, line, signer=evidence.signer_for(cfg.record_key))
-
-    def pytest_terminal_summary(self, terminalreporter: Any, config: pytest.Config) -> None:
-        result = self.collected.result_json
         if result is None:
             return
-        terminalreporter.write_sep("=", "restore-verify checklist")
-        for cid, status in result["checklist"].items():
-            reason = result["checklist_reasons"].get(cid, "")
-            markup = {"passed": {"green": True}, "failed": {"red": True, "bold": True}}.get(status, {"yellow": True})
-            terminalreporter.write(f"{status.upper():10} ", **markup)
-            terminalreporter.write_line(f"{cid:24} {reason.splitlines()[0][:100] if reason else ''}")
-        terminalreporter.write_line(f"report: {result['run_dir']}/report.html   "
-                                    f"result: {result['run_dir']}/result.json")
-        verdict = result["outcome"]
-        markup = {"passed": {"green": True, "bold": True}}.get(verdict, {"red": True, "bold": True})
-        terminalreporter.write(f"backup test {verdict.upper()}", **markup)
-        terminalreporter.write_line(f": {result['outcome_reason']} (exit code {result['exit_status']})")
+        if cfg.record is not None:
+            line = record.record_line(result, operator=record.operator_name(cfg.operator), rto_s=cfg.rto_s,
+                                      rpo_s=cfg.rpo_s, ticket=cfg.ticket)
+            record.append(cfg.record, line, signer=evidence.signer_for(cfg.record_key))
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            print_checklist(reporter, result)
+
+
+FAILURES_SHOWN = 5
+
+
+def _cut(text: str, width: int) -> str:
+    """The first line, cut at a word boundary."""
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    if len(first) <= width:
+        return first
+    return first[:width].rsplit(" ", 1)[0].rstrip(",;:") + " …"
+
+
+def print_checklist(reporter: Any, result: dict[str, Any]) -> None:
+    """Each item's state and reason; a failed item lists its failures (a few, then how many more)."""
+    reporter.write_sep("=", "restore-verify checklist")
+    failures: dict[str, list[dict[str, Any]]] = {}
+    for failure in result["failures"]:
+        failures.setdefault(str(failure["checklist"]), []).append(failure)
+    for cid, status in result["checklist"].items():
+        reason = result["checklist_reasons"].get(cid, "")
+        markup = {"passed": {"green": True}, "failed": {"red": True, "bold": True}}.get(status, {"yellow": True})
+        reporter.write(f"{status.upper():10} ", **markup)
+        mine = failures.get(cid, [])
+        reporter.write_line(f"{cid:24} {'' if len(mine) > 1 else _cut(reason, 100)}")
+        if len(mine) > 1:
+            for failure in mine[:FAILURES_SHOWN]:
+                test = failure["nodeid"].split("::")[-1]
+                reporter.write_line(f"{'':35} - {test}: {_cut(failure['message'], 90)}")
+            if len(mine) > FAILURES_SHOWN:
+                reporter.write_line(f"{'':35}   and {len(mine) - FAILURES_SHOWN} more — see the report")
+    reporter.write_line(f"report: {result['run_dir']}/report.html   result: {result['run_dir']}/result.json")
+    verdict = result["outcome"]
+    markup = {"passed": {"green": True, "bold": True}}.get(verdict, {"red": True, "bold": True})
+    reporter.write(f"backup test {verdict.upper()}", **markup)
+    reporter.write_line(f": {result['outcome_reason']} (exit code {result['exit_status']})")
 
 
 class _HtmlReport:
@@ -409,18 +433,12 @@ class _HtmlReport:
     def __init__(self, state: RunState, collected: Collected) -> None:
         self.state, self.collected = state, collected
 
-    @pytest.hookimpl(hookwrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-        """On a failed check, the offending rows or objects (recorded as ``offending``) as a table extra."""
-        outcome = yield
-        report = outcome.get_result()
-        offending = next((v for k, v in item.user_properties if k == "offending"), None)
-        if report.when != "call" or not report.failed or not offending:
+    def pytest_html_results_table_html(self, report: pytest.TestReport, data: list[str]) -> None:
+        """A failed check: its own message and the offending rows first; pytest's traceback folded away."""
+        if not report.failed:
             return
-        from pytest_html import extras
-
-        listed = offending if isinstance(offending, list) else [offending]
-        report.extras = [*getattr(report, "extras", []), extras.html(pages.offending_table(listed[:50]))]
+        offending = next((v for k, v in report.user_properties if k == "offending"), None)
+        data[:] = [pages.failure_html(_message(report), offending, "".join(data))]
 
     def pytest_html_report_title(self, report: Any) -> None:
         cfg = self.state.config

@@ -8,7 +8,7 @@ answers "are there duplicates / orphans?".
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -45,14 +45,26 @@ def count_rows(conn: psycopg.Connection[Any], schema: str, table: str) -> int:
 
 @dataclass(frozen=True)
 class Findings:
-    """How many offending rows or groups a scan found, with the first few as text."""
+    """How many offending rows or groups a scan found, with the first few: as text (for messages) and as a table
+    (``columns`` and ``rows``, for the report)."""
 
     count: int
     sample: list[str]
+    columns: list[str] = field(default_factory=list)
+    rows: list[list[str | None]] = field(default_factory=list)
+
+    def table(self) -> dict[str, object]:
+        """The ``offending`` record of a check: what the report shows as a table."""
+        return {"columns": self.columns, "rows": self.rows, "total": self.count}
 
 
 def _sample(conn: psycopg.Connection[Any], query: sql.Composable) -> list[str]:
     return [str(r[0]) for r in conn.execute(sql.SQL("{} LIMIT {}").format(query, sql.Literal(SAMPLE_LIMIT)))]
+
+
+def _sample_rows(conn: psycopg.Connection[Any], query: sql.Composable) -> list[list[str | None]]:
+    return [[None if v is None else str(v) for v in r]
+            for r in conn.execute(sql.SQL("{} LIMIT {}").format(query, sql.Literal(SAMPLE_LIMIT)))]
 
 
 def orphans(conn: psycopg.Connection[Any], fk: dict[str, Any]) -> Findings:
@@ -82,12 +94,13 @@ def orphans(conn: psycopg.Connection[Any], fk: dict[str, Any]) -> Findings:
     ).fetchone()
     assert count_row is not None
     count = int(count_row[0])
-    sample = (
-        _sample(conn, sql.SQL("SELECT {k} FROM {child} c WHERE {cond}").format(k=key_text, child=child, cond=condition))
-        if count
-        else []
-    )
-    return Findings(count, sample)
+    if not count:
+        return Findings(0, [])
+    sample = _sample(conn, sql.SQL("SELECT {k} FROM {child} c WHERE {cond}").format(k=key_text, child=child,
+                                                                                    cond=condition))
+    rows = _sample_rows(conn, sql.SQL("SELECT {k} FROM {child} c WHERE {cond}").format(
+        k=sql.SQL(", ").join(cols), child=child, cond=condition))
+    return Findings(count, sample, list(fk["columns"]), rows)
 
 
 def duplicates(conn: psycopg.Connection[Any], key: dict[str, Any]) -> Findings:
@@ -114,8 +127,13 @@ def duplicates(conn: psycopg.Connection[Any], key: dict[str, Any]) -> Findings:
     row = conn.execute(sql.SQL("SELECT count(*) FROM ({}) d").format(groups)).fetchone()
     assert row is not None
     count = int(row[0])
-    sample = _sample(conn, sql.SQL("SELECT k || ' x' || n FROM ({}) d").format(groups)) if count else []
-    return Findings(count, sample)
+    if not count:
+        return Findings(0, [])
+    sample = _sample(conn, sql.SQL("SELECT k || ' x' || n FROM ({}) d").format(groups))
+    labels = list(key["key_sql"]) if key.get("has_expressions") else list(key["columns"])
+    rows = _sample_rows(conn, sql.SQL("SELECT {cols}, count(*) FROM {table}{where} GROUP BY {cols} "
+                                      "HAVING count(*) > 1").format(cols=cols, table=table, where=where))
+    return Findings(count, sample, [*labels, "rows with this key"], rows)
 
 
 @dataclass(frozen=True)

@@ -188,3 +188,55 @@ def test_no_secret_reaches_any_file_the_run_writes(
         assert secret not in path.read_text(errors="replace"), f"the password leaked into {path}"
     assert secret not in run.output
     assert json.loads(history.read_text().splitlines()[-1])["target"]["name"] == "audited"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (apt-get install chromium)")
+def test_a_failed_run_reads_at_3am_verdict_checklist_first_no_traceback_offending_rows(
+    sample: Sample, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    """The report as a DBA opens it: the verdict, then the checklist (above pytest-html's Environment table); a
+    failed check shows its own words and the offending rows as a table, pytest's traceback folded away."""
+    expectations = tmp_path / "expectations"
+    shutil.copytree(sample.expectations, expectations)
+    (expectations / "business_rules" / "orders_are_free.sql").write_text(
+        "-- every order must be free\nSELECT id, status, total FROM public.orders WHERE total > 0 ORDER BY id\n")
+    run = run_suite(f"--backup={sample.dump}", f"--globals={sample.globals_sql}", f"--expectations={expectations}")
+    assert run.failed_items() == {"business_rules"}, run.explain()
+    dom = _chromium(run.run_dir / "report.html", tmp_path / "failed.png")
+    verdict = re.search(r'<h2 id="verdict"[^>]*>([^<]*)</h2>', dom)
+    assert verdict is not None, dom[:2000]
+    assert verdict.group(1) == "Backup test FAILED"
+    facts = re.search(r'<table id="run-facts">.*?</table>', dom, re.S)
+    assert facts is not None
+    assert "sample.dump" in facts.group(0)
+    assert "None" not in facts.group(0)
+    assert dom.index('id="checklist"') < dom.index('id="environment"') < dom.index('id="results-table"')
+    failure = re.search(r'<div class="failure-message">(.*?)</div>', dom, re.S)
+    assert failure is not None
+    assert failure.group(1).startswith("Business rule orders_are_free is broken")
+    for noise in ("Traceback", "AssertionError", "Failed: ", "def test_", "assert "):
+        assert noise not in failure.group(1)
+    offending = re.search(r'<table class="offending">(.*?)</table>', dom, re.S)
+    assert offending is not None
+    assert "<th>id</th><th>status</th><th>total</th>" in offending.group(1)
+    assert offending.group(1).count("<tr>") == 1 + 10  # the header and the first rows
+    assert "<details" in dom  # pytest's own report is still there, folded
+    assert (tmp_path / "failed.png").stat().st_size > 20_000
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (apt-get install chromium)")
+def test_the_record_reads_well_with_one_month_of_data(sample: Sample, tmp_path: Path,
+                                                      run_suite: Callable[..., SuiteRun]) -> None:
+    """One three-second restore is not drawn against a 0-4,140 s axis, and its date is written once."""
+    history = tmp_path / "record.jsonl"
+    assert run_suite(*sample.restore_args(), f"--record={history}").returncode == 0
+    html_path, _ = render_record(record.load(history), tmp_path / "rendered")
+    dom = _chromium(html_path, tmp_path / "record.png")
+    chart = re.search(r'<svg id="chart-rto".*?</svg>', dom, re.S)
+    assert chart is not None
+    assert 'class="limit"' not in chart.group(0)  # far above the data: named, not drawn
+    assert "RTO 3600 s: far above every value" in chart.group(0)
+    point = re.search(r'<circle class="point" [^>]*cy="([\d.]+)"', chart.group(0))
+    assert point is not None
+    assert float(point.group(1)) < 100  # near the top of a 220 px chart, not flattened onto the axis
+    assert len(re.findall(r'class="date-label"', chart.group(0))) == 1
