@@ -83,7 +83,7 @@ def test_app_role_logs_in(app: AppExpectation, restored_db: PreparedDatabase) ->
     if failure is not None:
         pytest.fail(
             f"The application role {app.role!r} cannot log in to {restored_db.target_display}: {failure}. "
-            "Check that the role exists with LOGIN (restore with --globals pg_dumpall-globals.sql to bring roles "
+            "Check that the role exists with LOGIN (restore with --globals=pg_dumpall-globals.sql to bring roles "
             "and their passwords), and the password source in app.toml.",
             pytrace=False,
         )

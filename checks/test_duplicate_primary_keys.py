@@ -76,7 +76,7 @@ def test_no_duplicate_keys(
         not_applicable(f"materialized view {table} is not populated: it holds no rows, so none can be duplicated "
                        "(row_counts compares its populated state with the backup)")
     if restore_config.depth == "quick":
-        pytest.skip("--depth quick: no data scans (run --depth standard to scan for duplicates)")
+        pytest.skip("--depth quick: no data scans (run --depth=standard to scan for duplicates)")
     if k.get("missing") and not relation_exists(db_conn, k["schema"], k["table"]):
         not_applicable(f"{table} does not exist (see tables_present)")
     found = duplicates(db_conn, k)

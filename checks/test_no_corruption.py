@@ -100,7 +100,7 @@ def test_index(
     At --depth full, bt_index_parent_check (root-descending) where the server allows it."""
     i = index
     if restore_config.depth == "quick":
-        pytest.skip("--depth quick: amcheck is not run (run --depth standard)")
+        pytest.skip("--depth quick: amcheck is not run (run --depth=standard)")
     # parent_check takes a ShareLock: only on our own restored copy, never on a standby.
     parent = restore_config.depth == "full" and not catalog.in_recovery
     heapallindexed = not i.get("proven")
@@ -140,7 +140,7 @@ def test_content_checksum(
     """The table's rows hash to the manifest's checksum: no value changed, no row swapped for another."""
     table = content_table["table"]
     if restore_config.depth == "quick":
-        pytest.skip("--depth quick: rows are counted, not hashed (run --depth standard to compare content)")
+        pytest.skip("--depth quick: rows are counted, not hashed (run --depth=standard to compare content)")
     if comparison.kind == "baseline":
         not_applicable("content is compared against a manifest taken with the backup, not a live baseline that "
                        "moves on")
@@ -171,7 +171,7 @@ def test_heap(
     """verify_heapam(table): no corrupt tuples or pages (and, at --depth full, no broken TOAST pointers)."""
     t = heap_table
     if restore_config.depth == "quick":
-        pytest.skip("--depth quick: amcheck is not run (run --depth standard)")
+        pytest.skip("--depth quick: amcheck is not run (run --depth=standard)")
     full = restore_config.depth == "full"
     problems = verify_heapam(db_conn, amcheck_schema, t["schema"], t["name"], check_toast=full)
     assert not problems, (

@@ -56,7 +56,7 @@ def test_no_orphans(
         record_property("verified_by", foreign_key["proven"])
         return
     if restore_config.depth == "quick":
-        pytest.skip("--depth quick: no data scans (run --depth standard to scan for orphans)")
+        pytest.skip("--depth quick: no data scans (run --depth=standard to scan for orphans)")
     fk = foreign_key
     if fk.get("dropped"):
         for schema, table in ((fk["schema"], fk["table"]), (fk["ref_schema"], fk["ref_table"])):

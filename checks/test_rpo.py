@@ -37,7 +37,7 @@ def test_newest_data_within_rpo(
     if backup_time is None and archive is not None and archive.created_at:
         backup_time, source = datetime.fromisoformat(archive.created_at), str(archive.created_at_source)
     if backup_time is None:
-        pytest.skip("the backup time is unknown (an existing target): pass --backup-time ISO8601")
+        pytest.skip("the backup time is unknown (an existing target): pass --backup-time=ISO8601")
     newest: object
     if recorded.get("value") is not None:  # read from the backup's own snapshot when it was taken
         newest = datetime.fromisoformat(str(recorded["value"]))

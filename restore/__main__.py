@@ -1,27 +1,36 @@
-"""``python -m restore …``: the library's command line.
+"""python -m restore: backups with manifests, the monthly record, and cleanup.
 
-    python -m restore manifest --dsn DSN --output PATH [--jobs N] [--freshness SQL]
-    python -m restore backup   --dsn DSN --output FILE.dump [--jobs N] [--freshness SQL]
-    python -m restore record   --history reports/record.jsonl --output DIR [--until YYYY-MM]
-    python -m restore record   --history … --verify [--public-key PEM | --kms]
-    python -m restore record   --history … --export 2026 [--format md|json] [--output FILE]
-    python -m restore record annotate RUN-ID --remediation TEXT --history …
-    python -m restore cleanup  [--dry-run]
+Verification itself runs through pytest:  pytest --backup=PATH  or  pytest --target=NAME|DSN
 
-``manifest`` writes the JSON manifest of a database (read-only, from one snapshot). ``backup`` takes a
-``pg_dump -Fc`` and its manifest from one exported snapshot, writing FILE.dump and FILE.dump.manifest.json.
-``cleanup`` removes the local servers and containers of runs that are gone (a run killed with -9; no AWS needed)
-and deletes RDS instances restore-verify created whose expiry tag has passed; nothing without its tag is touched.
-``record`` renders the backup-test history (one line per run) as DIR/record.html and DIR/record.md.
-The DSN may omit the password: libpq's PGPASSWORD / ~/.pgpass apply (``--password-env VAR`` names another).
+  python -m restore manifest --dsn=DSN --output=PATH [--jobs=N] [--freshness=SQL]
+  python -m restore backup   --dsn=DSN --output=FILE.dump [--jobs=N] [--freshness=SQL]
+  python -m restore record   --history=reports/record.jsonl --output=DIR [--until=YYYY-MM]
+  python -m restore record   --history=… --verify [--public-key=PEM | --kms]
+  python -m restore record   --history=… --export=2026 [--format=md|json] [--output=FILE]
+  python -m restore record annotate RUN-ID --remediation=TEXT --history=…
+  python -m restore cleanup  [--dry-run]
+
+manifest  writes the JSON manifest of a database (read-only, from one snapshot).
+backup    takes a pg_dump -Fc and its manifest from one exported snapshot: FILE.dump and
+          FILE.dump.manifest.json.
+record    renders the backup-test history (one line per run) as DIR/record.html and DIR/record.md,
+          verifies its hash chain and signatures, exports a year's evidence, or annotates a run.
+cleanup   removes the local servers and containers of runs that are gone (a run killed with -9; no AWS
+          needed) and deletes RDS instances restore-verify created whose expiry tag has passed; nothing
+          without its tag is touched.
+
+The DSN may omit the password: libpq's PGPASSWORD / ~/.pgpass apply (--password-env=VAR names another).
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from restore import __version__, manifest, record
 from restore.conninfo import redact, with_params
@@ -96,21 +105,50 @@ def _cleanup(*, dry_run: bool) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that names the closest option or command when one is mistyped."""
+
+    def error(self, message: str) -> NoReturn:
+        wrong = re.findall(r"(--[\w-]+)", message.split("unrecognized arguments:", 1)[1]) \
+            if "unrecognized arguments:" in message else []
+        choice = re.search(r"invalid choice: '([^']+)'", message)
+        known = [o for action in self._all_actions() for o in action.option_strings if o.startswith("--")]
+        hints = [f"{w}: did you mean {close[0]}?" for w in wrong
+                 if (close := difflib.get_close_matches(w.split("=", 1)[0], known, n=1, cutoff=0.6))]
+        if choice:
+            commands = [c for action in self._actions for c in (action.choices or {}) if isinstance(c, str)]
+            close = difflib.get_close_matches(choice.group(1), commands, n=1, cutoff=0.5)
+            hints += [f"did you mean {close[0]!r}?"] if close else []
+        super().error("; ".join([message, *hints]))
+
+    def _all_actions(self) -> list[argparse.Action]:
+        """This parser's options and its sub-commands' (an unknown option may belong to any of them)."""
+        actions = list(self._actions)
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    actions += sub._actions
+        return actions
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m restore", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="python -m restore", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"restore-verify {__version__} (verification "
                         "itself runs through pytest: pytest --backup=PATH or --target=NAME)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("manifest", "write the JSON manifest of a database"),
-                            ("backup", "pg_dump -Fc and its manifest from one exported snapshot")):
-        cmd = sub.add_parser(name, help=help_text)
+    for name, help_text, output_help in (
+            ("manifest", "write the JSON manifest of a database", "where to write the manifest (JSON)"),
+            ("backup", "pg_dump -Fc and its manifest from one exported snapshot",
+             "the dump to write (FILE.dump); its manifest goes beside it, FILE.dump.manifest.json")):
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
         cmd.add_argument("--dsn", required=True, help="libpq connection string or URI of the source database")
-        cmd.add_argument("--output", required=True, type=Path, help="manifest path (manifest) or dump path (backup)")
+        cmd.add_argument("--output", required=True, type=Path, metavar="PATH", help=output_help)
         cmd.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="connections hashing tables at once")
         cmd.add_argument("--freshness", metavar="SQL", help="query returning the newest write's timestamp (for RPO)")
         cmd.add_argument("--password-env", metavar="VAR", help="environment variable holding the password")
-    rec = sub.add_parser("record", help="render, verify, export or annotate the backup-test history")
+    rec = sub.add_parser("record", help="render, verify, export or annotate the backup-test history",
+                         description="render, verify, export or annotate the backup-test history")
     rec.add_argument("action", nargs="?", choices=("annotate",), help="annotate RUN-ID: add a follow-up line")
     rec.add_argument("run_id", nargs="?", metavar="RUN-ID", help="with annotate: the run followed up")
     rec.add_argument("--history", required=True, help="the JSONL history (--record of the runs): a path or s3://…")
@@ -124,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--remediation", help="with annotate: what was done about the failed run")
     rec.add_argument("--operator", help="with annotate: who (default: $RESTORE_VERIFY_OPERATOR or $USER)")
     rec.add_argument("--record-key", metavar="PEM|kms:KEY-ID", help="with annotate: sign the line")
-    clean = sub.add_parser("cleanup", help="remove left-over local servers and containers, and expired RDS instances")
+    clean = sub.add_parser("cleanup", help="remove left-over local servers and containers, and expired RDS instances",
+                           description="remove left-over local servers and containers, and expired RDS instances")
     clean.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
     args = parser.parse_args(argv)
     if args.command == "cleanup":
@@ -159,7 +198,11 @@ def main(argv: list[str] | None = None) -> int:
             manifest.write(data, args.output)
             print(f"manifest of {redact(dsn)}: {len(data['tables'])} tables -> {args.output}")
         else:
-            dump, manifest_path = manifest.take_backup(dsn, args.output, jobs=args.jobs, freshness_sql=args.freshness)
+            print(f"backup of {redact(dsn)} into {args.output} (pg_dump -Fc and the manifest, one snapshot) ...",
+                  file=sys.stderr, flush=True)
+            dump, manifest_path = manifest.take_backup(
+                dsn, args.output, jobs=args.jobs, freshness_sql=args.freshness,
+                progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
             print(f"backup of {redact(dsn)} from one snapshot:\n  {dump}\n  {manifest_path}")
     except Exception as exc:  # the CLI's contract: one line saying what failed, never a password
         print(f"error: {args.command} of {redact(dsn)} failed: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -72,7 +72,7 @@ class ManifestMismatch(RestoreError):
         return cls(
             f"The manifest {str(path)!r} cannot be used: {why}. It was checked before restoring, so nothing was "
             "restored. A manifest cut short by a failed copy or a full disk is not evidence: fetch it again, take "
-            "a new backup with python -m restore backup, or run without it (--manifest names another file)."
+            "a new backup with python -m restore backup, or run without it (--manifest=PATH names another file)."
         )
 
     @classmethod

@@ -58,12 +58,18 @@ def accept(errors: list[str], patterns: tuple[str, ...], outcome: RestoreOutcome
                                            f"--allow-restore-error={shlex.quote(pattern)}]")
 
 
+_POST_DATA = re.compile(r'(?:creating|finished item \d+) (INDEX|CONSTRAINT|FK CONSTRAINT|TRIGGER) "?([^"]+?)"?\s*$')
+
+
 class RestoreProgress:
-    """Tables done / total, bytes written and elapsed time, reported about once a second while pg_restore runs."""
+    """Tables done / total, then the index and constraint builds, with bytes written and elapsed time, reported
+    about once a second while pg_restore runs (a restore spends its last stretch building indexes)."""
 
     def __init__(self, report: Callable[[str], None] | None, conninfo: str, total: int) -> None:
         self.report, self.conninfo, self.total = report, conninfo, total
         self.done = 0
+        self.built = 0
+        self.building: str | None = None
         self.started = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._tick, daemon=True)
@@ -71,15 +77,25 @@ class RestoreProgress:
     def on_line(self, line: str) -> None:
         if table_done(line):
             self.done += 1
+        elif found := _POST_DATA.search(line):
+            if "finished item" in line:
+                self.built += 1
+            self.building = f"{found.group(1).lower()} {found.group(2)}"
+
+    def status(self, size_mb: float) -> str:
+        elapsed = f"{size_mb:,.0f} MB written, {time.monotonic() - self.started:.0f} s"
+        data = f"{min(self.done, self.total)}/{self.total} tables' data"
+        if self.building is None:
+            return f"restoring: {data}, {elapsed}"
+        built = f" ({self.built} done)" if self.built else ""
+        return f"restoring: {data}; building indexes and constraints{built}: {self.building}; {elapsed}"
 
     def _tick(self) -> None:
         assert self.report is not None
         with contextlib.suppress(psycopg.Error), psycopg.connect(self.conninfo, autocommit=True) as conn:
             while not self._stop.wait(1.0):
                 row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
-                size_mb = int(row[0]) / 1e6 if row else 0
-                self.report(f"restoring: {min(self.done, self.total)}/{self.total} tables' data, "
-                            f"{size_mb:,.0f} MB written, {time.monotonic() - self.started:.0f} s")
+                self.report(self.status(int(row[0]) / 1e6 if row else 0.0))
 
     def __enter__(self) -> RestoreProgress:
         if self.report is not None:

@@ -18,6 +18,7 @@ import json
 import re
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -342,7 +343,8 @@ def bucket_differences(src: dict[str, Any], dst: dict[str, Any], *, limit: int =
 
 def capture(conninfo: str, *, jobs: int = 2, snapshot: str | None = None, freshness_sql: str | None = None,
             content: bool = True, checksums: bool = True,
-            compare_with: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+            compare_with: dict[str, dict[str, Any]] | None = None,
+            progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The manifest of the database at ``conninfo`` (read-only; on ``snapshot`` when given). ``compare_with``: the
     backup manifest's tables, when capturing a restore to compare with it (its buckets are reused)."""
     captured_at = datetime.now(UTC)
@@ -418,7 +420,7 @@ def capture(conninfo: str, *, jobs: int = 2, snapshot: str | None = None, freshn
             if compare_with is None:  # the backup's side: every table bucketed, so that a mismatch can be placed
                 specs = _bucket_specs(cur, tables, storable_oids, {}) if checksums else {}
                 results = table_contents(conninfo, storable, jobs=jobs, snapshot=snapshot_for_content,
-                                         checksums=checksums, buckets=specs)
+                                         checksums=checksums, buckets=specs, progress=progress)
             else:
                 # The restore's side: one plain pass; only a table that differs from the backup is scanned again,
                 # bucketed as the backup's was, to say where. A faithful restore pays nothing for the buckets.
@@ -509,12 +511,42 @@ def sequence_bounds(entry: dict[str, Any]) -> tuple[int | None, int | None]:
 
 
 def take_backup(conninfo: str, output: Path, *, jobs: int = 2, freshness_sql: str | None = None,
-                pg_dump_args: tuple[str, ...] = ()) -> tuple[Path, Path]:
+                pg_dump_args: tuple[str, ...] = (), progress: Callable[[str], None] | None = None,
+                ) -> tuple[Path, Path]:
     """``pg_dump -Fc`` and the manifest, both from one exported snapshot: they describe the same data to the row.
 
     A REPEATABLE READ transaction exports its snapshot; pg_dump (``--snapshot``) and every manifest connection
     (``SET TRANSACTION SNAPSHOT``) import it, and the exporting transaction stays open until both are done.
+    ``progress`` is told, every few seconds, how far both are (the dump's size so far, the tables hashed).
     """
+    hashed: list[str] = []
+    started = time.monotonic()
+    stop = threading.Event()
+
+    def say(prefix: str) -> None:
+        if progress is not None:
+            size = output.stat().st_size / 1e6 if output.exists() else 0.0
+            progress(f"{prefix}pg_dump: {size:,.1f} MB written; manifest: {len(hashed)} table(s) hashed; "
+                     f"{time.monotonic() - started:.0f} s")
+
+    def tick() -> None:
+        while not stop.wait(5.0):
+            say("")
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    try:
+        taken = _take_backup(conninfo, output, jobs=jobs, freshness_sql=freshness_sql, pg_dump_args=pg_dump_args,
+                             on_table=hashed.append)
+    finally:
+        stop.set()
+        ticker.join()
+    say("done: ")
+    return taken
+
+
+def _take_backup(conninfo: str, output: Path, *, jobs: int, freshness_sql: str | None,
+                 pg_dump_args: tuple[str, ...], on_table: Callable[[str], None]) -> tuple[Path, Path]:
     manifest_path = output.with_name(output.name + ".manifest.json")
     output.parent.mkdir(parents=True, exist_ok=True)
     with psycopg.connect(conninfo, autocommit=True, application_name="restore-verify backup") as leader:
@@ -531,7 +563,8 @@ def take_backup(conninfo: str, output: Path, *, jobs: int = 2, freshness_sql: st
             env=clean_env(), stderr=subprocess.PIPE, text=True,
         )
         try:
-            manifest = capture(conninfo, jobs=jobs, snapshot=snapshot, freshness_sql=freshness_sql)
+            manifest = capture(conninfo, jobs=jobs, snapshot=snapshot, freshness_sql=freshness_sql,
+                               progress=on_table)
         finally:
             _, stderr = dump.communicate()
         leader.execute("ROLLBACK")

@@ -136,7 +136,7 @@ def fetch_s3(spec: str, dest_dir: Path, *, pick: str | None = None,
     if not key or key.endswith("/"):
         if pick not in PICKS:
             # Not a configuration error: the run is recorded as refused, saying which flag picks one.
-            raise DumpNotFound(f"{spec} is a prefix: pass --backup-pick latest to restore its newest backup.")
+            raise DumpNotFound(f"{spec} is a prefix: pass --backup-pick=latest to restore its newest backup.")
         key = _pick_latest(s3, bucket, key)
     try:
         head = s3.head_object(Bucket=bucket, Key=key)
@@ -212,7 +212,7 @@ class Source:
         """A dump restores into a server; an RDS snapshot or point in time only into a new RDS instance."""
         if not self.logical:
             raise ConfigError(f"{self.spec} is an RDS snapshot or point in time: it restores only into a new RDS "
-                              f"instance, not into target {target!r}. Pass --target NAME of a target with kind = "
+                              f"instance, not into target {target!r}. Pass --target=NAME of a target with kind = "
                               "\"rds\" in targets.toml.")
 
     def fetch(self, scratch: Path, *, progress: Callable[[str], None] | None = None) -> FetchedBackup:

@@ -91,7 +91,7 @@ def test_allow_listed_error_is_accepted_counted_and_shown(
 def test_no_backup_and_no_existing_target_is_a_usage_error(run_suite: Callable[..., SuiteRun]) -> None:
     run = run_suite(expect_result=False)
     assert run.returncode == 4, run.output
-    assert "pass --backup PATH" in run.output
+    assert "pass --backup=PATH" in run.output
     assert "--target" in run.output
 
 
@@ -253,3 +253,26 @@ def test_the_command_line_says_what_it_is_and_what_is_missing(tmp_path: Path) ->
     assert missing.returncode == 1
     assert "was not found" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_help_is_plain_and_a_typo_names_the_flag_meant(tmp_path: Path, run_suite: Callable[..., SuiteRun]) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "restore", *args], cwd=ROOT, capture_output=True, text=True)
+
+    top = cli("--help")
+    assert top.returncode == 0
+    assert "``" not in top.stdout  # no reST markup
+    assert "pytest --backup=PATH" in top.stdout  # where verification happens
+    backup = cli("backup", "--help").stdout
+    manifest_help = cli("manifest", "--help").stdout
+    assert "FILE.dump.manifest.json" in backup
+    assert "(manifest) or" not in backup + manifest_help  # each sub-command describes its own --output
+    typo = cli("cleanup", "--dryrun")
+    assert typo.returncode == 2
+    assert "did you mean --dry-run?" in typo.stderr
+    assert "did you mean 'record'?" in cli("recrd").stderr
+    run = run_suite("--bakup=x.dump", expect_result=False)
+    assert run.returncode == 4, run.output
+    assert "did you mean --backup=VALUE?" in run.output
+    run = run_suite("--keep-targt", expect_result=False)
+    assert "did you mean --keep-target?" in run.output

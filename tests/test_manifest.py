@@ -132,6 +132,8 @@ def test_backup_and_manifest_agree_on_a_busy_database(
         proc = subprocess.run([sys.executable, "-m", "restore", "backup", f"--dsn={dsn}", f"--output={dump}"],
                               cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
+        assert "(pg_dump -Fc and the manifest, one snapshot) ..." in proc.stderr  # it says what it does
+        assert "done: pg_dump:" in proc.stderr  # and how far it got
         time.sleep(0.5)
         # A manifest taken on its own a moment later no longer describes the dump: the run could go red.
         late = tmp_path / "late.manifest.json"

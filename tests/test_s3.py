@@ -80,7 +80,7 @@ def test_prefix_without_pick_is_refused_with_the_fix(
     bucket: object, moto_env: dict[str, str], run_suite: Callable[..., SuiteRun]
 ) -> None:
     run = run_suite(f"--backup=s3://{BUCKET}/database/", env=moto_env)
-    assert "pass --backup-pick latest" in run.result["restore"]["refused"]
+    assert "pass --backup-pick=latest" in run.result["restore"]["refused"]
 
 
 def test_credentials_never_reach_the_output(
