@@ -18,6 +18,10 @@ and prints seconds, ratios to the checksum pass, full/baseline and (full − res
 
 --many-tables measures instead a database of 1,000 small tables and 2,000 foreign keys (bench/many_tables.sql):
 collection time (`pytest --collect-only`, restore excluded) and verification time (full run − restore).
+
+--one-big-table measures a database whose largest table holds > 95% of the data (scale 1 ≈ 1 GB in one table):
+the full run and a manifest capture with parallel query off (--parallel-workers=0) against the suite's settings
+(every core per query), as ratios in one run, and the workers the planner planned for the big table.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from restore.conninfo import bounded  # noqa: E402
 from restore.embedded import EmbeddedServer  # noqa: E402
 from restore.manifest import capture, take_backup  # noqa: E402
 from restore.tools import clean_env, pg_tool  # noqa: E402
@@ -47,11 +52,30 @@ from restore.tools import clean_env, pg_tool  # noqa: E402
 TABLES = ("customers", "products", "orders", "order_items", "payments")
 
 
-def build_dump(scale: int, out: Path, *, many_tables: bool = False) -> Path:
-    dump = out / ("bench-many-tables.dump" if many_tables else f"bench-scale{scale}.dump")
+BIG_TABLE_SQL = """
+CREATE TABLE public.events (id bigint PRIMARY KEY, at timestamptz NOT NULL, kind text NOT NULL, payload text NOT NULL);
+INSERT INTO public.events SELECT g, timestamptz '2025-01-01' + g * interval '1 second', 'kind-' || (g % 17),
+       repeat(md5(g::text), 6) FROM generate_series(1, 4000000 * :scale) g;
+CREATE INDEX events_at_idx ON public.events (at);
+CREATE TABLE public.kinds (name text PRIMARY KEY);
+INSERT INTO public.kinds SELECT 'kind-' || k FROM generate_series(0, 16) k;
+"""
+
+
+def build_dump(scale: int, out: Path, *, many_tables: bool = False, one_big_table: bool = False) -> Path:
+    name = ("bench-many-tables.dump" if many_tables else f"bench-big-scale{scale}.dump" if one_big_table
+            else f"bench-scale{scale}.dump")
+    dump = out / name
     if dump.exists():
         return dump
-    script = Path(__file__).parent / ("many_tables.sql" if many_tables else "bench.sql")
+    if one_big_table:
+        script = out / "one_big_table.sql"
+        script.write_text(BIG_TABLE_SQL)
+        return _build(script, scale, dump)
+    return _build(Path(__file__).parent / ("many_tables.sql" if many_tables else "bench.sql"), scale, dump)
+
+
+def _build(script: Path, scale: int, dump: Path) -> Path:
     with EmbeddedServer(jobs=os.cpu_count() or 1) as server:
         with psycopg.connect(server.conninfo(), autocommit=True) as conn:
             conn.execute("CREATE DATABASE bench")
@@ -112,13 +136,13 @@ class PeakMemory:
         self._thread.join()
 
 
-def full_run(dump: Path, out: Path, depth: str = "standard") -> tuple[float, float]:
+def full_run(dump: Path, out: Path, depth: str = "standard", *extra: str) -> tuple[float, float]:
     result = out / "result.json"
     empty = Path(tempfile.mkdtemp())
     cores = os.cpu_count() or 1
     wall = timed(lambda: subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-n", str(cores), f"--backup={dump}", f"--expectations={empty}",
-         f"--result-json={result}", f"--reports-dir={out / 'runs'}", f"--depth={depth}"],
+         f"--result-json={result}", f"--reports-dir={out / 'runs'}", f"--depth={depth}", "--no-record", *extra],
         cwd=ROOT, check=False, capture_output=True))
     data = json.loads(result.read_text())
     if data["tests"]["failed"]:
@@ -192,18 +216,54 @@ def cpu_during_restore(dump: Path) -> None:
     print(f"pg_restore --jobs={cores}: {wall:.1f} s, all cores {100 * (busy1 - busy0) / (total1 - total0):.0f}% busy")
 
 
+def one_big_table(args: argparse.Namespace) -> None:
+    """Parallel query off against the suite's settings, on a database dominated by one table."""
+    dump = build_dump(args.scale, args.out, one_big_table=True)
+    cores = os.cpu_count() or 1
+    print(f"dump: {dump} ({dump.stat().st_size / 1e6:.0f} MB), cores: {cores}", flush=True)
+    samples: dict[str, list[float]] = {k: [] for k in ("verify_off", "verify_on", "capture_off", "capture_on")}
+    planned: dict[str, int] = {}
+    for i in range(args.repeat):
+        for setting, extra in (("off", ("--parallel-workers=0",)), ("on", ())):
+            wall, restore = full_run(dump, args.out, "standard", *extra)
+            samples[f"verify_{setting}"].append(wall - restore)
+            if setting == "on":
+                planned = json.loads((args.out / "result.json").read_text())["parallel"]["planned"]
+        with EmbeddedServer(jobs=cores) as server:
+            with psycopg.connect(server.conninfo(), autocommit=True) as conn:
+                conn.execute("CREATE DATABASE bench")
+            subprocess.run([str(pg_tool("pg_restore")), "-j", str(cores), "-d", server.conninfo("bench"), str(dump)],
+                           check=True, env=clean_env())
+            for setting, workers in (("off", 0), ("on", cores)):
+                conninfo = bounded(server.conninfo("bench"), statement_timeout_s=3600, lock_timeout_s=30,
+                                   parallel_workers=workers)
+                samples[f"capture_{setting}"].append(timed(lambda c=conninfo: capture(c, jobs=cores)))
+        print(f"run {i + 1}: " + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in samples.items()), flush=True)
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    print(f"\nmedians over {args.repeat} runs ({cores} cores; planned workers per table: {planned}):")
+    for key, value in med.items():
+        print(f"  {key:12} {value:8.1f} s")
+    print(f"  verification (full run - restore), parallel off / on   {med['verify_off'] / med['verify_on']:.2f}")
+    print(f"  manifest capture, parallel off / on                    {med['capture_off'] / med['capture_on']:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     parser.add_argument("--many-tables", action="store_true")
+    parser.add_argument("--one-big-table", action="store_true",
+                        help="parallel query off vs the suite's settings on one table holding > 95%% of the data")
     parser.add_argument("--depths", action="store_true", help="also time the full run at --depth quick and full")
     parser.add_argument("--cpu-during-restore", action="store_true", help="only measure CPU use during pg_restore")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.many_tables:
         many_tables(args)
+        return
+    if args.one_big_table:
+        one_big_table(args)
         return
     if args.cpu_during_restore:
         cpu_during_restore(build_dump(args.scale, args.out))

@@ -31,7 +31,8 @@ PROVEN_INDEX = ("built by the restore: CREATE INDEX read every restored row into
 @parameters('index', empty="the database has no valid indexes", needs_db=True)
 def checkable_indexes(state: RunState) -> list[Param]:
     """Valid indexes (invalid ones fail test_no_invalid_indexes); non-btree ones skip, saying so.
-    At --depth full, the TOAST tables' indexes too."""
+    At --depth full, the TOAST tables' indexes too. Largest first: amcheck checks one index per process, so the
+    largest index bounds the item, and it must not start last."""
     assert state.prepared is not None
     archive = state.prepared.archive
     built = (set(archive.indexes) | {f"{t.split('.', 1)[0]}.{name}" for t, name in archive.constraints}
@@ -39,7 +40,7 @@ def checkable_indexes(state: RunState) -> list[Param]:
     proves = restore_proves(state)
     params = [pytest.param(i | {"proven": PROVEN_INDEX if proves and f"{i['schema']}.{i['name']}" in built else None},
                            id=f"{i['schema']}.{i['name']}")
-              for i in state.catalog.indexes if i["valid"] and i["ready"]]
+              for i in sorted(state.catalog.indexes, key=lambda i: -i["size_bytes"]) if i["valid"] and i["ready"]]
     if full_depth(state):
         params += [pytest.param({"schema": "pg_toast", "name": t["index"], "table": t["name"], "method": "btree",
                                  "proven": None}, id=f"pg_toast.{t['index']}")
@@ -49,7 +50,8 @@ def checkable_indexes(state: RunState) -> list[Param]:
 
 @parameters('heap_table', empty="the database has no tables", needs_db=True)
 def heap_tables(state: RunState) -> list[Param]:
-    params = [pytest.param(t, id=f"{t['schema']}.{t['name']}") for t in state.catalog.tables if t["kind"] in ("r", "m")]
+    params = [pytest.param(t, id=f"{t['schema']}.{t['name']}")  # largest first, like the indexes
+              for t in sorted(state.catalog.tables, key=lambda t: -t["size_bytes"]) if t["kind"] in ("r", "m")]
     if full_depth(state):
         params += [pytest.param(t, id=f"pg_toast.{t['name']}") for t in state.catalog.toast]
     return params

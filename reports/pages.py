@@ -13,7 +13,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markupsafe import Markup
 
 from reports.checklist import CHECKLIST, LABELS
-from restore import evidence
+from restore import evidence, fleet
 from restore.record import COMPLETE, month_of, months_between
 
 _ENV = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), undefined=StrictUndefined,
@@ -210,7 +210,10 @@ def render_record(history: list[dict[str, Any]], out_dir: Path, *, until: str | 
     summary = (f"{len(history)} run(s) over {len(months)} month(s); {failed_runs} failed; {not_complete} partial or "
                f"interrupted (not counted as tests); last complete passing run: {last_pass or 'none'}; "
                f"{len(missing)} month(s) without a complete test{': ' + ', '.join(missing) if missing else ''}.")
-    values = {"rows": rows, "summary": summary, "problems": problems or [], "controls": evidence.CONTROLS}
+    members = fleet.status(history, now=datetime.now(UTC), within_days=35)
+    databases = members if len(members) > 1 or any(h.get("label") for h in history) else []
+    values = {"rows": rows, "summary": summary, "problems": problems or [], "controls": evidence.CONTROLS,
+              "databases": databases}
     html_path, md_path = out_dir / "record.html", out_dir / "record.md"
     charts = [svg_chart(s) for s in _series(history)]
     html_path.write_text(_render("record.html.j2", charts=[_markup(c) for c in charts], **values))

@@ -8,6 +8,9 @@ Verification itself runs through pytest:  pytest --backup=PATH  or  pytest --tar
   python -m restore record   --history=… --verify [--public-key=PEM | --kms]
   python -m restore record   --history=… --export=2026 [--format=md|json] [--output=FILE]
   python -m restore record annotate RUN-ID --remediation=TEXT --history=…
+  python -m restore record   --history=… --overdue [--fleet=fleet.toml] [--within-days=35]
+  python -m restore fleet render --fleet=fleet.toml --cronjob=deploy/kubernetes/restore-verify.yaml
+  python -m restore fleet run    --fleet=fleet.toml [--index=N]
   python -m restore cleanup  [--dry-run]
 
 manifest  writes the JSON manifest of a database (read-only, from one snapshot).
@@ -15,6 +18,9 @@ backup    takes a pg_dump -Fc and its manifest from one exported snapshot: FILE.
           FILE.dump.manifest.json.
 record    renders the backup-test history (one line per run) as DIR/record.html and DIR/record.md,
           verifies its hash chain and signatures, exports a year's evidence, or annotates a run.
+          --overdue lists each database's last complete passing run and exits 1 when one is overdue.
+fleet     many databases: render renders a Kubernetes Indexed Job (one completion index per database) from
+          the CronJob; run verifies the database of one index ($JOB_COMPLETION_INDEX) with the suite.
 cleanup   removes the local servers and containers of runs that are gone (a run killed with -9; no AWS
           needed) and deletes RDS instances restore-verify created whose expiry tag has passed; nothing
           without its tag is touched.
@@ -28,12 +34,15 @@ import argparse
 import difflib
 import os
 import re
+import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
 from restore import __version__, manifest, record
 from restore.conninfo import redact, with_params
+from restore.errors import ConfigError
 
 
 def _dsn(args: argparse.Namespace) -> str:
@@ -131,6 +140,72 @@ class _Parser(argparse.ArgumentParser):
         return actions
 
 
+def _fleet(args: argparse.Namespace) -> int:
+    import yaml
+
+    from restore import fleet
+
+    try:
+        members = fleet.load(args.fleet)
+        if args.action == "render":
+            if args.cronjob is None:
+                print("error: fleet render needs --cronjob=YAML (deploy/kubernetes/restore-verify.yaml)",
+                      file=sys.stderr)
+                return 2
+            cronjob = next((d for d in yaml.safe_load_all(args.cronjob.read_text()) if d and d["kind"] == "CronJob"),
+                           None)
+            if cronjob is None:
+                print(f"error: {args.cronjob} holds no CronJob", file=sys.stderr)
+                return 2
+            text = yaml.safe_dump_all(fleet.indexed_job(members, args.fleet.read_text(), cronjob), sort_keys=False)
+            if args.output:
+                args.output.write_text(text)
+                print(f"{len(members.databases)} database(s), {members.parallelism} at once -> {args.output}")
+            else:
+                print(text, end="")
+            return 0
+        index = args.index if args.index is not None else int(os.environ.get("JOB_COMPLETION_INDEX", "-1"))
+        command = [sys.executable, "-m", "pytest", *members.pytest_args(index)]
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"fleet: database {members.databases[index].name} (index {index}): {' '.join(command[3:])}",
+          file=sys.stderr, flush=True)
+    # The suite itself, from its own directory (its conftest.py and checks/), with pytest's exit code.
+    return subprocess.run(command, cwd=Path(__file__).resolve().parent.parent, check=False).returncode
+
+
+def _overdue(args: argparse.Namespace) -> int:
+    from restore import fleet
+
+    try:
+        members = fleet.load(args.fleet) if args.fleet else None
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    history = record.load(args.history) if str(args.history).startswith("s3://") or Path(args.history).exists() \
+        else []
+    within = args.within_days or (members.overdue_after_days if members else 35.0)
+    expected = [d.name for d in members.databases] if members else None
+    rows = fleet.status(history, now=datetime.now(UTC), within_days=within, expected=expected)
+    if not rows:
+        print(f"OVERDUE: {args.history} holds no runs at all (no data is a failure)", file=sys.stderr)
+        return 1
+    print(f"{'database':28} {'last complete passing run':26} {'RTO s':>8} {'RPO s':>8}  last run")
+    for row in rows:
+        rto = "-" if row.rto_s is None else f"{row.rto_s:,.0f}"
+        rpo = "-" if row.rpo_s is None else f"{row.rpo_s:,.0f}"
+        flag = "OVERDUE " if row.overdue else ""
+        print(f"{flag + row.name:28} {(row.last_passed or 'never')[:19]:26} {rto:>8} {rpo:>8}  "
+              f"{(row.last_run or 'never')[:19]} {row.last_outcome or ''}")
+    overdue = [row.name for row in rows if row.overdue]
+    if overdue:
+        print(f"OVERDUE: {', '.join(overdue)}: no complete passing backup test in the last {within:g} days",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="python -m restore", description=__doc__,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -162,12 +237,30 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--remediation", help="with annotate: what was done about the failed run")
     rec.add_argument("--operator", help="with annotate: who (default: $RESTORE_VERIFY_OPERATOR or $USER)")
     rec.add_argument("--record-key", metavar="PEM|kms:KEY-ID", help="with annotate: sign the line")
+    rec.add_argument("--overdue", action="store_true",
+                     help="list each database's last complete passing run; exit 1 when one is overdue")
+    rec.add_argument("--fleet", type=Path, metavar="FILE", help="with --overdue: every database of this fleet.toml")
+    rec.add_argument("--within-days", type=float, metavar="DAYS",
+                     help="with --overdue: the policy window (default: the fleet's overdue_after_days, else 35)")
+    fleet_cmd = sub.add_parser("fleet", help="render the fleet's Indexed Job, or verify one database of it",
+                               description="render the fleet's Indexed Job, or verify one database of it")
+    fleet_cmd.add_argument("action", choices=("render", "run"))
+    fleet_cmd.add_argument("--fleet", type=Path, required=True, metavar="FILE", help="the fleet file (fleet.toml)")
+    fleet_cmd.add_argument("--cronjob", type=Path, metavar="YAML",
+                           help="render: the CronJob manifest to take the pod from (deploy/kubernetes/…)")
+    fleet_cmd.add_argument("--output", type=Path, metavar="FILE", help="render: write here (default: stdout)")
+    fleet_cmd.add_argument("--index", type=int, metavar="N",
+                           help="run: the database's index (default: $JOB_COMPLETION_INDEX, set by Kubernetes)")
     clean = sub.add_parser("cleanup", help="remove left-over local servers and containers, and expired RDS instances",
                            description="remove left-over local servers and containers, and expired RDS instances")
     clean.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
     args = parser.parse_args(argv)
     if args.command == "cleanup":
         return _cleanup(dry_run=args.dry_run)
+    if args.command == "fleet":
+        return _fleet(args)
+    if args.command == "record" and args.overdue:
+        return _overdue(args)
     if (args.command == "record" and not args.action and not str(args.history).startswith("s3://")
             and not Path(args.history).exists()):
         print(f"error: the record {args.history} was not found (the runs' --record path)", file=sys.stderr)

@@ -24,7 +24,7 @@ _NOT_EXTENSION_MEMBER = """
 
 TABLES_SQL = f"""
 SELECT n.nspname AS schema, c.relname AS name, c.relkind AS kind, c.relispartition AS is_partition,
-       c.relispopulated AS populated
+       c.relispopulated AS populated, pg_relation_size(c.oid) AS size_bytes
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'f', 'm') AND {_USER_SCHEMA} AND {_NOT_EXTENSION_MEMBER}
 ORDER BY 1, 2
@@ -111,7 +111,7 @@ ORDER BY 1, 2, 3, 4, 5
 
 INDEXES_SQL = f"""
 SELECT n.nspname AS schema, ic.relname AS name, c.relname AS table, am.amname AS method,
-       i.indisvalid AS valid, i.indisready AS ready, i.indisunique AS is_unique
+       i.indisvalid AS valid, i.indisready AS ready, i.indisunique AS is_unique, pg_relation_size(ic.oid) AS size_bytes
 FROM pg_index i
 JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam
 JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -148,6 +148,7 @@ class TableRow(TypedDict):
     kind: str  # pg_class.relkind: r, p, f, m
     is_partition: bool
     populated: bool
+    size_bytes: int  # the main fork: the largest are checked first
 
 
 class ForeignKeyRow(TypedDict):
@@ -207,6 +208,7 @@ class IndexRow(TypedDict):
     valid: bool
     ready: bool
     is_unique: bool
+    size_bytes: int
 
 
 class ToastRow(TypedDict):

@@ -78,6 +78,14 @@ class RestoreConfig:
     lock_timeout_s: float = 30.0
     record_key: str | None = None
     ticket: str | None = None
+    parallel_workers: int | None = None  # --parallel-workers: per verification session
+    label: str | None = None  # --label: what this run verifies, by name (a fleet's database)
+
+    @property
+    def session_parallel_workers(self) -> int | None:
+        """max_parallel_workers_per_gather of every verification session: --parallel-workers, else the cores of a
+        server this run owns; None leaves an existing database's own setting (PostgreSQL's default: 2)."""
+        return self.parallel_workers if self.parallel_workers is not None else self.target.verification_workers
 
     def header_lines(self) -> list[str]:
         return [
@@ -86,9 +94,14 @@ class RestoreConfig:
             f"jobs={self.restore_jobs} expectations={self.expectations}",
             f"restore-verify: rto={self.rto_s:g}s rpo={self.rpo_s:g}s statement_timeout={self.statement_timeout_s:g}s "
             f"lock_timeout={self.lock_timeout_s:g}s "
+            f"parallel_workers={_or_default(self.session_parallel_workers)} "
             f"allowed_errors={list(self.allowed_errors)}",
             f"restore-verify: depth={self.depth} manifest={self.manifest} baseline="
             f"{self.baseline.redacted() if self.baseline else None} baseline_tolerance={self.baseline_tolerance}",
         ]
 
 
+
+
+def _or_default(workers: int | None) -> str:
+    return "the server's default" if workers is None else str(workers)

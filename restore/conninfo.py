@@ -56,12 +56,16 @@ def isolate_libpq_environment() -> dict[str, str]:
     return {name: os.environ.pop(name) for name in LIBPQ_ENV_IGNORED if name in os.environ}
 
 
-def bounded(conninfo: str, *, statement_timeout_s: float, lock_timeout_s: float) -> str:
+def bounded(conninfo: str, *, statement_timeout_s: float, lock_timeout_s: float,
+            parallel_workers: int | None = None) -> str:
     """Every statement and every lock wait of this connection bounded in time (session settings, so they hold
-    on a read-only standby too)."""
+    on a read-only standby too); ``parallel_workers``: the session's max_parallel_workers_per_gather (never a
+    server-wide change)."""
     options = get_param(conninfo, "options") or ""
     extra = (f"-c statement_timeout={int(statement_timeout_s * 1000)} "
              f"-c lock_timeout={int(lock_timeout_s * 1000)}")
+    if parallel_workers is not None:
+        extra += f" -c max_parallel_workers_per_gather={parallel_workers}"
     return with_params(conninfo, options=f"{options} {extra}".strip())
 
 

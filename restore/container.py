@@ -59,7 +59,9 @@ def image_for(configured: str | None, dumped_from: str | None) -> str:
 class ContainerServer:
     """``with ContainerServer(image=…, jobs=2) as server:``; ``server.conninfo(dbname)`` connects as superuser."""
 
-    def __init__(self, *, image: str, jobs: int, keep: bool = False, run_id: str | None = None) -> None:
+    def __init__(self, *, image: str, jobs: int, keep: bool = False, run_id: str | None = None,
+                 cores: int | None = None) -> None:
+        self.cores = cores
         self.run_id = run_id  # on the janitor's tag and the container's labels
         self.image = image
         self.jobs = jobs
@@ -91,7 +93,8 @@ class ContainerServer:
                 client.images.pull(self.image)
             except docker.errors.DockerException as exc:
                 raise ContainerError.no_image(self.image, str(exc).splitlines()[0]) from exc
-        flags = " ".join(f"-c {key}={value}" for key, value in tuned_settings(jobs=self.jobs).items())
+        flags = " ".join(f"-c {key}={value}" for key, value in tuned_settings(jobs=self.jobs,
+                                                                              cores=self.cores).items())
         owner = janitor.owner_tag("container", f"container from {self.image}", run_id=self.run_id)
         container = PostgresContainer(self.image, username=SUPERUSER, password=self.password, dbname="postgres",
                                       driver=None).with_command(flags).with_kwargs(labels={
@@ -178,8 +181,9 @@ class ContainerTarget:
     restores = True
     loads_dumps = True
 
-    def __init__(self, name: str, *, image: str | None, jobs: int, keep: bool, run_id: str) -> None:
-        self.name, self.image, self.jobs, self.keep, self.run_id = name, image, jobs, keep, run_id
+    def __init__(self, name: str, *, image: str | None, jobs: int, keep: bool, run_id: str,
+                 cores: int | None = None) -> None:
+        self.name, self.image, self.jobs, self.keep, self.run_id, self.cores = name, image, jobs, keep, run_id, cores
         self.server: ContainerServer | None = None
 
     def check(self, source: Source | None) -> None:
@@ -188,7 +192,7 @@ class ContainerTarget:
 
     def start(self, *, source: Source | None, info: ArchiveInfo | None, log: IO[str]) -> None:
         self.server = ContainerServer(image=image_for(self.image, info.dumped_from if info else None),
-                                      jobs=self.jobs, keep=self.keep, run_id=self.run_id)
+                                      jobs=self.jobs, keep=self.keep, run_id=self.run_id, cores=self.cores)
         self.server.start()
 
     def stop(self) -> None:

@@ -43,12 +43,15 @@ def _free_loopback_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def tuned_settings(*, jobs: int, memory_bytes: int | None = None) -> dict[str, str]:
+def tuned_settings(*, jobs: int, memory_bytes: int | None = None, cores: int | None = None) -> dict[str, str]:
     """Server settings for a cluster whose only job is to take one restore as fast as possible.
 
     Durability is off (a crash just means restoring again); each of the ``jobs`` parallel index builds gets
-    a share of memory; autovacuum is off because the restore driver runs ANALYZE itself when data is in.
+    a share of memory; autovacuum is off because the restore driver runs ANALYZE itself when data is in. Parallel
+    query and parallel index builds may use every core (``cores``, default: this machine's): PostgreSQL's
+    defaults (2 per query, 8 in all) would leave a big server's cores idle on the one big table.
     """
+    cores = max(cores or os.cpu_count() or 1, 1)
     memory = memory_bytes or _machine_memory_bytes()
     mib = 1024 * 1024
     maintenance = max(64 * mib, min(2048 * mib, memory // (4 * max(jobs, 1))))
@@ -65,7 +68,10 @@ def tuned_settings(*, jobs: int, memory_bytes: int | None = None) -> dict[str, s
         "autovacuum": "off",
         "maintenance_work_mem": f"{maintenance // mib}MB",
         "shared_buffers": f"{shared // mib}MB",
-        "max_parallel_maintenance_workers": str(max(os.cpu_count() or 1, 1)),
+        "max_worker_processes": str(max(8, 2 * cores + 4)),
+        "max_parallel_workers": str(cores),
+        "max_parallel_workers_per_gather": str(cores),
+        "max_parallel_maintenance_workers": str(cores),
         "jit": "off",
         "lc_messages": "C",  # errors are parsed and shown; keep them in one language
     }
@@ -76,8 +82,9 @@ class EmbeddedServer:
 
     def __init__(
         self, *, jobs: int, base_dir: Path | None = None, keep: bool = False, start_timeout_s: int = 120,
-        tuned: bool = True, bin_dir: Path | None = None, run_id: str | None = None,
+        tuned: bool = True, bin_dir: Path | None = None, run_id: str | None = None, cores: int | None = None,
     ) -> None:
+        self.cores = cores  # the cores the server may use (default: this machine's)
         self.run_id = run_id  # on the janitor's tag: which run made this cluster
         self.bin_dir = bin_dir  # another PostgreSQL's binaries (e.g. /usr/lib/postgresql/15/bin); default: the wheel
         self.jobs = jobs
@@ -195,7 +202,7 @@ class EmbeddedServer:
             "host all all 127.0.0.1/32 scram-sha-256\n"
         )
         self.port = _free_loopback_port()
-        settings = (tuned_settings(jobs=self.jobs) if self.tuned else {}) | {
+        settings = (tuned_settings(jobs=self.jobs, cores=self.cores) if self.tuned else {}) | {
             "listen_addresses": "'127.0.0.1'",
             "port": str(self.port),
             "unix_socket_directories": f"'{self.socket_dir}'",
@@ -255,9 +262,9 @@ class EmbeddedTarget:
     restores = True
     loads_dumps = True
 
-    def __init__(self, name: str, *, jobs: int, keep: bool, run_id: str) -> None:
+    def __init__(self, name: str, *, jobs: int, keep: bool, run_id: str, cores: int | None = None) -> None:
         self.name = name
-        self.server = EmbeddedServer(jobs=jobs, keep=keep, run_id=run_id)
+        self.server = EmbeddedServer(jobs=jobs, keep=keep, run_id=run_id, cores=cores)
 
     def check(self, source: Source | None) -> None:
         if source is not None:

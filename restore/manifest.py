@@ -206,9 +206,28 @@ def _bucket_expression(spec: dict[str, Any]) -> sql.Composable:
         cols=sql.SQL(", ").join(cols), mask=sql.Literal(n - 1))
 
 
+def workers_planned(conn: psycopg.Connection[Any], query: sql.Composable) -> int:
+    """The parallel workers the planner plans for ``query`` (EXPLAIN, not run): 0 for a serial plan."""
+    row = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) {}").format(query)).fetchone()
+    found = [0]
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            found[0] = max(found[0], int(node.get("Workers Planned") or 0))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(row[0] if row else None)
+    return found[0]
+
+
 def _table_content(conninfo: str, snapshot: str | None, names: list[str], specs: dict[str, dict[str, Any] | None],
                    results: dict[str, tuple[int, str | None, dict[str, Any] | None]], lock: threading.Lock,
-                   progress: Callable[[str], None] | None, *, checksums: bool) -> None:
+                   progress: Callable[[str], None] | None, *, checksums: bool,
+                   plans: dict[str, int] | None = None) -> None:
     with _snapshot_session(conninfo, snapshot) as conn:
         while True:
             with lock:
@@ -219,8 +238,11 @@ def _table_content(conninfo: str, snapshot: str | None, names: list[str], specs:
             relation = sql.Identifier(schema, table)
             spec = specs.get(name)
             if not checksums or spec is None:
-                row = conn.execute(sql.SQL("SELECT " + (CHECKSUM_EXPRESSION if checksums else COUNT_ONLY_EXPRESSION)
-                                           + " FROM {} t").format(relation)).fetchone()
+                query = sql.SQL("SELECT " + (CHECKSUM_EXPRESSION if checksums else COUNT_ONLY_EXPRESSION)
+                                + " FROM {} t").format(relation)
+                if plans is not None:  # what the planner makes of the server's cores, recorded (cheap)
+                    plans[name] = workers_planned(conn, query)
+                row = conn.execute(query).fetchone()
                 assert row is not None
                 found: tuple[int, str | None, dict[str, Any] | None] = (
                     int(row[0]), None if row[1] is None else str(row[1]), None)
@@ -232,10 +254,13 @@ def _table_content(conninfo: str, snapshot: str | None, names: list[str], specs:
                 # slower than the plain checksum), while 33 known groups keep the partial aggregate in parallel.
                 n = int(spec["n"])
                 buckets_list = sql.SQL(", ").join(sql.SQL("({})").format(sql.Literal(i)) for i in range(n + 1))
-                rows = conn.execute(sql.SQL(
+                query = sql.SQL(
                     "SELECT v.b, count(*), coalesce(sum(hashtextextended(t::text, 0)), 0) FROM {r} t "
                     "JOIN (VALUES {values}) v(b) ON v.b = {b} GROUP BY v.b"
-                ).format(b=_bucket_expression(spec), r=relation, values=buckets_list)).fetchall()
+                ).format(b=_bucket_expression(spec), r=relation, values=buckets_list)
+                if plans is not None:
+                    plans[name] = workers_planned(conn, query)
+                rows = conn.execute(query).fetchall()
                 counts, sums = [0] * (n + 1), [0] * (n + 1)
                 for bucket, count, total in rows:
                     counts[int(bucket)], sums[int(bucket)] = int(count), int(total)
@@ -248,7 +273,7 @@ def _table_content(conninfo: str, snapshot: str | None, names: list[str], specs:
 
 def table_contents(conninfo: str, tables: list[str], *, jobs: int, snapshot: str | None = None,
                    progress: Callable[[str], None] | None = None, checksums: bool = True,
-                   buckets: dict[str, dict[str, Any] | None] | None = None,
+                   buckets: dict[str, dict[str, Any] | None] | None = None, plans: dict[str, int] | None = None,
                    ) -> dict[str, tuple[int, str | None, dict[str, Any] | None]]:
     """(row count, checksum, buckets) per table, hashed over ``jobs`` connections at once, in the order given."""
     results: dict[str, tuple[int, str | None, dict[str, Any] | None]] = {}
@@ -257,7 +282,7 @@ def table_contents(conninfo: str, tables: list[str], *, jobs: int, snapshot: str
     workers = max(1, min(jobs, len(queue) or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(_table_content, conninfo, snapshot, queue, buckets or {}, results, lock, progress,
-                               checksums=checksums) for _ in range(workers)]
+                               checksums=checksums, plans=plans) for _ in range(workers)]
         for future in futures:
             future.result()
     return results
@@ -344,7 +369,7 @@ def bucket_differences(src: dict[str, Any], dst: dict[str, Any], *, limit: int =
 def capture(conninfo: str, *, jobs: int = 2, snapshot: str | None = None, freshness_sql: str | None = None,
             content: bool = True, checksums: bool = True,
             compare_with: dict[str, dict[str, Any]] | None = None,
-            progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+            progress: Callable[[str], None] | None = None, plans: dict[str, int] | None = None) -> dict[str, Any]:
     """The manifest of the database at ``conninfo`` (read-only; on ``snapshot`` when given). ``compare_with``: the
     backup manifest's tables, when capturing a restore to compare with it (its buckets are reused)."""
     captured_at = datetime.now(UTC)
@@ -420,12 +445,12 @@ def capture(conninfo: str, *, jobs: int = 2, snapshot: str | None = None, freshn
             if compare_with is None:  # the backup's side: every table bucketed, so that a mismatch can be placed
                 specs = _bucket_specs(cur, tables, storable_oids, {}) if checksums else {}
                 results = table_contents(conninfo, storable, jobs=jobs, snapshot=snapshot_for_content,
-                                         checksums=checksums, buckets=specs, progress=progress)
+                                         checksums=checksums, buckets=specs, progress=progress, plans=plans)
             else:
                 # The restore's side: one plain pass; only a table that differs from the backup is scanned again,
                 # bucketed as the backup's was, to say where. A faithful restore pays nothing for the buckets.
                 results = table_contents(conninfo, storable, jobs=jobs, snapshot=snapshot_for_content,
-                                         checksums=checksums)
+                                         checksums=checksums, plans=plans)
                 differing = [n for n, (count, checksum, _) in results.items() if checksums
                              and (compare_with.get(n) or {}).get("buckets")
                              and (compare_with[n].get("row_count"), compare_with[n].get("checksum"))

@@ -42,6 +42,7 @@ def record_line(result: dict[str, Any], *, operator: str, rto_s: float, rpo_s: f
         "record_version": FIELDS_VERSION,
         "date": result["finished_at"],
         "run_id": result.get("run_id"),
+        "label": result.get("label"),
         "target": {"name": result["target"]["name"], "kind": result["target"]["kind"],
                    "database": result["target"].get("database"),
                    "server_version": result["target"].get("server_version")},

@@ -82,6 +82,7 @@ class RunFacts:
     retention: RetentionListing | None = None
     app_observation: AppObservation | None = None
     record_problems: list[str] = field(default_factory=list)  # record lines left out (truncated writes)
+    workers_planned: dict[str, int] = field(default_factory=dict)  # per table: the checksum's planned workers
 
 
 _CODEC = TypeAdapter(RunFacts)
@@ -194,7 +195,8 @@ class Run:
 
     def _bounded(self, conninfo: str) -> str:
         cfg = self.state.config
-        return bounded(conninfo, statement_timeout_s=cfg.statement_timeout_s, lock_timeout_s=cfg.lock_timeout_s)
+        return bounded(conninfo, statement_timeout_s=cfg.statement_timeout_s, lock_timeout_s=cfg.lock_timeout_s,
+                       parallel_workers=cfg.session_parallel_workers)
 
     def _restore_around_app(self) -> PreparedDatabase:
         """The restore, with the application stopped around it when asked (and brought back whatever happens)."""
@@ -251,7 +253,7 @@ class Run:
             started = time.monotonic()
             manifest.write(manifest.capture(self._bounded(facts.prepared.conninfo), jobs=cfg.restore_jobs,
                                             freshness_sql=freshness, checksums=cfg.depth != "quick",
-                                            compare_with=compare_with), restored_path)
+                                            compare_with=compare_with, plans=facts.workers_planned), restored_path)
             facts.restored_manifest_path = restored_path
             say(f"restored database captured for comparison in {time.monotonic() - started:.1f}s -> {restored_path}")
         except Exception as exc:  # the manifest items fail with it; the other checks still run

@@ -84,6 +84,15 @@ class TargetSpec:
     image: str | None = None  # kind "container": image, may hold {major}
     rds: RdsTargetConfig | None = None  # kind "rds"
     app: AppConfig | None = None  # [targets.<name>.app]: the application stopped and restarted around the restore
+    cores: int | None = None  # the cores the target has (default for a server of this run: this machine's)
+
+    @property
+    def verification_workers(self) -> int | None:
+        """Parallel workers per query for the verification sessions: the cores of a server this run owns (it is
+        sized for them); None for an existing database (its own settings stand, unless --parallel-workers)."""
+        if self.kind in ("embedded", "container"):
+            return max(self.cores or os.cpu_count() or 1, 1)
+        return self.cores if self.kind == "rds" else None
 
     @property
     def needs_restore(self) -> bool:
@@ -189,8 +198,11 @@ def _target(name: str, raw: dict[str, Any], where: str) -> TargetSpec:
         _check_no_password(dsn, where)
     rds = RdsTargetConfig.from_toml(raw, where) if kind == "rds" else None
     app = AppConfig.from_toml(raw["app"], f"{where}.app") if "app" in raw else None
+    cores = raw.get("cores")
+    if cores is not None and (not isinstance(cores, int) or cores < 1):
+        raise ConfigError.invalid("cores", cores, where, "Write the number of cores the target has: cores = 16.")
     return TargetSpec(name=name, kind=kind, dsn=dsn, password_env=raw.get("password_env"),
-                      image=raw.get("image"), rds=rds, app=app)
+                      image=raw.get("image"), rds=rds, app=app, cores=cores)
 
 
 def load_targets_file(path: Path) -> dict[str, TargetSpec]:
@@ -250,8 +262,9 @@ def open_target(spec: TargetSpec, *, jobs: int, keep: bool, run_id: str,
     if spec.kind == "rds" and spec.rds is None:
         raise ConfigError(f"Target {spec.name!r} has kind = \"rds\" but no RDS settings.")
     kinds: dict[str, Callable[[], Target]] = {
-        "embedded": lambda: EmbeddedTarget(spec.name, jobs=jobs, keep=keep, run_id=run_id),
-        "container": lambda: ContainerTarget(spec.name, image=spec.image, jobs=jobs, keep=keep, run_id=run_id),
+        "embedded": lambda: EmbeddedTarget(spec.name, jobs=jobs, keep=keep, run_id=run_id, cores=spec.cores),
+        "container": lambda: ContainerTarget(spec.name, image=spec.image, jobs=jobs, keep=keep, run_id=run_id,
+                                             cores=spec.cores),
         "rds": lambda: RdsTarget(spec.name, spec.rds or RdsTargetConfig(), keep=keep, run_id=run_id,
                                  progress=progress),
         "existing": lambda: ExistingTarget(spec),
