@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +26,7 @@ def test_newest_data_within_rpo(
 ) -> None:
     """backup time − newest row's timestamp ≤ RPO (freshness from expectations/rpo.toml)."""
     manifests = run_state_data.manifests() if run_state_data.facts.source_kind == "manifest" else None
-    recorded = (manifests[0].get("freshness") or {}) if manifests else {}
+    recorded: Mapping[str, Any] = (manifests[0].get("freshness") or {}) if manifests else {}
     if expectations.freshness_sql is None and recorded.get("value") is None:
         pytest.skip(f"no freshness configured: create {expectations.directory / 'rpo.toml'} with "
                     "column = \"schema.table.timestamp_column\" or query = \"SELECT max(…) FROM …\", or take the "

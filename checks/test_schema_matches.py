@@ -19,7 +19,7 @@ from fixtures.connections import Comparison
 from fixtures.outcomes import not_applicable
 from fixtures.params import Param, manifest_params, parameters
 from restore import fidelity
-from restore.manifest import compare_named, compare_table
+from restore.manifest import Manifest, compare_named, compare_table
 from restore.outcome import PreparedDatabase
 from restore.run import RunState
 
@@ -50,7 +50,7 @@ def _fail(diffs: list[str], what: str, comparison: Comparison,
                     pytrace=False)
 
 
-def _relations(src: dict[str, Any], dst: dict[str, Any], kinds: str, ignore: frozenset[str]) -> list[str]:
+def _relations(src: Manifest, dst: Manifest, kinds: str, ignore: frozenset[str]) -> list[str]:
     """Security and behaviour of the relations of ``kinds`` present on both sides."""
     s, d = src["behaviour"]["relations"], dst["behaviour"]["relations"]
     return [diff for name, entry in s.items() if entry["kind"] in kinds and name in d
@@ -61,7 +61,7 @@ def _relations(src: dict[str, Any], dst: dict[str, Any], kinds: str, ignore: fro
 NEEDS_BEHAVIOUR = {"sequences", "default_privileges", "event_triggers", "publications", "roles"}
 
 
-def _category(category: str, src: dict[str, Any], dst: dict[str, Any], restored_db: PreparedDatabase,
+def _category(category: str, src: Manifest, dst: Manifest, restored_db: PreparedDatabase,
               ignore: frozenset[str]) -> list[str]:
     behaviour = "behaviour" in src
     if category == "database":
@@ -122,7 +122,7 @@ def _category(category: str, src: dict[str, Any], dst: dict[str, Any], restored_
         not_applicable("the roles were created by this run (NOLOGIN, no --globals), not restored: their attributes "
                        "and memberships are not the backup's to compare (pass --globals=FILE to compare them)")
     return fidelity.compare_roles(s["role_details"], d["role_details"],
-                                  skip={s.get("current_user"), d.get("current_user")} - {None})
+                                  skip={user for user in (s.get("current_user"), d.get("current_user")) if user})
 
 
 @schema_objects

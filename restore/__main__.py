@@ -212,18 +212,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"restore-verify {__version__} (verification "
                         "itself runs through pytest: pytest --backup=PATH or --target=NAME)")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text)  # the same line in the list and in its --help
+
     for name, help_text, output_help in (
             ("manifest", "write the JSON manifest of a database", "where to write the manifest (JSON)"),
             ("backup", "pg_dump -Fc and its manifest from one exported snapshot",
              "the dump to write (FILE.dump); its manifest goes beside it, FILE.dump.manifest.json")):
-        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd = command(name, help_text)
         cmd.add_argument("--dsn", required=True, help="libpq connection string or URI of the source database")
         cmd.add_argument("--output", required=True, type=Path, metavar="PATH", help=output_help)
         cmd.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="connections hashing tables at once")
         cmd.add_argument("--freshness", metavar="SQL", help="query returning the newest write's timestamp (for RPO)")
         cmd.add_argument("--password-env", metavar="VAR", help="environment variable holding the password")
-    rec = sub.add_parser("record", help="render, verify, export or annotate the backup-test history",
-                         description="render, verify, export or annotate the backup-test history")
+    rec = command("record", "render, verify, export or annotate the backup-test history")
     rec.add_argument("action", nargs="?", choices=("annotate",), help="annotate RUN-ID: add a follow-up line")
     rec.add_argument("run_id", nargs="?", metavar="RUN-ID", help="with annotate: the run followed up")
     rec.add_argument("--history", required=True, help="the JSONL history (--record of the runs): a path or s3://…")
@@ -242,8 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--fleet", type=Path, metavar="FILE", help="with --overdue: every database of this fleet.toml")
     rec.add_argument("--within-days", type=float, metavar="DAYS",
                      help="with --overdue: the policy window (default: the fleet's overdue_after_days, else 35)")
-    fleet_cmd = sub.add_parser("fleet", help="render the fleet's Indexed Job, or verify one database of it",
-                               description="render the fleet's Indexed Job, or verify one database of it")
+    fleet_cmd = command("fleet", "render the fleet's Indexed Job, or verify one database of it")
     fleet_cmd.add_argument("action", choices=("render", "run"))
     fleet_cmd.add_argument("--fleet", type=Path, required=True, metavar="FILE", help="the fleet file (fleet.toml)")
     fleet_cmd.add_argument("--cronjob", type=Path, metavar="YAML",
@@ -251,8 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     fleet_cmd.add_argument("--output", type=Path, metavar="FILE", help="render: write here (default: stdout)")
     fleet_cmd.add_argument("--index", type=int, metavar="N",
                            help="run: the database's index (default: $JOB_COMPLETION_INDEX, set by Kubernetes)")
-    clean = sub.add_parser("cleanup", help="remove left-over local servers and containers, and expired RDS instances",
-                           description="remove left-over local servers and containers, and expired RDS instances")
+    clean = command("cleanup", "remove left-over local servers and containers, and expired RDS instances")
     clean.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
     args = parser.parse_args(argv)
     if args.command == "cleanup":

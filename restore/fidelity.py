@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import psycopg
+from typing_extensions import TypedDict
 
 from restore.hints import ident, literal
 
@@ -151,7 +152,26 @@ RELATION_KIND = {"r": "TABLE", "p": "TABLE", "f": "FOREIGN TABLE", "m": "MATERIA
                  "S": "SEQUENCE"}
 
 
-def capture(cur: psycopg.Cursor[Any], roles: list[str]) -> dict[str, Any]:
+Facts = dict[str, dict[str, Any]]  # object name -> its recorded facts
+
+
+class Behaviour(TypedDict, total=False):
+    """What manifest version 2 records of behaviour (absent from version 1 manifests)."""
+
+    relations: Facts
+    sequence_parameters: Facts
+    function_details: Facts
+    type_details: Facts
+    schema_details: Facts
+    database_details: dict[str, Any]
+    default_privileges: list[dict[str, Any]]
+    event_triggers: Facts
+    publications: Facts
+    role_details: Facts
+    current_user: str
+
+
+def capture(cur: psycopg.Cursor[Any], roles: list[str]) -> Behaviour:
     """The version-2 fields, read in the manifest's own snapshot transaction (``cur`` has dict rows)."""
     relations: dict[str, dict[str, Any]] = {}
     by_oid: dict[int, dict[str, Any]] = {}

@@ -23,11 +23,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
+from typing_extensions import TypedDict
 
 from restore import fidelity
 from restore.archive import ArchiveInfo, inspect
@@ -157,6 +158,69 @@ SELECT current_database() AS name, pg_encoding_to_char(encoding) AS encoding, da
        current_setting('server_version_num')::int AS server_version_num
 FROM pg_database WHERE datname = current_database()
 """
+
+
+# The manifest document (JSON, format restore-verify-manifest; versions 1 and 2 read), typed as it is read: the
+# keys a version-1 manifest lacks are optional (total=False), and every reader checks for them.
+
+class DatabaseFacts(TypedDict, total=False):
+    name: str
+    encoding: str
+    collate: str
+    ctype: str
+    server_version: str
+    server_version_num: int
+
+
+class TableEntry(TypedDict, total=False):
+    kind: str
+    owner: str | None
+    partition_of: str | None
+    partition_bound: str | None
+    partition_key: str | None
+    columns: list[dict[str, Any]]
+    constraints: dict[str, dict[str, Any]]
+    indexes: dict[str, dict[str, Any]]
+    triggers: dict[str, dict[str, Any]]
+    partitions: list[str]
+    populated: bool  # materialized views
+    row_count: int
+    checksum: str | None
+    buckets: dict[str, Any]
+
+
+class SequenceEntry(TypedDict, total=False):
+    last_value: int | None
+    last_value_max: int | None  # read after pg_dump ended (python -m restore backup)
+    increment: int
+    owned_by: str | None
+    column_max: int | None
+
+
+class Freshness(TypedDict):
+    query: str
+    value: Any  # ISO 8601 text for a timestamp
+
+
+class Manifest(TypedDict, total=False):
+    format: str
+    version: int
+    captured_at: str
+    snapshot: str | None
+    database: DatabaseFacts
+    settings: dict[str, str]
+    checksum: dict[str, str]
+    extensions: dict[str, str]
+    schemas: list[str]
+    roles: list[str]
+    tables: dict[str, TableEntry]
+    sequences: dict[str, SequenceEntry]
+    views: dict[str, dict[str, Any]]
+    functions: dict[str, dict[str, Any]]
+    types: dict[str, dict[str, Any]]
+    freshness: Freshness | None
+    behaviour: fidelity.Behaviour
+    backup: dict[str, Any]  # python -m restore backup: the dump it describes (file, size, toc_digest)
 
 
 def _md5(text: str | None) -> str | None:
@@ -304,7 +368,7 @@ WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
 """
 
 
-def _bucket_specs(cur: psycopg.Cursor[Any], tables: dict[str, dict[str, Any]], oids: dict[str, int],
+def _bucket_specs(cur: psycopg.Cursor[Any], tables: dict[str, TableEntry], oids: dict[str, int],
                   given: dict[str, dict[str, Any] | None]) -> dict[str, dict[str, Any] | None]:
     """How each table's rows are bucketed: the backup's own choice when comparing with it, else by primary-key
     range (one integer column), by a hash of the primary key, or by a hash of the first column."""
@@ -337,7 +401,7 @@ def _bucket_specs(cur: psycopg.Cursor[Any], tables: dict[str, dict[str, Any]], o
     return specs
 
 
-def bucket_differences(src: dict[str, Any], dst: dict[str, Any], *, limit: int = 5) -> list[str]:
+def bucket_differences(src: TableEntry, dst: TableEntry, *, limit: int = 5) -> list[str]:
     """Where two tables' contents differ: the buckets whose count or checksum differ, as key ranges or hashes."""
     a, b = src.get("buckets"), dst.get("buckets")
     if not a or not b:
@@ -368,8 +432,8 @@ def bucket_differences(src: dict[str, Any], dst: dict[str, Any], *, limit: int =
 
 def capture(conninfo: str, *, jobs: int = 2, snapshot: str | None = None, freshness_sql: str | None = None,
             content: bool = True, checksums: bool = True,
-            compare_with: dict[str, dict[str, Any]] | None = None,
-            progress: Callable[[str], None] | None = None, plans: dict[str, int] | None = None) -> dict[str, Any]:
+            compare_with: dict[str, TableEntry] | None = None,
+            progress: Callable[[str], None] | None = None, plans: dict[str, int] | None = None) -> Manifest:
     """The manifest of the database at ``conninfo`` (read-only; on ``snapshot`` when given). ``compare_with``: the
     backup manifest's tables, when capturing a restore to compare with it (its buckets are reused)."""
     captured_at = datetime.now(UTC)
@@ -380,13 +444,13 @@ def capture(conninfo: str, *, jobs: int = 2, snapshot: str | None = None, freshn
             snapshot_for_content = str(exported["s"]) if exported else None
         else:
             snapshot_for_content = snapshot
-        database = dict(cur.execute(DATABASE_SQL).fetchone() or {})
+        database = cast(DatabaseFacts, dict(cur.execute(DATABASE_SQL).fetchone() or {}))
         tables_rows = cur.execute(TABLES_SQL).fetchall()
         oids = [r["oid"] for r in tables_rows]
-        by_oid: dict[int, dict[str, Any]] = {}
-        tables: dict[str, dict[str, Any]] = {}
+        by_oid: dict[int, TableEntry] = {}
+        tables: dict[str, TableEntry] = {}
         for r in tables_rows:
-            entry = {"kind": r["kind"], "owner": r["owner"], "partition_of": r["partition_of"],
+            entry: TableEntry = {"kind": r["kind"], "owner": r["owner"], "partition_of": r["partition_of"],
                      "partition_bound": r["partition_bound"], "partition_key": r["partition_key"],
                      "columns": [], "constraints": {}, "indexes": {}, "triggers": {}, "partitions": []}
             if r["kind"] == "m":
@@ -405,7 +469,7 @@ def capture(conninfo: str, *, jobs: int = 2, snapshot: str | None = None, freshn
         for name, entry in tables.items():
             if entry["partition_of"] in tables:
                 tables[entry["partition_of"]]["partitions"].append(name)
-        sequences: dict[str, dict[str, Any]] = {}
+        sequences: dict[str, SequenceEntry] = {}
         for r in cur.execute(SEQUENCES_SQL).fetchall():
             owned = r["owned_by"]
             column_max = None
@@ -430,7 +494,7 @@ def capture(conninfo: str, *, jobs: int = 2, snapshot: str | None = None, freshn
             f"SELECT nspname FROM pg_namespace n WHERE {_USER} ORDER BY 1".encode()).fetchall()]
         roles = [r["r"] for r in cur.execute(ROLES_SQL.encode()).fetchall()]
         behaviour = fidelity.capture(cur, roles)
-        freshness = None
+        freshness: Freshness | None = None
         if freshness_sql:
             row = cur.execute(freshness_sql.encode()).fetchone()
             value = next(iter(row.values())) if row else None
@@ -456,7 +520,7 @@ def capture(conninfo: str, *, jobs: int = 2, snapshot: str | None = None, freshn
                              and (compare_with[n].get("row_count"), compare_with[n].get("checksum"))
                              != (count, checksum)]
                 if differing:
-                    given = {n: compare_with[n]["buckets"] for n in differing}
+                    given: dict[str, dict[str, Any] | None] = {n: compare_with[n]["buckets"] for n in differing}
                     specs = _bucket_specs(cur, tables, {n: storable_oids[n] for n in differing}, given)
                     results.update(table_contents(conninfo, differing, jobs=jobs, snapshot=snapshot_for_content,
                                                   buckets=specs))
@@ -475,12 +539,12 @@ def capture(conninfo: str, *, jobs: int = 2, snapshot: str | None = None, freshn
     }
 
 
-def write(manifest: dict[str, Any], path: Path) -> None:
+def write(manifest: Manifest, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n")
 
 
-def load(path: Path) -> dict[str, Any]:
+def load(path: Path) -> Manifest:
     try:
         data: dict[str, Any] = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -490,10 +554,10 @@ def load(path: Path) -> dict[str, Any]:
     for key in ("tables", "sequences", "database"):
         if not isinstance(data.get(key), dict):
             raise ValueError(f"{path} has no {key!r} section: cut short or edited by hand")
-    return data
+    return cast(Manifest, data)  # its sections checked above; optional keys are checked where they are read
 
 
-def check_belongs_to(manifest: dict[str, Any], path: Path, archive: ArchiveInfo) -> None:
+def check_belongs_to(manifest: Manifest, path: Path, archive: ArchiveInfo) -> None:
     """Raise :class:`ManifestMismatch` unless the manifest can describe this backup.
 
     A manifest from ``python -m restore backup`` carries its dump's table-of-contents digest: equal, it is the
@@ -528,7 +592,7 @@ def _sequence_values(conn: psycopg.Connection[Any]) -> dict[str, int | None]:
     return {str(name): None if value is None else int(value) for name, value in rows}
 
 
-def sequence_bounds(entry: dict[str, Any]) -> tuple[int | None, int | None]:
+def sequence_bounds(entry: SequenceEntry) -> tuple[int | None, int | None]:
     """The range a restored sequence's last value may take: exact for a manifest read once, bracketed for one
     taken with ``take_backup`` (read before pg_dump started and after it ended)."""
     low, high = entry.get("last_value"), entry.get("last_value_max", entry.get("last_value"))
@@ -607,7 +671,7 @@ def _take_backup(conninfo: str, output: Path, *, jobs: int, freshness_sql: str |
 
 # --- comparison ---------------------------------------------------------------------------------------------
 
-def compare_table(name: str, src: dict[str, Any], dst: dict[str, Any]) -> list[str]:
+def compare_table(name: str, src: TableEntry, dst: TableEntry) -> list[str]:
     """Every schema difference of one table, each naming the object and both sides."""
     diffs: list[str] = []
     detached = bool(src.get("partition_of")) and not dst.get("partition_of")
@@ -649,9 +713,10 @@ def compare_table(name: str, src: dict[str, Any], dst: dict[str, Any]) -> list[s
     for part in src["partitions"]:
         if part not in dst["partitions"]:
             diffs.append(f"partition {part} of {name} is missing (dropped, or detached from {name})")
-    if src.get("partition_of") and not dst.get("partition_of"):
-        diffs.append(f"{name} is detached from {src['partition_of']}: its rows no longer show in {src['partition_of']}"
-                     f" (was {src.get('partition_bound')}). Fix: ALTER TABLE {_table_sql(src['partition_of'])} ATTACH "
+    parent = src.get("partition_of")
+    if parent and not dst.get("partition_of"):
+        diffs.append(f"{name} is detached from {parent}: its rows no longer show in {parent}"
+                     f" (was {src.get('partition_bound')}). Fix: ALTER TABLE {_table_sql(parent)} ATTACH "
                      f"PARTITION {_table_sql(name)} {src.get('partition_bound')};")
     elif src.get("partition_bound") != dst.get("partition_bound"):
         diffs.append(f"{name}: partition bound was {src.get('partition_bound')!r}, is {dst.get('partition_bound')!r}")

@@ -10,9 +10,9 @@ record) the answer is "unknown" — said, never guessed.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Literal
 
-from restore.manifest import sequence_bounds
+from restore.manifest import Manifest, sequence_bounds
 
 Origin = Literal["backup", "restore", "unknown"]
 
@@ -26,7 +26,7 @@ EXPLAINED: dict[str, str] = {
 }
 
 
-def content_origin(source: dict[str, Any] | None, restored: dict[str, Any] | None, tables: Iterable[str]) -> Origin:
+def content_origin(source: Manifest | None, restored: Manifest | None, tables: Iterable[str]) -> Origin:
     """For a finding about rows: "backup" when every table involved holds exactly the backed-up rows."""
     if source is None or restored is None:
         return "unknown"
@@ -39,14 +39,14 @@ def content_origin(source: dict[str, Any] | None, restored: dict[str, Any] | Non
     return "backup"
 
 
-def object_origin(source: dict[str, Any] | None, *, recorded: bool) -> Origin:
+def object_origin(source: Manifest | None, *, recorded: bool) -> Origin:
     """For an object that is missing or changed: the manifest recording it means the restore lost or changed it."""
     if source is None:
         return "unknown"
     return "restore" if recorded else "unknown"
 
 
-def sequence_origin(source: dict[str, Any] | None, restored: dict[str, Any] | None, sequence: str,
+def sequence_origin(source: Manifest | None, restored: Manifest | None, sequence: str,
                     table: str) -> Origin:
     """A sequence behind its column: inherited when both the sequence and the table are as backed up."""
     if source is None or restored is None:
@@ -65,7 +65,7 @@ def sequence_origin(source: dict[str, Any] | None, restored: dict[str, Any] | No
     return content_origin(source, restored, [table])
 
 
-def constraint_origin(source: dict[str, Any] | None, table: str, name: str) -> tuple[Origin, bool | None]:
+def constraint_origin(source: Manifest | None, table: str, name: str) -> tuple[Origin, bool | None]:
     """(origin, whether the manifest records it NOT VALID) for a NOT VALID constraint in the restore."""
     if source is None or table not in source["tables"]:
         return "unknown", None

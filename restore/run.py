@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import psycopg
 from pydantic import TypeAdapter
@@ -104,7 +103,7 @@ class RunState:
     config: RestoreConfig
     expectations: Expectations
     facts: RunFacts
-    _manifests: tuple[dict[str, Any], dict[str, Any]] | None = field(default=None, repr=False)
+    _manifests: tuple[manifest.Manifest, manifest.Manifest] | None = field(default=None, repr=False)
 
     @property
     def prepared(self) -> PreparedDatabase | None:
@@ -114,7 +113,7 @@ class RunState:
     def catalog(self) -> Catalog:
         return self.facts.catalog
 
-    def manifests(self) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    def manifests(self) -> tuple[manifest.Manifest, manifest.Manifest] | None:
         """(source, restored) manifests, or None when this run compares with none (or could not prepare them)."""
         facts = self.facts
         if facts.manifest_error or facts.source_manifest_path is None or facts.restored_manifest_path is None:
@@ -233,7 +232,7 @@ class Run:
         assert facts.prepared is not None
         assert facts.prepared.conninfo is not None
         freshness = self.state.expectations.freshness_sql
-        compare_with: dict[str, dict[str, Any]] | None = None
+        compare_with: dict[str, manifest.TableEntry] | None = None
         try:
             if cfg.baseline is not None:
                 say(f"capturing the live baseline {cfg.baseline.redacted()} ...")
