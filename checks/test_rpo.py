@@ -9,6 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from fixtures.outcomes import not_applicable
 from restore.config import RestoreConfig
 from restore.expectations import Expectations
 from restore.outcome import PreparedDatabase
@@ -63,3 +64,28 @@ def test_newest_data_within_rpo(
         f"({newest.isoformat()}), over the RPO of {restore_config.rpo_s / 60:.1f} min (--rpo): writes stopped "
         "reaching the database long before the backup, or the backup is of a stale replica."
     )
+
+
+def test_recovery_reached_its_target(restored_db: PreparedDatabase, restore_config: RestoreConfig,
+                                     record_property: Callable[[str, object], None]) -> None:
+    """A base backup recovered to a time: the last transaction replayed is not after the target, and not older than
+    it by more than the RPO (a recovery that stopped early, short of WAL, would land there)."""
+    archive = restored_db.archive
+    if archive is None or archive.recovery_target is None:
+        not_applicable("not a point-in-time recovery (no base backup was recovered to a target)")
+    if archive.recovery_target_time is None:
+        not_applicable(f"recovered to {archive.recovery_target}: there is no target time to compare with")
+    target = datetime.fromisoformat(archive.recovery_target_time)
+    assert archive.created_at is not None, (
+        f"Recovery to {target.isoformat()} replayed no transaction at all: the base backup alone was restored. "
+        "Check the WAL archive (wal=DIR) holds the segments after the backup.")
+    replayed = datetime.fromisoformat(archive.created_at)
+    gap = (target - replayed).total_seconds()
+    record_property("recovery_gap_s", gap)
+    assert replayed <= target, (
+        f"Recovery landed after its target: the last transaction replayed committed at {replayed.isoformat()}, after "
+        f"the target {target.isoformat()}. The restored data is not the data of that moment.")
+    assert gap <= restore_config.rpo_s, (
+        f"Recovery stopped {gap:.0f} s before its target {target.isoformat()} (last transaction replayed at "
+        f"{replayed.isoformat()}), beyond the RPO of {restore_config.rpo_s:.0f} s (--rpo): transactions of that "
+        "window are missing (or nothing was committed in it). Look for a gap in the WAL archive.")

