@@ -19,10 +19,10 @@ from typing import IO, TYPE_CHECKING, Any
 
 from restore import janitor
 from restore.conninfo import redact, with_params
-from restore.embedded import SUPERUSER, tuned_settings
+from restore.embedded import tuned_settings
 from restore.errors import ArchiveUnreadable, RestoreError, ToolTooOld
 from restore.pgrestore import ToolRun, parse_pg_restore_log, run_pg_restore
-from restore.tools import tool_version
+from restore.tools import SUPERUSER, tool_version
 
 if TYPE_CHECKING:
     from restore.archive import ArchiveInfo, BackupSummary

