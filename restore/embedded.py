@@ -70,8 +70,9 @@ def tuned_settings(*, jobs: int, memory_bytes: int | None = None, cores: int | N
         "autovacuum": "off",
         "maintenance_work_mem": f"{maintenance // mib}MB",
         "shared_buffers": f"{shared // mib}MB",
-        "max_worker_processes": str(max(8, 2 * cores + 4)),
-        "max_parallel_workers": str(cores),
+        # Never below PostgreSQL's defaults (8): concurrent checks each run parallel queries.
+        "max_worker_processes": str(max(8, cores) + 4),
+        "max_parallel_workers": str(max(8, cores)),
         "max_parallel_workers_per_gather": str(cores),
         "max_parallel_maintenance_workers": str(cores),
         "jit": "off",
