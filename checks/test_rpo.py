@@ -77,8 +77,8 @@ def test_recovery_reached_its_target(restored_db: PreparedDatabase, restore_conf
         not_applicable(f"recovered to {archive.recovery_target}: there is no target time to compare with")
     target = datetime.fromisoformat(archive.recovery_target_time)
     assert archive.created_at is not None, (
-        f"Recovery to {target.isoformat()} replayed no transaction at all: the base backup alone was restored. "
-        "Check the WAL archive (wal=DIR) holds the segments after the backup.")
+        f"Recovery to {target.isoformat()} cannot say when its data is from: it replayed no transaction and the "
+        "backup has no backup_label START TIME. Check the WAL archive (wal=DIR) holds the segments after the backup.")
     replayed = datetime.fromisoformat(archive.created_at)
     gap = (target - replayed).total_seconds()
     record_property("recovery_gap_s", gap)

@@ -297,7 +297,13 @@ def build_result(state: RunState, collected: Collected, exitstatus: int, *,
                    "dumped_by": archive.dumped_by if archive else None,
                    "archive_version": archive.archive_version if archive else None,
                    "created_at": archive.created_at if archive else None,
-                   "size_bytes": archive.size_bytes if archive else None},
+                   "size_bytes": archive.size_bytes if archive else None,
+                   # a recovered base backup: where it was recovered to, and how long the WAL replay took
+                   "recovery": None if archive is None or archive.recovery_target is None else {
+                       "target": archive.recovery_target, "seconds": archive.recovery_s,
+                       "wal_segments": archive.wal_segments_replayed,
+                       "wal_mb_per_s": round(16 * (archive.wal_segments_replayed or 0)
+                                             / max(archive.recovery_s or 0.001, 0.001), 1)}},
         "restore": {"duration_s": outcome.duration_s, "errors": outcome.errors,
                     "accepted_errors": outcome.accepted_errors, "performed": outcome.performed,
                     "refused": outcome.refused, "exit_code": outcome.exit_code,

@@ -75,6 +75,8 @@ class BackupSummary:
     rds: dict[str, str | int | float | None] | None = None  # an RDS restore: what was restored, from when
     recovery_target: str | None = None  # a recovered base backup: the target asked for ("latest", a time, a name)
     recovery_target_time: str | None = None  # ISO 8601, when the target was a time
+    recovery_s: float | None = None  # copy, WAL replay and promotion
+    wal_segments_replayed: int | None = None  # taken from the archive (16 MB each)
 
     @property
     def restored_by_pg_restore(self) -> bool:

@@ -13,7 +13,9 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING
@@ -313,16 +315,23 @@ class EmbeddedTarget:
         from restore import physical  # only base backups need it
 
         assert source.path is not None
-        log.write(f"$ pg_verifybackup {source.path}\n")
-        verified = physical.verify(source.path, source.wal)
-        log.write(f"{verified}\n# recovering to {source.recovery}\n")
+        chain = (source.path, *source.incrementals)
+        for backup in chain:  # the WAL the newest one needs is in the archive; the older ones' WAL is not needed
+            log.write(f"$ pg_verifybackup {backup}\n")
+            verified = physical.verify(backup, source.wal if backup == chain[-1] else None)
+            log.write(f"{verified}\n")
+        log.write(f"# recovering to {source.recovery}\n")
+
+        started_backup: list[datetime | None] = [None]
 
         def fill(datadir: Path) -> dict[str, str]:
-            physical.unpack(source.path, datadir)  # type: ignore[arg-type]  # asserted above
+            physical.unpack(source.path, datadir, source.incrementals)  # type: ignore[arg-type]  # asserted above
+            started_backup[0] = physical.backup_started(datadir)
             return physical.recovery_settings(source.wal, source.recovery)
 
         self.server.fill_datadir = fill
         self.database = source.database
+        started = time.monotonic()
         try:
             self.server.start()
         except ServerStartFailed as exc:  # the server stopped during recovery; its log's tail is in the notes
@@ -337,16 +346,24 @@ class EmbeddedTarget:
             self.server.stop()
             raise physical.explain(server_log, source.wal, source.recovery) from exc
         replayed = physical.replayed_until(self.conninfo())
-        log.write(f"# promoted; last transaction replayed: {replayed}\n")
+        recovery_s = round(time.monotonic() - started, 3)
+        segments = physical.segments_restored(self.server.logfile.read_text(errors="replace"))
+        log.write(f"# promoted after {recovery_s:.1f} s ({segments} WAL segment(s) from the archive, "
+                  f"{segments * 16 / max(recovery_s, 0.001):.0f} MB/s); last transaction replayed: {replayed}\n")
         with psycopg.connect(self.conninfo(source.database), autocommit=True) as conn:
             # Our own throwaway copy: amcheck may be installed here (never on an existing target).
             conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
         self.summary = BackupSummary(
             format="basebackup", path=str(source.path), dumped_from=tool_version("postgres"),
-            created_at=replayed.isoformat() if replayed else None,
-            created_at_source="the last transaction replayed by recovery", dbname=source.database,
+            # The data's moment: the last transaction replayed, else (none replayed: the backup already held
+            # everything up to the target) the backup's own start.
+            created_at=_iso(replayed or started_backup[0]),
+            created_at_source=("the last transaction replayed by recovery" if replayed else
+                               "the base backup's start (recovery replayed no transaction before the target)"),
+            dbname=source.database,
             recovery_target=str(source.recovery),
-            recovery_target_time=source.recovery.time.isoformat() if source.recovery.time else None)
+            recovery_target_time=source.recovery.time.isoformat() if source.recovery.time else None,
+            recovery_s=recovery_s, wal_segments_replayed=segments)
 
     def stop(self) -> None:
         self.server.__exit__(None, None, None)  # keeps a --keep-target cluster running
@@ -376,3 +393,7 @@ class EmbeddedTarget:
 
     def backup_summary(self) -> BackupSummary | None:
         return self.summary
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()

@@ -62,13 +62,28 @@ def verify(base: Path, wal_dir: Path | None) -> str:
                                 f"{(done.stderr or done.stdout).strip().splitlines()[0]}. A file of the backup, or a "
                                 "WAL segment it needs, is missing or damaged; take a new base backup, or find the "
                                 "segment named in the archive.", detail=done.stderr or done.stdout)
-    return "pg_verifybackup: files and WAL verified"
+    return "pg_verifybackup: files and WAL verified" if wal_dir else "pg_verifybackup: files verified"
 
 
-def unpack(base: Path, datadir: Path) -> None:
-    """A plain backup's files, or a tar backup's base.tar(.gz) and pg_wal.tar(.gz), into ``datadir``."""
+def combine(full: Path, incrementals: tuple[Path, ...], datadir: Path) -> None:
+    """``pg_combinebackup``: a full backup and its incremental ones (oldest first) as one, in ``datadir``."""
+    done = subprocess.run([str(pg_tool("pg_combinebackup")), str(full), *map(str, incrementals), "-o", str(datadir)],
+                          capture_output=True, text=True, env=clean_env())
+    if done.returncode != 0:
+        raise ArchiveUnreadable(f"pg_combinebackup cannot combine {full} with its incremental backups "
+                                f"({', '.join(map(str, incrementals))}): {done.stderr.strip().splitlines()[-1]}. "
+                                "Each incremental backup must follow the one before it (pg_basebackup "
+                                "--incremental=<previous>/backup_manifest); pass them oldest first.",
+                                detail=done.stderr)
+
+
+def unpack(base: Path, datadir: Path, incrementals: tuple[Path, ...] = ()) -> None:
+    """A plain backup's files, or a tar backup's base.tar(.gz) and pg_wal.tar(.gz), into ``datadir``; a full backup
+    and its incremental ones are combined there."""
     tars = sorted(base.glob("base.tar*"))
-    if tars:
+    if incrementals:
+        combine(base, incrementals, datadir)
+    elif tars:
         for archive in [*tars, *sorted(base.glob("pg_wal.tar*"))]:
             into = datadir / "pg_wal" if archive.name.startswith("pg_wal") else datadir
             into.mkdir(exist_ok=True)
@@ -138,6 +153,23 @@ def wait_promoted(conninfo: str, timeout_s: float) -> None:
     wait_until(promoted, timeout_s=timeout_s, interval_s=0.2, on_timeout=lambda s: RecoveryFailed(
         f"The server was still recovering after {s:.0f} s: the WAL to replay is longer than that, or recovery is "
         "waiting for a segment the archive does not have."))
+
+
+def backup_started(datadir: Path) -> datetime | None:
+    """When the (newest) base backup started, from its backup_label: the data is at least that recent."""
+    label = datadir / "backup_label"
+    found = re.search(r"^START TIME: (.+)$", label.read_text(), re.M) if label.exists() else None
+    if not found:
+        return None
+    try:
+        return datetime.strptime(found.group(1).strip().replace("UTC", "+0000"), "%Y-%m-%d %H:%M:%S %z")
+    except ValueError:
+        return None
+
+
+def segments_restored(log: str) -> int:
+    """How many WAL segments recovery took from the archive (its log says each)."""
+    return len(_SEGMENT.findall(log))
 
 
 def replayed_until(conninfo: str) -> datetime | None:

@@ -185,6 +185,7 @@ class Source:
     rds: RdsSource | None = None  # kind "rds"
     wal: Path | None = None  # kind "basebackup": the WAL archive (?wal=DIR)
     database: str = "postgres"  # kind "basebackup": the database to verify (?db=NAME)
+    incrementals: tuple[Path, ...] = ()  # kind "basebackup": incremental backups after it, oldest first
     recovery: RecoveryTarget = RecoveryTarget()  # kind "basebackup": where recovery stops
 
     @classmethod
@@ -198,15 +199,19 @@ class Source:
             return cls(spec=value, kind="rds", rds=parse_rds(value))
         if value.startswith("basebackup:"):
             path_text, _, query = value.removeprefix("basebackup:").partition("?")
-            params = dict(parse_qsl(query))
-            unknown = set(params) - {"wal", "db"}
-            if not path_text or unknown:
+            pairs = parse_qsl(query)
+            params = dict(pairs)
+            if not path_text or set(params) - {"wal", "db", "incremental"}:
                 raise ConfigError.invalid("base backup", value, "--backup",
-                                          "Write basebackup:PATH?wal=DIR&db=NAME (wal and db optional).")
-            path = Path(path_text) if Path(path_text).is_absolute() else base / path_text
-            wal = Path(params["wal"]) if "wal" in params else None
-            return cls(spec=value, kind="basebackup", path=path, database=params.get("db", "postgres"),
-                       wal=None if wal is None else wal if wal.is_absolute() else base / wal)
+                                          "Write basebackup:PATH?wal=DIR&db=NAME, with &incremental=PATH for each "
+                                          "incremental backup after it, oldest first (all optional but PATH).")
+
+            def resolved(text: str) -> Path:
+                return Path(text) if Path(text).is_absolute() else base / text
+
+            return cls(spec=value, kind="basebackup", path=resolved(path_text), database=params.get("db", "postgres"),
+                       wal=resolved(params["wal"]) if "wal" in params else None,
+                       incrementals=tuple(resolved(v) for k, v in pairs if k == "incremental"))
         path = Path(value)
         path = path if path.is_absolute() else base / path
         return cls(spec=str(path), kind="file", path=path)

@@ -26,6 +26,7 @@ from tests.conftest import SuiteRun, wait_for
 @dataclass(frozen=True)
 class Physical:
     base: Path
+    incremental: Path  # taken after rows 11-20, on top of base
     archive: Path
     target: datetime  # after the commit of rows 11-20, before the commit of rows 21-30
     segment: str  # the WAL segment that holds rows 11-30
@@ -44,7 +45,7 @@ def physical(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Physical]:
     out = tmp_path_factory.mktemp("physical")
     archive = _shared_dir("rv-wal-")
     settings = {"wal_level": "replica", "archive_mode": "on", "archive_command": f"'cp %p {archive}/%f'",
-                "max_wal_senders": "4"}
+                "max_wal_senders": "4", "summarize_wal": "on"}  # summaries: incremental backups
     with EmbeddedServer(jobs=1, tuned=False, settings=settings) as server:
         with psycopg.connect(server.conninfo(), autocommit=True) as conn:
             conn.execute("CREATE DATABASE shop")
@@ -57,6 +58,11 @@ def physical(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Physical]:
                         "-d", server.conninfo()], check=True, env=clean_env(), capture_output=True, timeout=300)
         with psycopg.connect(server.conninfo("shop"), autocommit=True) as conn:
             conn.execute("INSERT INTO public.events (id) SELECT generate_series(11, 20)")
+        incremental = out / "incremental"
+        subprocess.run([str(pg_tool("pg_basebackup")), "-D", str(incremental), "-Fp", "-X", "none", "-c", "fast",
+                        f"--incremental={base / 'backup_manifest'}", "-d", server.conninfo()], check=True,
+                       env=clean_env(), capture_output=True, timeout=300)
+        with psycopg.connect(server.conninfo("shop"), autocommit=True) as conn:
             row = conn.execute("SELECT clock_timestamp()").fetchone()  # after that commit, before the next
             assert row is not None
             target = row[0]
@@ -71,7 +77,7 @@ def physical(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Physical]:
 
             wait_for(archived, seconds=60, what=f"WAL segment {segment} archived")
     try:
-        yield Physical(base, archive, target, segment)
+        yield Physical(base, incremental, archive, target, segment)
     finally:
         shutil.rmtree(archive, ignore_errors=True)
 
@@ -128,3 +134,18 @@ def test_without_a_target_recovery_replays_all_the_archived_wal(
     usage = run_suite("--backup=x.dump", "--recovery-target-time=2026-01-01T00:00:00Z", expect_result=False)
     assert usage.returncode == 4
     assert "apply to a base backup only" in usage.output
+
+
+def test_a_full_and_an_incremental_backup_are_combined_and_recovered(
+    physical: Physical, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    run = run_suite(f"--backup=basebackup:{physical.base}?incremental={physical.incremental}&wal={physical.archive}"
+                    "&db=shop", f"--recovery-target-time={physical.target.isoformat()}",
+                    f"--expectations={_expectations(tmp_path, 20)}")
+    for item in ("restore_succeeded", "row_counts", "rpo", "no_corruption"):
+        assert run.result["checklist"][item] == "passed", run.explain()
+    recovery = run.result["backup"]["recovery"]
+    assert recovery["target"] == physical.target.isoformat()
+    assert recovery["wal_segments"] >= 1  # the WAL after the incremental backup came from the archive
+    log = (run.run_dir / "restore.log").read_text()
+    assert f"$ pg_verifybackup {physical.incremental}" in log
