@@ -149,3 +149,18 @@ def test_a_full_and_an_incremental_backup_are_combined_and_recovered(
     assert recovery["wal_segments"] >= 1  # the WAL after the incremental backup came from the archive
     log = (run.run_dir / "restore.log").read_text()
     assert f"$ pg_verifybackup {physical.incremental}" in log
+
+
+def test_a_recovery_short_of_its_target_by_more_than_the_rpo_fails_rpo(
+    physical: Physical, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    """The last transaction replayed lies before the target (by the incremental backup's duration at least): with
+    an RPO of a millisecond that is a failure of rpo, and of nothing else."""
+    run = run_suite(f"--backup=basebackup:{physical.base}?wal={physical.archive}&db=shop",
+                    f"--recovery-target-time={physical.target.isoformat()}", "--rpo=1ms",
+                    f"--expectations={_expectations(tmp_path, 20)}")
+    assert run.failed_items() == {"rpo"}, run.explain()
+    messages = [f["message"] for f in run.result["failures"] if "test_recovery_reached_its_target" in f["nodeid"]]
+    assert messages, run.explain()
+    assert messages[0].startswith("Recovery stopped"), messages[0]
+    assert "before its target" in messages[0]
