@@ -81,6 +81,9 @@ class RestoreConfig:
     parallel_workers: int | None = None  # --parallel-workers: per verification session
     label: str | None = None  # --label: what this run verifies, by name (a fleet's database)
 
+    def _recovery_note(self) -> str:
+        return f" recovery_target={self.source.recovery}" if self.source and self.source.base_backup else ""
+
     @property
     def session_parallel_workers(self) -> int | None:
         """max_parallel_workers_per_gather of every verification session: --parallel-workers, else the cores of a
@@ -90,7 +93,8 @@ class RestoreConfig:
     def header_lines(self) -> list[str]:
         return [
             f"restore-verify: target={self.target.name} ({self.target.kind}: {self.target.redacted()})",
-            f"restore-verify: backup={self.source.spec if self.source else None} globals={self.globals_file} "
+            f"restore-verify: backup={self.source.spec if self.source else None}{self._recovery_note()} "
+            f"globals={self.globals_file} "
             f"jobs={self.restore_jobs} expectations={self.expectations}",
             f"restore-verify: rto={self.rto_s:g}s rpo={self.rpo_s:g}s statement_timeout={self.statement_timeout_s:g}s "
             f"lock_timeout={self.lock_timeout_s:g}s "

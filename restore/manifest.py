@@ -202,6 +202,21 @@ class Freshness(TypedDict):
     value: Any  # ISO 8601 text for a timestamp
 
 
+class Position(TypedDict):
+    """Where in the WAL, and when, the manifest's snapshot was taken."""
+
+    lsn: str
+    time: str  # ISO 8601
+
+
+POSITION_SQL = ("clock_timestamp() AS at, CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
+                "ELSE pg_current_wal_lsn() END::text AS lsn")
+
+
+def _position(row: dict[str, Any] | None) -> Position | None:
+    return {"lsn": str(row["lsn"]), "time": row["at"].isoformat()} if row and row.get("lsn") else None
+
+
 class Manifest(TypedDict, total=False):
     format: str
     version: int
@@ -221,6 +236,7 @@ class Manifest(TypedDict, total=False):
     freshness: Freshness | None
     behaviour: fidelity.Behaviour
     backup: dict[str, Any]  # python -m restore backup: the dump it describes (file, size, toc_digest)
+    position: Position  # the snapshot's place in the WAL and its time
 
 
 def _md5(text: str | None) -> str | None:
@@ -438,10 +454,13 @@ def capture(conninfo: str, *, jobs: int = 2, snapshot: str | None = None, freshn
     backup manifest's tables, when capturing a restore to compare with it (its buckets are reused)."""
     captured_at = datetime.now(UTC)
     with _snapshot_session(conninfo, snapshot) as conn, conn.cursor(row_factory=dict_row) as cur:
+        position: Position | None = None
         if snapshot is None:
-            # Let the content workers see exactly what this catalog read sees.
-            exported = cur.execute("SELECT pg_export_snapshot() AS s").fetchone()
+            # Let the content workers see exactly what this catalog read sees; and say where in the WAL and when
+            # that snapshot was taken (a base backup recovered to that time holds this content).
+            exported = cur.execute(f"SELECT pg_export_snapshot() AS s, {POSITION_SQL}").fetchone()
             snapshot_for_content = str(exported["s"]) if exported else None
+            position = _position(exported)
         else:
             snapshot_for_content = snapshot
         database = cast(DatabaseFacts, dict(cur.execute(DATABASE_SQL).fetchone() or {}))
@@ -536,6 +555,7 @@ def capture(conninfo: str, *, jobs: int = 2, snapshot: str | None = None, freshn
         "extensions": extensions, "schemas": schemas, "roles": roles, "tables": tables, "sequences": sequences,
         "views": views, "functions": functions, "types": types, "freshness": freshness,
         "behaviour": behaviour,
+        **({"position": position} if position else {}),
     }
 
 
@@ -643,9 +663,10 @@ def _take_backup(conninfo: str, output: Path, *, jobs: int, freshness_sql: str |
         # pg_dump starts and after it ends brackets the values it dumped (for sequences that only move forward).
         before = _sequence_values(leader)
         leader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        row = leader.execute("SELECT pg_export_snapshot()").fetchone()
+        with leader.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(f"SELECT pg_export_snapshot() AS s, {POSITION_SQL}").fetchone()
         assert row is not None
-        snapshot = str(row[0])
+        snapshot, position = str(row["s"]), _position(row)
         dump = subprocess.Popen(
             [str(pg_tool("pg_dump")), "-Fc", f"--snapshot={snapshot}", "-f", str(output), *pg_dump_args,
              "-d", conninfo],
@@ -660,6 +681,8 @@ def _take_backup(conninfo: str, output: Path, *, jobs: int, freshness_sql: str |
         after = _sequence_values(leader)
     for name, entry in manifest["sequences"].items():
         entry["last_value"], entry["last_value_max"] = before.get(name), after.get(name)
+    if position:
+        manifest["position"] = position
     if dump.returncode != 0:
         raise RuntimeError(f"pg_dump failed (exit {dump.returncode}): {stderr.strip()}")
     # Identity: the run refuses this manifest beside any other backup (compared before restoring).

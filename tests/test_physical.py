@@ -18,6 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from restore import manifest
 from restore.embedded import EmbeddedServer
 from restore.tools import clean_env, pg_tool
 from tests.conftest import SuiteRun, wait_for
@@ -28,7 +29,8 @@ class Physical:
     base: Path
     incremental: Path  # taken after rows 11-20, on top of base
     archive: Path
-    target: datetime  # after the commit of rows 11-20, before the commit of rows 21-30
+    target: datetime  # after the commit of rows 11-20, before the commit of rows 21-30: the manifest's moment
+    manifest: Path  # of the source at ``target`` (python -m restore manifest: content, and where and when)
     segment: str  # the WAL segment that holds rows 11-30
 
 
@@ -62,10 +64,11 @@ def physical(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Physical]:
         subprocess.run([str(pg_tool("pg_basebackup")), "-D", str(incremental), "-Fp", "-X", "none", "-c", "fast",
                         f"--incremental={base / 'backup_manifest'}", "-d", server.conninfo()], check=True,
                        env=clean_env(), capture_output=True, timeout=300)
+        shop_manifest = out / "shop.manifest.json"
+        taken = manifest.capture(server.conninfo("shop"))  # after that commit, before the next
+        manifest.write(taken, shop_manifest)
+        target = datetime.fromisoformat(taken["position"]["time"])
         with psycopg.connect(server.conninfo("shop"), autocommit=True) as conn:
-            row = conn.execute("SELECT clock_timestamp()").fetchone()  # after that commit, before the next
-            assert row is not None
-            target = row[0]
             conn.execute("INSERT INTO public.events (id) SELECT generate_series(21, 30)")
             switched = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
             assert switched is not None
@@ -77,7 +80,7 @@ def physical(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Physical]:
 
             wait_for(archived, seconds=60, what=f"WAL segment {segment} archived")
     try:
-        yield Physical(base, incremental, archive, target, segment)
+        yield Physical(base, incremental, archive, target, shop_manifest, segment)
     finally:
         shutil.rmtree(archive, ignore_errors=True)
 
@@ -164,3 +167,18 @@ def test_a_recovery_short_of_its_target_by_more_than_the_rpo_fails_rpo(
     assert messages, run.explain()
     assert messages[0].startswith("Recovery stopped"), messages[0]
     assert "before its target" in messages[0]
+
+
+def test_verified_against_a_manifest_of_its_source_the_recovery_holds_that_moment_exactly(
+    physical: Physical, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    """The manifest says when its snapshot was taken; the base backup is recovered to that moment (no target given)
+    and must hold exactly that content: tables, schema and behaviour, row counts and content checksums."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run = run_suite(f"--backup=basebackup:{physical.base}?wal={physical.archive}&db=shop",
+                    f"--manifest={physical.manifest}", f"--expectations={empty}")
+    for item in ("restore_succeeded", "tables_present", "row_counts", "schema_matches", "no_corruption"):
+        assert run.result["checklist"][item] == "passed", run.explain()
+    assert run.result["backup"]["recovery"]["target"] == physical.target.isoformat()
+    assert run.result["row_counts"] == {"public.events": 20}
