@@ -58,13 +58,11 @@ class Findings:
         return {"columns": self.columns, "rows": self.rows, "total": self.count}
 
 
-def _sample(conn: psycopg.Connection[Any], query: sql.Composable) -> list[str]:
-    return [str(r[0]) for r in conn.execute(sql.SQL("{} LIMIT {}").format(query, sql.Literal(SAMPLE_LIMIT)))]
-
-
-def _sample_rows(conn: psycopg.Connection[Any], query: sql.Composable) -> list[list[str | None]]:
-    return [[None if v is None else str(v) for v in r]
-            for r in conn.execute(sql.SQL("{} LIMIT {}").format(query, sql.Literal(SAMPLE_LIMIT)))]
+def _sample(conn: psycopg.Connection[Any], query: sql.Composable) -> tuple[list[str], list[list[str | None]]]:
+    """The first offending rows, read once: ``query``'s first column as text (for messages), the others as the
+    table the report shows (the same rows for both)."""
+    found = conn.execute(sql.SQL("{} LIMIT {}").format(query, sql.Literal(SAMPLE_LIMIT))).fetchall()
+    return [str(r[0]) for r in found], [[None if v is None else str(v) for v in r[1:]] for r in found]
 
 
 def orphans(conn: psycopg.Connection[Any], fk: dict[str, Any]) -> Findings:
@@ -96,10 +94,8 @@ def orphans(conn: psycopg.Connection[Any], fk: dict[str, Any]) -> Findings:
     count = int(count_row[0])
     if not count:
         return Findings(0, [])
-    sample = _sample(conn, sql.SQL("SELECT {k} FROM {child} c WHERE {cond}").format(k=key_text, child=child,
-                                                                                    cond=condition))
-    rows = _sample_rows(conn, sql.SQL("SELECT {k} FROM {child} c WHERE {cond}").format(
-        k=sql.SQL(", ").join(cols), child=child, cond=condition))
+    sample, rows = _sample(conn, sql.SQL("SELECT {k}, {cols} FROM {child} c WHERE {cond}").format(
+        k=key_text, cols=sql.SQL(", ").join(cols), child=child, cond=condition))
     return Findings(count, sample, list(fk["columns"]), rows)
 
 
@@ -121,18 +117,19 @@ def duplicates(conn: psycopg.Connection[Any], key: dict[str, Any]) -> Findings:
     if key.get("predicate"):
         conditions.append(sql.SQL("({})").format(sql.SQL(key["predicate"])))
     where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
-    groups = sql.SQL("SELECT ROW({cols})::text AS k, count(*) AS n FROM {table}{where} GROUP BY {cols} "
-                     "HAVING count(*) > 1").format(cols=cols, table=table, where=where)
+    # Aliases no real key column is likely to share: the key's own columns follow them in the same rows.
+    groups = sql.SQL("SELECT ROW({cols})::text AS rv_key_text, count(*) AS rv_rows, {cols} FROM {table}{where} "
+                     "GROUP BY {cols} HAVING count(*) > 1").format(cols=cols, table=table, where=where)
     read_heap_only(conn)
     row = conn.execute(sql.SQL("SELECT count(*) FROM ({}) d").format(groups)).fetchone()
     assert row is not None
     count = int(row[0])
     if not count:
         return Findings(0, [])
-    sample = _sample(conn, sql.SQL("SELECT k || ' x' || n FROM ({}) d").format(groups))
     labels = list(key["key_sql"]) if key.get("has_expressions") else list(key["columns"])
-    rows = _sample_rows(conn, sql.SQL("SELECT {cols}, count(*) FROM {table}{where} GROUP BY {cols} "
-                                      "HAVING count(*) > 1").format(cols=cols, table=table, where=where))
+    sample, found = _sample(conn, sql.SQL("SELECT rv_key_text || ' x' || rv_rows, d.* FROM ({}) d").format(groups))
+    # d.* is the key as text, its row count, then the key's values: shown as the columns and how many rows hold it
+    rows = [[*values[2:], values[1]] for values in found]
     return Findings(count, sample, [*labels, "rows with this key"], rows)
 
 
