@@ -17,6 +17,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
+import psycopg
+
 from restore import janitor
 from restore.conninfo import redact, with_params
 from restore.embedded import tuned_settings
@@ -239,8 +241,6 @@ class ContainerTarget:
 
 
 def _server_major(conninfo: str) -> int:
-    import psycopg
-
     with psycopg.connect(conninfo) as conn:
         row = conn.execute("SELECT current_setting('server_version_num')::int / 10000").fetchone()
     return int(row[0]) if row else 0

@@ -38,10 +38,6 @@ class RdsSource:
     restore_time: datetime | None = None  # pitr; None = latest restorable
 
 
-def is_rds(spec: str) -> bool:
-    return spec.startswith(("rds-snapshot:", "rds-pitr:"))
-
-
 def parse_rds(spec: str) -> RdsSource:
     if spec.startswith("rds-snapshot:"):
         rest = spec.removeprefix("rds-snapshot:")
@@ -71,10 +67,6 @@ class FetchedBackup:
     spec: str
     size_bytes: int
     checksum: str | None  # what was verified, or why it could not be; None for a local file
-
-
-def is_s3(spec: str) -> bool:
-    return spec.startswith("s3://")
 
 
 def parse_s3(spec: str) -> tuple[str, str]:
