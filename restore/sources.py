@@ -23,11 +23,12 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 from restore.errors import ArchiveUnreadable, ConfigError, DumpNotFound
-from restore.physical import RecoveryTarget
+from restore.physical import BaseBackup, PhysicalBackup, RecoveryTarget
 
 MANIFEST_SUFFIX = ".manifest.json"
 PICKS = ("latest",)
-SourceKind = Literal["file", "s3", "rds", "basebackup"]
+SourceKind = Literal["file", "s3", "rds", "basebackup", "pgbackrest", "barman-cloud"]
+PHYSICAL_KINDS = ("basebackup", "pgbackrest", "barman-cloud")
 
 
 @dataclass(frozen=True)
@@ -176,9 +177,13 @@ class Source:
     pick: str | None = None  # kind "s3", for a prefix
     rds: RdsSource | None = None  # kind "rds"
     wal: Path | None = None  # kind "basebackup": the WAL archive (?wal=DIR)
-    database: str = "postgres"  # kind "basebackup": the database to verify (?db=NAME)
+    database: str = "postgres"  # a physical kind: the database to verify (?db=NAME)
     incrementals: tuple[Path, ...] = ()  # kind "basebackup": incremental backups after it, oldest first
-    recovery: RecoveryTarget = RecoveryTarget()  # kind "basebackup": where recovery stops
+    recovery: RecoveryTarget = RecoveryTarget()  # a physical kind: where recovery stops
+    repository: str | None = None  # kind "pgbackrest": the stanza; "barman-cloud": s3://bucket/prefix/SERVER
+    config: Path | None = None  # kind "pgbackrest": its configuration file (?config=FILE)
+    endpoint: str | None = None  # kind "barman-cloud": an S3-compatible endpoint (?endpoint=URL)
+    recovery_from_spec: bool = False  # the target came from the spec's @TIME / @latest
 
     @classmethod
     def parse(cls, value: str, *, base: Path, pick: str | None = None) -> Source:
@@ -204,9 +209,59 @@ class Source:
             return cls(spec=value, kind="basebackup", path=resolved(path_text), database=params.get("db", "postgres"),
                        wal=resolved(params["wal"]) if "wal" in params else None,
                        incrementals=tuple(resolved(v) for k, v in pairs if k == "incremental"))
+        if value.startswith(("pgbackrest:", "barman-cloud:")):
+            return cls._repository(value, base)
         path = Path(value)
         path = path if path.is_absolute() else base / path
         return cls(spec=str(path), kind="file", path=path)
+
+    @classmethod
+    def _repository(cls, value: str, base: Path) -> Source:
+        """``pgbackrest:STANZA[@WHEN][?config=FILE&db=NAME]``, ``barman-cloud:s3://…/SERVER[@WHEN][?endpoint=URL&
+        db=NAME]``; WHEN is an ISO 8601 time or ``latest``."""
+        kind, _, rest = value.partition(":")
+        head, _, query = rest.partition("?")
+        where, _, when = head.partition("@")
+        params = dict(parse_qsl(query))
+        allowed = {"db", "config"} if kind == "pgbackrest" else {"db", "endpoint"}
+        usage = ("Write pgbackrest:STANZA[@TIME|@latest][?config=FILE&db=NAME]" if kind == "pgbackrest" else
+                 "Write barman-cloud:s3://BUCKET/PREFIX/SERVER[@TIME|@latest][?endpoint=URL&db=NAME]")
+        if not where or set(params) - allowed:
+            raise ConfigError.invalid("physical backup", value, "--backup", usage + " (TIME in ISO 8601).")
+        recovery = RecoveryTarget()
+        if when and when != "latest":
+            try:
+                moment = datetime.fromisoformat(when.replace("Z", "+00:00"))
+            except ValueError as exc:
+                raise ConfigError.invalid("recovery time", when, "--backup",
+                                          "Use ISO 8601 (2025-10-25T10:30:00Z) or latest.") from exc
+            recovery = RecoveryTarget(time=moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+        if kind == "barman-cloud":
+            from restore.barman import split_url
+
+            split_url(where)  # refuses a URL without a server name now, not after the server started
+        config = params.get("config")
+        return cls(spec=value, kind="pgbackrest" if kind == "pgbackrest" else "barman-cloud",
+                   repository=where, database=params.get("db", "postgres"), recovery=recovery,
+                   recovery_from_spec=bool(when),
+                   config=None if config is None else Path(config) if Path(config).is_absolute() else base / config,
+                   endpoint=params.get("endpoint"))
+
+    def physical_backup(self) -> PhysicalBackup:
+        """The physical backup this source names, with its recovery target (kinds basebackup, pgbackrest,
+        barman-cloud)."""
+        if self.kind == "pgbackrest":
+            from restore.pgbackrest import PgBackRest
+
+            assert self.repository is not None
+            return PgBackRest(self.repository, self.config, self.recovery)
+        if self.kind == "barman-cloud":
+            from restore.barman import BarmanCloud
+
+            assert self.repository is not None
+            return BarmanCloud(self.repository, self.endpoint, self.recovery)
+        assert self.path is not None  # kind "basebackup"
+        return BaseBackup(self.path, self.wal, self.incrementals, self.recovery)
 
     @property
     def logical(self) -> bool:
@@ -214,9 +269,10 @@ class Source:
         return self.kind in ("file", "s3")
 
     @property
-    def base_backup(self) -> bool:
-        """A pg_basebackup and its WAL, recovered into a fresh server of this machine."""
-        return self.kind == "basebackup"
+    def physical(self) -> bool:
+        """A physical backup (pg_basebackup, pgBackRest, Barman Cloud) and its WAL, recovered into a fresh server
+        of this machine."""
+        return self.kind in PHYSICAL_KINDS
 
     @property
     def manifest_beside(self) -> Path | None:
@@ -229,8 +285,8 @@ class Source:
     def require_logical(self, target: str) -> None:
         """A dump restores into a server; an RDS snapshot or point in time only into a new RDS instance; a base
         backup into a fresh server of this machine (--target=local)."""
-        if self.base_backup:
-            raise ConfigError(f"{self.spec} is a physical base backup: it is recovered into a fresh server of this "
+        if self.physical:
+            raise ConfigError(f"{self.spec} is a physical backup: it is recovered into a fresh server of this "
                               f"machine, not into target {target!r}. Pass --target=local (or a kind = \"embedded\" "
                               "target).")
         if not self.logical:

@@ -148,9 +148,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def moto_env() -> Iterator[dict[str, str]]:
-    """moto_server on a loopback port for this module; the environment that points boto3 at it."""
+def _start_moto() -> tuple[subprocess.Popen[bytes], int]:
     server = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or shutil.which("moto_server")
     if server is None:
         pytest.skip("moto's server is not installed (pip install 'moto[server]')")
@@ -161,16 +159,77 @@ def moto_env() -> Iterator[dict[str, str]]:
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
+            return proc, port
         except OSError:
             assert time.monotonic() < deadline, "moto_server did not start"
             time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def moto_env() -> Iterator[dict[str, str]]:
+    """moto_server on a loopback port for this module; the environment that points boto3 at it."""
+    proc, port = _start_moto()
     try:
         yield {**FAKE_AWS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
     finally:
         proc.terminate()
         proc.wait(timeout=10)
 
+
+@dataclass(frozen=True)
+class TlsS3:
+    """moto's S3 behind TLS (a self-signed certificate): for clients that speak S3 over HTTPS only (pgBackRest)."""
+
+    port: int  # the HTTPS port
+    http_endpoint: str  # moto itself, for boto3 in the tests
+
+
+@pytest.fixture(scope="session")
+def moto_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsS3]:
+    """moto_server behind a TLS proxy in this process. moto's own --ssl server ends each response without TLS's
+    close_notify, which pgBackRest rightly treats as a truncated response; the proxy closes TLS properly."""
+    import asyncio
+    import ssl
+    import threading
+
+    certs = tmp_path_factory.mktemp("tls")
+    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+                           "/CN=127.0.0.1", "-keyout", str(certs / "key.pem"), "-out", str(certs / "cert.pem")],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"openssl could not make a test certificate: {made.stderr.strip()}")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certs / "cert.pem", certs / "key.pem")
+    proc, backend = _start_moto()
+    port = _free_port()
+    loop = asyncio.new_event_loop()
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        moto_r, moto_w = await asyncio.open_connection("127.0.0.1", backend)
+        await asyncio.gather(pipe(client_r, moto_w), pipe(moto_r, client_w))
+
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    server = asyncio.run_coroutine_threadsafe(
+        asyncio.start_server(handle, "127.0.0.1", port, ssl=context), loop).result(timeout=30)
+    try:
+        yield TlsS3(port=port, http_endpoint=f"http://127.0.0.1:{backend}")
+    finally:
+        loop.call_soon_threadsafe(server.close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def wait_for(condition: Callable[[], object], *, seconds: float, what: str) -> object:

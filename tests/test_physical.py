@@ -123,7 +123,7 @@ def test_a_missing_wal_segment_fails_the_restore_naming_it(
     assert run.failed_items() == {"restore_succeeded"}, run.explain()
     shutil.rmtree(damaged, ignore_errors=True)
     refused = run.result["restore"]["refused"]
-    assert f"WAL segment {physical.segment} is missing from the archive" in refused, refused
+    assert f"WAL segment {physical.segment} is missing from the WAL archive" in refused, refused
 
 
 def test_without_a_target_recovery_replays_all_the_archived_wal(
@@ -136,7 +136,7 @@ def test_without_a_target_recovery_replays_all_the_archived_wal(
     # A recovery target belongs to a base backup only.
     usage = run_suite("--backup=x.dump", "--recovery-target-time=2026-01-01T00:00:00Z", expect_result=False)
     assert usage.returncode == 4
-    assert "apply to a base backup only" in usage.output
+    assert "apply to a physical backup only" in usage.output
 
 
 def test_a_full_and_an_incremental_backup_are_combined_and_recovered(

@@ -1,0 +1,134 @@
+"""Barman Cloud: ``--backup=barman-cloud:s3://BUCKET/PREFIX/SERVER[@TIME|@latest][?endpoint=URL&db=NAME]``.
+
+The layout CloudNativePG and ``barman-cloud-backup`` write: ``s3://BUCKET/PREFIX`` is the destination path and
+``SERVER`` the server name (the cluster's name in CloudNativePG). The backup for the target is picked from
+``barman-cloud-backup-list`` (the newest one that ended before it), downloaded with ``barman-cloud-restore`` into the
+private data directory, and its WAL fetched during recovery by ``barman-cloud-wal-restore``, run by the recovering
+server. S3 credentials come the standard boto3 way (``AWS_*`` variables, profiles, roles); ``endpoint=URL`` (or
+``AWS_ENDPOINT_URL``) points at an S3-compatible store.
+
+The ``barman-cloud-*`` tools must be on PATH and runnable by the server's user (embedded_postgres when the suite runs
+as root: a Python under /root is not). Versions: any Barman Cloud that reads the backup; the backup recovers into a
+server of its own major (see ``physical.server_binaries``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from restore.errors import ArchiveUnreadable, ConfigError
+from restore.physical import RecoveryFailed, RecoveryTarget, RunAsOwner, prepare_recovery, recovery_settings
+from restore.tools import clean_env
+
+TOOLS = ("barman-cloud-backup-list", "barman-cloud-restore", "barman-cloud-wal-restore")
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise ConfigError(f"Barman Cloud is not installed here ({name} is not on PATH): a barman-cloud: backup is read "
+                          "with Barman's own tools. Install them (pip install 'barman[cloud]' into a Python every "
+                          "user can run, or apt install barman-cli-cloud) and put their bin directory on PATH.")
+    return found
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/prefix/SERVER`` → (``s3://bucket/prefix``, ``SERVER``)."""
+    source, _, server = url.rstrip("/").rpartition("/")
+    if not url.startswith("s3://") or not server or source in ("s3:", "s3:/"):
+        raise ConfigError.invalid("Barman Cloud backup", url, "--backup",
+                                  "Write barman-cloud:s3://BUCKET/PREFIX/SERVER (the destination path and the server "
+                                  "name barman-cloud-backup was given).")
+    return source, server
+
+
+@dataclass(frozen=True)
+class BarmanCloud:
+    url: str  # s3://bucket/prefix/SERVER
+    endpoint: str | None
+    target: RecoveryTarget
+    format: str = "barman-cloud"
+
+    @property
+    def label(self) -> str:
+        return f"Barman Cloud {self.url}"
+
+    @property
+    def archive(self) -> str:
+        return f"the Barman Cloud WAL archive {self.url}/wals"
+
+    def _endpoint(self) -> list[str]:
+        endpoint = self.endpoint or os.environ.get("AWS_ENDPOINT_URL")
+        return ["--endpoint-url", endpoint] if endpoint else []
+
+    def _where(self) -> list[str]:
+        return list(split_url(self.url))
+
+    def backups(self) -> list[dict[str, Any]]:
+        done = subprocess.run([_tool("barman-cloud-backup-list"), "--format=json", *self._endpoint(), *self._where()],
+                              capture_output=True, text=True, env=clean_env(), timeout=600)
+        try:
+            listed = json.loads(done.stdout).get("backups_list", []) if done.returncode == 0 else None
+        except json.JSONDecodeError:
+            listed = None
+        if listed is None:
+            lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
+            raise ArchiveUnreadable(f"barman-cloud-backup-list cannot read {self.url}: "
+                                    f"{lines[-1] if lines else 'no output'}. Check the URL (the destination path, "
+                                    "then the server name), the endpoint and the credentials.",
+                                    detail=done.stderr)
+        finished = [b for b in listed if b.get("status") == "DONE"]
+        if not finished:
+            raise ArchiveUnreadable(f"{self.url} holds no finished backup ({len(listed)} listed, none DONE): check "
+                                    "the server name and that barman-cloud-backup completed.")
+        return sorted(finished, key=lambda b: str(b.get("end_time_iso", "")))
+
+    def chosen(self) -> dict[str, Any]:
+        """The backup recovery starts from: the newest one that ended before a time target, else the newest."""
+        backups = self.backups()
+        if self.target.time is None:
+            return backups[-1]
+        before = [b for b in backups if datetime.fromisoformat(b["end_time_iso"]) < self.target.time]
+        if not before:
+            raise RecoveryFailed(f"The recovery target {self.target} is before the end of every backup in {self.url} "
+                                 f"(the oldest ended at {backups[0]['end_time_iso']}): a backup recovers only to "
+                                 "moments after it finished. Choose a later target, or keep backups for longer. "
+                                 "Nothing was restored.")
+        return before[-1]
+
+    def major(self) -> str:
+        version = int(self.chosen().get("version", 0))
+        return str(version // 10000 if version >= 100000 else version // 100)
+
+    def verify(self) -> list[str]:
+        backup = self.chosen()
+        return [f"$ barman-cloud-backup-list {self.url}",
+                f"barman-cloud: backup {backup['backup_id']} finished at {backup['end_time_iso']} (status DONE, WAL "
+                f"{backup.get('begin_wal')} to {backup.get('end_wal')}); Barman Cloud has no verify command: its files "
+                "are checked as they are restored, its WAL as recovery replays it"]
+
+    def fill(self, datadir: Path, run: RunAsOwner) -> dict[str, str]:
+        backup = self.chosen()
+        restore = [_tool("barman-cloud-restore"), *self._endpoint(), *self._where(), backup["backup_id"], str(datadir)]
+        try:
+            done = run(restore)
+        except PermissionError as exc:
+            raise ConfigError(f"{restore[0]} cannot be run by the server's user (embedded_postgres when the suite "
+                              "runs as root): the recovering server runs barman-cloud-wal-restore itself. Install "
+                              "Barman Cloud where every user can run it (a venv made with /usr/bin/python3 under /opt, "
+                              "or apt install barman-cli-cloud).") from exc
+        if done.returncode != 0:
+            lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
+            raise ArchiveUnreadable(f"barman-cloud-restore of backup {backup['backup_id']} from {self.url} failed: "
+                                    f"{lines[-1] if lines else 'no output'}.", detail=done.stderr)
+        prepare_recovery(datadir)
+        command = shlex.join([_tool("barman-cloud-wal-restore"), *self._endpoint(), *self._where()]) + ' %f "%p"'
+        return recovery_settings(None, self.target) | {"restore_command": "'" + command.replace("'", "''") + "'"}
