@@ -138,10 +138,11 @@ class PgBackRest:
     def _restore_failed(self, output: str) -> Exception:
         if "unable to find backup set with stop time less than" in output:
             oldest = self._oldest_stop()
-            return RecoveryFailed(f"The recovery target {self.target} is before the end of every backup of stanza "
-                                  f"{self.stanza}{f' (the oldest ended at {oldest})' if oldest else ''}: a backup "
-                                  "recovers only to moments after it finished. Choose a later target, or keep "
-                                  "backups for longer (repo1-retention-full). Nothing was restored.")
+            return RecoveryFailed(f"The recovery target {self.target} is not after the end of any backup of stanza "
+                                  f"{self.stanza} ({f'the oldest ended at {oldest}; ' if oldest else ''}pgBackRest "
+                                  "compares whole seconds): a backup recovers only to moments after it finished. "
+                                  "Choose a later target, or keep backups for longer (repo1-retention-full). Nothing "
+                                  "was restored.")
         if "Permission denied" in output or "[13]" in output:
             return ArchiveUnreadable(f"pgbackrest restore cannot read stanza {self.stanza} as the server's user "
                                      f"(embedded_postgres when the suite runs as root): {_first_error(output)}. Make "

