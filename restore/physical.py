@@ -245,6 +245,13 @@ def explain(log: str, archive: str, target: RecoveryTarget) -> RecoveryFailed:
         return RecoveryFailed(f"Recovery ended before its target ({target}) was reached: {named}. Without that "
                               "segment the backup cannot be recovered to the target: find it (the archiver's log, "
                               "another copy of the archive) or choose an earlier target. Nothing usable was restored.")
+    other = re.search(r"WAL file is from different database system: WAL file database system identifier is "
+                      r"(\d+), pg_control database system identifier is (\d+)", log)
+    if other:
+        return RecoveryFailed(f"{archive[0].upper()}{archive[1:]} holds WAL of another cluster (system identifier "
+                              f"{other.group(1)}; the backup's is {other.group(2)}): the backup and the WAL given do "
+                              "not belong together. Point the suite at this backup's own archive (the "
+                              "archive_command of the server it was taken from). Nothing usable was restored.")
     if "could not locate required checkpoint record" in log or "could not find redo location" in log:
         return RecoveryFailed(f"The backup cannot start recovery: the WAL from its own start is missing from "
                               f"{archive}. Every backup needs the WAL written while it ran; take a new backup, or "

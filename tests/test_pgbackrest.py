@@ -25,6 +25,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from restore import manifest
 from restore.embedded import EmbeddedServer
 from restore.tools import clean_env
 from tests.conftest import FAKE_AWS, SuiteRun, TlsS3, wait_for
@@ -39,7 +40,8 @@ class Repositories:
     s3: Path  # a configuration naming the S3 repository alone
     posix_repo: Path
     before_backup: datetime  # after rows 1-10, before the backups ended
-    target: datetime  # after the commit of rows 11-20, before the commit of rows 21-30
+    target: datetime  # after the commit of rows 11-20, before the commit of rows 21-30: the manifest's moment
+    manifest: Path  # of the source at ``target`` (python -m restore manifest: content, and where and when)
     segment: str  # the WAL segment that holds rows 11-30
 
 
@@ -118,11 +120,12 @@ def repositories(moto_tls: TlsS3) -> Iterator[Repositories]:
         wait_for(lambda: time.time() >= ended + 1, seconds=5, what="the second after the backups ended")
         with psycopg.connect(server.conninfo("shop"), autocommit=True) as conn:
             conn.execute("INSERT INTO public.events (id) SELECT generate_series(11, 20)")
-            target = conn.execute("SELECT clock_timestamp()").fetchone()
+        taken = manifest.capture(server.conninfo("shop"))  # after that commit, before the next
+        manifest.write(taken, work / "shop.manifest.json")
+        with psycopg.connect(server.conninfo("shop"), autocommit=True) as conn:
             conn.execute("INSERT INTO public.events (id) SELECT generate_series(21, 30)")
             switched = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
             assert before is not None
-            assert target is not None
             assert switched is not None
             segment = str(switched[0])
 
@@ -132,7 +135,8 @@ def repositories(moto_tls: TlsS3) -> Iterator[Repositories]:
 
             wait_for(archived, seconds=120, what=f"WAL segment {segment} pushed to both repositories")
     try:
-        yield Repositories(work / "posix.conf", work / "s3.conf", posix_repo, before[0], target[0], segment)
+        yield Repositories(work / "posix.conf", work / "s3.conf", posix_repo, before[0],
+                           datetime.fromisoformat(taken["position"]["time"]), work / "shop.manifest.json", segment)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -206,3 +210,18 @@ def test_a_target_before_the_backup_ended_is_refused_saying_so(
     assert run.failed_items() == {"restore_succeeded"}, run.explain()
     refused = run.result["restore"]["refused"]
     assert "is not after the end of any backup of stanza demo" in refused, refused
+
+
+def test_verified_against_a_manifest_of_its_source_the_stanza_holds_that_moment_exactly(
+    repositories: Repositories, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    """A manifest taken on the source says when; the stanza is recovered to that moment (no target given) and must
+    hold exactly that content: tables, schema and behaviour, row counts and content checksums."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run = run_suite(f"--backup=pgbackrest:{STANZA}?config={repositories.s3}&db=shop",
+                    f"--manifest={repositories.manifest}", f"--expectations={empty}")
+    for item in ("restore_succeeded", "tables_present", "row_counts", "schema_matches", "no_corruption"):
+        assert run.result["checklist"][item] == "passed", run.explain()
+    assert run.result["backup"]["recovery"]["target"] == repositories.target.isoformat()
+    assert run.result["row_counts"] == {"public.events": 20}

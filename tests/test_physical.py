@@ -182,3 +182,18 @@ def test_verified_against_a_manifest_of_its_source_the_recovery_holds_that_momen
         assert run.result["checklist"][item] == "passed", run.explain()
     assert run.result["backup"]["recovery"]["target"] == physical.target.isoformat()
     assert run.result["row_counts"] == {"public.events": 20}
+
+
+def test_wal_of_another_cluster_and_a_major_without_a_server_are_said_in_a_dbas_words() -> None:
+    """Two refusals that need no backup to show: the server's own message for WAL of another cluster, and a major
+    for which no server binaries exist here."""
+    from restore import physical
+    from restore.errors import ConfigError
+
+    log = ("FATAL:  WAL file is from different database system: WAL file database system identifier is "
+           "7712285929608541722, pg_control database system identifier is 7712287224226736050\n")
+    said = str(physical.explain(log, "the WAL archive /backups/wal", physical.RecoveryTarget()))
+    assert said.startswith("The WAL archive /backups/wal holds WAL of another cluster"), said
+    assert "7712287224226736050" in said
+    with pytest.raises(ConfigError, match=r"no PostgreSQL 9 server was found here .* apt install postgresql-9"):
+        physical.server_binaries("9")
