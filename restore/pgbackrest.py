@@ -36,13 +36,6 @@ def _binary() -> str:
     return found
 
 
-def _env() -> dict[str, str]:
-    """The caller's environment without libpq's PG* variables, but with pgBackRest's own (PGBACKREST_REPO1_…)."""
-    import os
-
-    return clean_env() | {k: v for k, v in os.environ.items() if k.startswith("PGBACKREST_")}
-
-
 def _first_error(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("ERROR")]
@@ -68,7 +61,7 @@ class PgBackRest:
         return [_binary(), *([f"--config={self.config}"] if self.config else []), f"--stanza={self.stanza}", *more]
 
     def _run(self, *more: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self._args(*more), capture_output=True, text=True, env=_env(), timeout=3600)
+        return subprocess.run(self._args(*more), capture_output=True, text=True, env=clean_env(), timeout=3600)
 
     def info(self) -> dict[str, Any]:
         done = self._run("--output=json", "--log-level-console=error", "info")

@@ -55,5 +55,7 @@ def tool_version(name: str) -> str:
 
 
 def clean_env() -> dict[str, str]:
-    """The environment for client tools: no PG* variables leaking in from the operator's shell."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    """The environment for client tools and servers: no libpq PG* variables leaking in from the operator's shell.
+    pgBackRest's own (PGBACKREST_REPO1_…) stay: they name a repository, and the recovering server's archive-get
+    needs them as much as the restore does."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PG") or k.startswith("PGBACKREST_")}
