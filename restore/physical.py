@@ -252,6 +252,10 @@ def explain(log: str, archive: str, target: RecoveryTarget) -> RecoveryFailed:
                               f"{other.group(1)}; the backup's is {other.group(2)}): the backup and the WAL given do "
                               "not belong together. Point the suite at this backup's own archive (the "
                               "archive_command of the server it was taken from). Nothing usable was restored.")
+    if "requested recovery stop point is before consistent recovery point" in log:
+        return RecoveryFailed(f"The recovery target {target} is before the end of the backup: a backup recovers only "
+                              "to moments after it finished (its files are consistent from then on). Choose a later "
+                              "target, or an older backup. Nothing was restored.")
     if "could not locate required checkpoint record" in log or "could not find redo location" in log:
         return RecoveryFailed(f"The backup cannot start recovery: the WAL from its own start is missing from "
                               f"{archive}. Every backup needs the WAL written while it ran; take a new backup, or "

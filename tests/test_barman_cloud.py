@@ -93,6 +93,7 @@ def archive(moto_env: dict[str, str]) -> Archive:
         with psycopg.connect(server.conninfo("shop"), autocommit=True) as conn:
             conn.execute("INSERT INTO public.events (id) SELECT generate_series(11, 20)")
             target = conn.execute("SELECT clock_timestamp()").fetchone()
+            conn.execute("SELECT pg_create_restore_point('after-20')")
             conn.execute("INSERT INTO public.events (id) SELECT generate_series(21, 30)")
             switched = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
             assert target is not None
@@ -161,3 +162,17 @@ def test_a_missing_wal_segment_fails_the_restore_naming_it(
     assert run.failed_items() == {"restore_succeeded"}, run.explain()
     refused = run.result["restore"]["refused"]
     assert f"WAL segment {archive.segment} is missing from the Barman Cloud WAL archive" in refused, refused
+
+
+def test_a_named_restore_point_and_a_target_before_every_backup(
+    archive: Archive, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    run = run_suite(f"--backup=barman-cloud:{archive.url}?db=shop", "--recovery-target-name=after-20",
+                    f"--expectations={_expectations(tmp_path, 20)}", env=archive.env(endpoint=True))
+    for item in ("restore_succeeded", "row_counts", "rpo"):
+        assert run.result["checklist"][item] == "passed", run.explain()
+    assert run.result["backup"]["recovery"]["target"] == "restore point after-20"
+    early = run_suite(f"--backup=barman-cloud:{archive.url}@2000-01-01T00:00:00Z?db=shop",
+                      f"--expectations={tmp_path / 'expectations'}", env=archive.env(endpoint=True))
+    assert early.failed_items() == {"restore_succeeded"}, early.explain()
+    assert "is before the end of every backup" in early.result["restore"]["refused"]

@@ -123,6 +123,7 @@ def repositories(moto_tls: TlsS3) -> Iterator[Repositories]:
         taken = manifest.capture(server.conninfo("shop"))  # after that commit, before the next
         manifest.write(taken, work / "shop.manifest.json")
         with psycopg.connect(server.conninfo("shop"), autocommit=True) as conn:
+            conn.execute("SELECT pg_create_restore_point('after-20')")
             conn.execute("INSERT INTO public.events (id) SELECT generate_series(21, 30)")
             switched = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
             assert before is not None
@@ -228,3 +229,13 @@ def test_verified_against_a_manifest_of_its_source_the_stanza_holds_that_moment_
         assert run.result["checklist"][item] == "passed", run.explain()
     assert run.result["backup"]["recovery"]["target"] == repositories.target.isoformat()
     assert run.result["row_counts"] == {"public.events": 20}
+
+
+def test_a_stanza_recovered_to_a_named_restore_point_holds_the_rows_before_it(
+    repositories: Repositories, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    run = run_suite(f"--backup=pgbackrest:{STANZA}?config={repositories.posix}&db=shop",
+                    "--recovery-target-name=after-20", f"--expectations={_expectations(tmp_path, 20)}")
+    for item in ("restore_succeeded", "row_counts", "rpo"):
+        assert run.result["checklist"][item] == "passed", run.explain()
+    assert run.result["backup"]["recovery"]["target"] == "restore point after-20"
