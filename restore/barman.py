@@ -14,6 +14,7 @@ server of its own major (see ``physical.server_binaries``).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shlex
@@ -91,8 +92,10 @@ class BarmanCloud:
                                     "the server name and that barman-cloud-backup completed.")
         return sorted(finished, key=lambda b: str(b.get("end_time_iso", "")))
 
+    @functools.cached_property
     def chosen(self) -> dict[str, Any]:
-        """The backup recovery starts from: the newest one that ended before a time target, else the newest."""
+        """The backup recovery starts from: the newest one that ended before a time target, else the newest (listed
+        once: each listing is a process and an S3 listing)."""
         backups = self.backups()
         if self.target.time is None:
             return backups[-1]
@@ -105,18 +108,18 @@ class BarmanCloud:
         return before[-1]
 
     def major(self) -> str:
-        version = int(self.chosen().get("version", 0))
+        version = int(self.chosen.get("version", 0))
         return str(version // 10000 if version >= 100000 else version // 100)
 
     def verify(self) -> list[str]:
-        backup = self.chosen()
+        backup = self.chosen
         return [f"$ barman-cloud-backup-list {self.url}",
                 f"barman-cloud: backup {backup['backup_id']} finished at {backup['end_time_iso']} (status DONE, WAL "
                 f"{backup.get('begin_wal')} to {backup.get('end_wal')}); Barman Cloud has no verify command: its files "
                 "are checked as they are restored, its WAL as recovery replays it"]
 
     def fill(self, datadir: Path, run: RunAsOwner) -> dict[str, str]:
-        backup = self.chosen()
+        backup = self.chosen
         restore = [_tool("barman-cloud-restore"), *self._endpoint(), *self._where(), backup["backup_id"], str(datadir)]
         try:
             done = run(restore)
@@ -131,4 +134,4 @@ class BarmanCloud:
                                     f"{lines[-1] if lines else 'no output'}.", detail=done.stderr)
         prepare_recovery(datadir)
         command = shlex.join([_tool("barman-cloud-wal-restore"), *self._endpoint(), *self._where()]) + ' %f "%p"'
-        return recovery_settings(None, self.target) | {"restore_command": "'" + command.replace("'", "''") + "'"}
+        return recovery_settings(command, self.target)

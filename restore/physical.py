@@ -165,24 +165,33 @@ class BaseBackup:
         raise ArchiveUnreadable(f"{self.path} is not a base backup: no PG_VERSION (a pg_basebackup -Fp directory, "
                                 "or one holding base.tar / base.tar.gz, is expected).")
 
+    def _tools(self) -> Path:
+        """The backup's own major's tools: pg_verifybackup reads its WAL, pg_combinebackup its manifests."""
+        return server_binaries(self.major()) or pg_tool("pg_verifybackup").parent
+
     def verify(self) -> list[str]:
         chain = (self.path, *self.incrementals)
+        tools = self._tools()
         # The WAL the newest one needs is in the archive; the older ones' WAL is not needed.
         return [line for backup in chain for line in (
-            f"$ pg_verifybackup {backup}", verify(backup, self.wal if backup == chain[-1] else None))]
+            f"$ pg_verifybackup {backup}", verify(backup, self.wal if backup == chain[-1] else None, tools))]
 
     def fill(self, datadir: Path, run: RunAsOwner) -> dict[str, str]:
-        unpack(self.path, datadir, self.incrementals)
-        return recovery_settings(self.wal, self.target)
+        unpack(self.path, datadir, self.incrementals, self._tools())
+        # No archive: recovery replays the WAL the backup holds (-X stream / fetch) and ends there; a server before
+        # PostgreSQL 16 refuses recovery without a restore_command, so one that finds nothing is given.
+        fetch = f'cp "{self.wal}/%f" "%p"' if self.wal else "false"
+        return recovery_settings(fetch, self.target)
 
 
-def verify(base: Path, wal_dir: Path | None) -> str:
+def verify(base: Path, wal_dir: Path | None, tools: Path | None = None) -> str:
     """``pg_verifybackup``: every file against the backup's manifest, and the WAL the backup needs (from the
     archive). Returns what was verified; raises ArchiveUnreadable naming what is wrong."""
     if not (base / "backup_manifest").exists():
         return "not verified: the backup has no backup_manifest (pg_basebackup --no-manifest?)"
     wal = [f"--wal-directory={wal_dir}"] if wal_dir else ["--no-parse-wal"]
-    done = subprocess.run([str(pg_tool("pg_verifybackup")), *wal, str(base)], capture_output=True, text=True,
+    done = subprocess.run([str((tools or pg_tool("pg_verifybackup").parent) / "pg_verifybackup"), *wal, str(base)],
+                          capture_output=True, text=True,
                           env=clean_env())
     if done.returncode != 0:
         raise ArchiveUnreadable(f"pg_verifybackup rejects the base backup {base}: "
@@ -192,9 +201,10 @@ def verify(base: Path, wal_dir: Path | None) -> str:
     return "pg_verifybackup: files and WAL verified" if wal_dir else "pg_verifybackup: files verified"
 
 
-def combine(full: Path, incrementals: tuple[Path, ...], datadir: Path) -> None:
+def combine(full: Path, incrementals: tuple[Path, ...], datadir: Path, tools: Path | None = None) -> None:
     """``pg_combinebackup``: a full backup and its incremental ones (oldest first) as one, in ``datadir``."""
-    done = subprocess.run([str(pg_tool("pg_combinebackup")), str(full), *map(str, incrementals), "-o", str(datadir)],
+    combiner = (tools or pg_tool("pg_combinebackup").parent) / "pg_combinebackup"
+    done = subprocess.run([str(combiner), str(full), *map(str, incrementals), "-o", str(datadir)],
                           capture_output=True, text=True, env=clean_env())
     if done.returncode != 0:
         raise ArchiveUnreadable(f"pg_combinebackup cannot combine {full} with its incremental backups "
@@ -204,12 +214,12 @@ def combine(full: Path, incrementals: tuple[Path, ...], datadir: Path) -> None:
                                 detail=done.stderr)
 
 
-def unpack(base: Path, datadir: Path, incrementals: tuple[Path, ...] = ()) -> None:
+def unpack(base: Path, datadir: Path, incrementals: tuple[Path, ...] = (), tools: Path | None = None) -> None:
     """A plain backup's files, or a tar backup's base.tar(.gz) and pg_wal.tar(.gz), into ``datadir``; a full backup
     and its incremental ones are combined there."""
     tars = sorted(base.glob("base.tar*"))
     if incrementals:
-        combine(base, incrementals, datadir)
+        combine(base, incrementals, datadir, tools)
     elif tars:
         for archive in [*tars, *sorted(base.glob("pg_wal.tar*"))]:
             into = datadir / "pg_wal" if archive.name.startswith("pg_wal") else datadir
@@ -221,11 +231,13 @@ def unpack(base: Path, datadir: Path, incrementals: tuple[Path, ...] = ()) -> No
     prepare_recovery(datadir)
 
 
-def recovery_settings(wal_dir: Path | None, target: RecoveryTarget) -> dict[str, str]:
+def recovery_settings(restore_command: str | None, target: RecoveryTarget) -> dict[str, str]:
+    """What every recovery needs, the target, and the command that fetches a WAL segment (None: the backup tool
+    wrote its own into postgresql.auto.conf)."""
     settings = {"archive_mode": "off", "hot_standby": "on", "recovery_target_action": "'promote'",
                 "recovery_target_timeline": "'latest'", "primary_conninfo": "''", "lc_messages": "C"}
-    if wal_dir is not None:
-        settings["restore_command"] = f"'cp \"{wal_dir}/%f\" \"%p\"'"
+    if restore_command is not None:
+        settings["restore_command"] = "'" + restore_command.replace("'", "''") + "'"
     return settings | target.settings()
 
 

@@ -43,6 +43,7 @@ class Repositories:
     target: datetime  # after the commit of rows 11-20, before the commit of rows 21-30: the manifest's moment
     manifest: Path  # of the source at ``target`` (python -m restore manifest: content, and where and when)
     segment: str  # the WAL segment that holds rows 11-30
+    base15: Path  # a pg_basebackup -X stream of the source with rows 1-10
 
 
 def _owner_dir(path: Path) -> Path:
@@ -110,6 +111,9 @@ def repositories(moto_tls: TlsS3) -> Iterator[Repositories]:
                          "DEFAULT clock_timestamp())")
             conn.execute("INSERT INTO public.events (id) SELECT generate_series(1, 10)")
             before = conn.execute("SELECT clock_timestamp()").fetchone()
+        base15 = work / "base15"  # a self-contained pg_basebackup of the same source (-X stream: WAL inside)
+        subprocess.run([str(PG15 / "pg_basebackup"), "-D", str(base15), "-Fp", "-X", "stream", "-c", "fast",
+                        "-d", server.conninfo()], check=True, env=clean_env(), capture_output=True, timeout=300)
         pgbackrest = ["pgbackrest", f"--config={source_conf}", f"--stanza={STANZA}"]
         _as_owner([*pgbackrest, "stanza-create"])
         for repo in ("1", "2"):
@@ -137,7 +141,8 @@ def repositories(moto_tls: TlsS3) -> Iterator[Repositories]:
             wait_for(archived, seconds=120, what=f"WAL segment {segment} pushed to both repositories")
     try:
         yield Repositories(work / "posix.conf", work / "s3.conf", posix_repo, before[0],
-                           datetime.fromisoformat(taken["position"]["time"]), work / "shop.manifest.json", segment)
+                           datetime.fromisoformat(taken["position"]["time"]), work / "shop.manifest.json", segment,
+                           base15)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -239,3 +244,16 @@ def test_a_stanza_recovered_to_a_named_restore_point_holds_the_rows_before_it(
     for item in ("restore_succeeded", "row_counts", "rpo"):
         assert run.result["checklist"][item] == "passed", run.explain()
     assert run.result["backup"]["recovery"]["target"] == "restore point after-20"
+
+
+def test_a_base_backup_of_another_major_recovers_into_that_majors_server(
+    repositories: Repositories, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    """basebackup: of PostgreSQL 15 (WAL inside, no archive): checked by 15's pg_verifybackup, recovered by 15."""
+    run = run_suite(f"--backup=basebackup:{repositories.base15}?db=shop",
+                    f"--expectations={_expectations(tmp_path, 10)}")
+    for item in ("restore_succeeded", "row_counts", "no_corruption"):
+        assert run.result["checklist"][item] == "passed", run.explain()
+    assert run.result["target"]["server_version"].startswith("15."), run.result["target"]
+    assert "# recovering" in (log := (run.run_dir / "restore.log").read_text())
+    assert f"PostgreSQL 15, {PG15}" in log
