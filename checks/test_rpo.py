@@ -68,11 +68,11 @@ def test_newest_data_within_rpo(
 
 def test_recovery_reached_its_target(restored_db: PreparedDatabase, restore_config: RestoreConfig,
                                      record_property: Callable[[str, object], None]) -> None:
-    """A base backup recovered to a time: the last transaction replayed is not after the target, and not older than
+    """A physical backup recovered to a time: the last transaction replayed is not after the target, and not older than
     it by more than the RPO (a recovery that stopped early, short of WAL, would land there)."""
     archive = restored_db.archive
     if archive is None or archive.recovery_target is None:
-        not_applicable("not a point-in-time recovery (no base backup was recovered to a target)")
+        not_applicable("not a point-in-time recovery (no physical backup was recovered to a target)")
     if archive.recovery_target_time is None:
         not_applicable(f"recovered to {archive.recovery_target}: there is no target time to compare with")
     target = datetime.fromisoformat(archive.recovery_target_time)

@@ -73,7 +73,7 @@ class BackupSummary:
     constraints: list[tuple[str, str]] = field(default_factory=list)  # (schema.table, name)
     indexes: list[str] = field(default_factory=list)
     rds: dict[str, str | int | float | None] | None = None  # an RDS restore: what was restored, from when
-    recovery_target: str | None = None  # a recovered base backup: the target asked for ("latest", a time, a name)
+    recovery_target: str | None = None  # a recovered physical backup: the target asked for ("latest", a time, a name)
     recovery_target_time: str | None = None  # ISO 8601, when the target was a time
     recovery_s: float | None = None  # copy, WAL replay and promotion
     wal_segments_replayed: int | None = None  # taken from the archive (16 MB each)
