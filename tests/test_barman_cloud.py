@@ -27,7 +27,8 @@ import pytest
 
 from restore.embedded import EmbeddedServer
 from restore.tools import clean_env
-from tests.conftest import FAKE_AWS, SuiteRun, wait_for
+from tests.conftest import FAKE_AWS, SuiteRun
+from tests.physical_source import create_events, events_expectations, switch_and_wait_archived
 
 BUCKET = "barman"
 SERVER = "main"
@@ -78,12 +79,7 @@ def archive(moto_env: dict[str, str]) -> Archive:
     settings = {"wal_level": "replica", "archive_mode": "on", "archive_command": archive_command,
                 "max_wal_senders": "4"}
     with EmbeddedServer(jobs=1, tuned=False, settings=settings) as server:
-        with psycopg.connect(server.conninfo(), autocommit=True) as conn:
-            conn.execute("CREATE DATABASE shop")
-        with psycopg.connect(server.conninfo("shop"), autocommit=True) as conn:
-            conn.execute("CREATE TABLE public.events (id int PRIMARY KEY, at timestamptz NOT NULL "
-                         "DEFAULT clock_timestamp())")
-            conn.execute("INSERT INTO public.events (id) SELECT generate_series(1, 10)")
+        create_events(server)
         backup = subprocess.run(
             [str(bin_dir / "barman-cloud-backup"), "--immediate-checkpoint", "--endpoint-url", endpoint,
              "-h", str(server.socket_dir), "-p", str(server.port), "-U", "postgres", destination, SERVER],
@@ -95,32 +91,16 @@ def archive(moto_env: dict[str, str]) -> Archive:
             target = conn.execute("SELECT clock_timestamp()").fetchone()
             conn.execute("SELECT pg_create_restore_point('after-20')")
             conn.execute("INSERT INTO public.events (id) SELECT generate_series(21, 30)")
-            switched = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
-            assert target is not None
-            assert switched is not None
-            segment = str(switched[0])
-
-            def archived() -> bool:
-                got = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
-                return bool(got and got[0] and got[0] >= segment)
-
-            wait_for(archived, seconds=120, what=f"WAL segment {segment} archived to S3")
+            segment = switch_and_wait_archived(conn, seconds=120, where="S3")
+        assert target is not None
     return Archive(f"{destination}/{SERVER}", endpoint, bin_dir, target[0], segment)
-
-
-def _expectations(tmp_path: Path, rows: int) -> Path:
-    expectations = tmp_path / "expectations"
-    expectations.mkdir()
-    (expectations / "row_counts.toml").write_text(f'[tables]\n"public.events" = {rows}\n')
-    (expectations / "rpo.toml").write_text('query = "SELECT max(at) FROM public.events"\n')
-    return expectations
 
 
 def test_a_barman_cloud_backup_recovered_to_a_time_holds_exactly_the_rows_up_to_it(
     archive: Archive, tmp_path: Path, run_suite: Callable[..., SuiteRun]
 ) -> None:
     run = run_suite(f"--backup=barman-cloud:{archive.url}@{archive.target.isoformat()}?endpoint={archive.endpoint}"
-                    "&db=shop", f"--expectations={_expectations(tmp_path, 20)}", env=archive.env())
+                    "&db=shop", f"--expectations={events_expectations(tmp_path, 20)}", env=archive.env())
     for item in ("restore_succeeded", "db_accessible", "row_counts", "duplicate_primary_keys", "no_corruption",
                  "rpo", "rto"):
         assert run.result["checklist"][item] == "passed", run.explain()
@@ -136,8 +116,8 @@ def test_without_a_target_the_backup_recovers_all_its_wal(
     archive: Archive, tmp_path: Path, run_suite: Callable[..., SuiteRun]
 ) -> None:
     """The endpoint from AWS_ENDPOINT_URL, as for any S3 source."""
-    run = run_suite(f"--backup=barman-cloud:{archive.url}?db=shop", f"--expectations={_expectations(tmp_path, 30)}",
-                    env=archive.env(endpoint=True))
+    run = run_suite(f"--backup=barman-cloud:{archive.url}?db=shop",
+                    f"--expectations={events_expectations(tmp_path, 30)}", env=archive.env(endpoint=True))
     assert run.result["checklist"]["restore_succeeded"] == "passed", run.explain()
     assert run.result["checklist"]["row_counts"] == "passed", run.explain()
 
@@ -158,7 +138,7 @@ def test_a_missing_wal_segment_fails_the_restore_naming_it(
             s3.copy_object(Bucket=BUCKET, Key=damaged + obj["Key"].removeprefix(source_prefix.split("/")[0]),
                            CopySource={"Bucket": BUCKET, "Key": obj["Key"]})
     run = run_suite(f"--backup=barman-cloud:s3://{BUCKET}/{damaged}/{SERVER}@{archive.target.isoformat()}?db=shop",
-                    f"--expectations={_expectations(tmp_path, 20)}", env=archive.env(endpoint=True))
+                    f"--expectations={events_expectations(tmp_path, 20)}", env=archive.env(endpoint=True))
     assert run.failed_items() == {"restore_succeeded"}, run.explain()
     refused = run.result["restore"]["refused"]
     assert f"WAL segment {archive.segment} is missing from the Barman Cloud WAL archive" in refused, refused
@@ -168,7 +148,7 @@ def test_a_named_restore_point_and_a_target_before_every_backup(
     archive: Archive, tmp_path: Path, run_suite: Callable[..., SuiteRun]
 ) -> None:
     run = run_suite(f"--backup=barman-cloud:{archive.url}?db=shop", "--recovery-target-name=after-20",
-                    f"--expectations={_expectations(tmp_path, 20)}", env=archive.env(endpoint=True))
+                    f"--expectations={events_expectations(tmp_path, 20)}", env=archive.env(endpoint=True))
     for item in ("restore_succeeded", "row_counts", "rpo"):
         assert run.result["checklist"][item] == "passed", run.explain()
     assert run.result["backup"]["recovery"]["target"] == "restore point after-20"

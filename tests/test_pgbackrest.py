@@ -29,6 +29,7 @@ from restore import manifest
 from restore.embedded import EmbeddedServer
 from restore.tools import clean_env
 from tests.conftest import FAKE_AWS, SuiteRun, TlsS3, wait_for
+from tests.physical_source import create_events, events_expectations, switch_and_wait_archived
 
 PG15 = Path("/usr/lib/postgresql/15/bin")
 STANZA = "demo"
@@ -104,12 +105,8 @@ def repositories(moto_tls: TlsS3) -> Iterator[Repositories]:
                                + f"[{STANZA}]\npg1-path={server.datadir}\npg1-socket-path={server.socket_dir}\n"
                                f"pg1-port={server.port}\npg1-user=postgres\n")
         source_conf.chmod(0o644)
-        with psycopg.connect(server.conninfo(), autocommit=True) as conn:
-            conn.execute("CREATE DATABASE shop")
+        create_events(server)
         with psycopg.connect(server.conninfo("shop"), autocommit=True) as conn:
-            conn.execute("CREATE TABLE public.events (id int PRIMARY KEY, at timestamptz NOT NULL "
-                         "DEFAULT clock_timestamp())")
-            conn.execute("INSERT INTO public.events (id) SELECT generate_series(1, 10)")
             before = conn.execute("SELECT clock_timestamp()").fetchone()
         base15 = work / "base15"  # a self-contained pg_basebackup of the same source (-X stream: WAL inside)
         subprocess.run([str(PG15 / "pg_basebackup"), "-D", str(base15), "-Fp", "-X", "stream", "-c", "fast",
@@ -129,30 +126,14 @@ def repositories(moto_tls: TlsS3) -> Iterator[Repositories]:
         with psycopg.connect(server.conninfo("shop"), autocommit=True) as conn:
             conn.execute("SELECT pg_create_restore_point('after-20')")
             conn.execute("INSERT INTO public.events (id) SELECT generate_series(21, 30)")
-            switched = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
-            assert before is not None
-            assert switched is not None
-            segment = str(switched[0])
-
-            def archived() -> bool:
-                got = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
-                return bool(got and got[0] and got[0] >= segment)
-
-            wait_for(archived, seconds=120, what=f"WAL segment {segment} pushed to both repositories")
+            segment = switch_and_wait_archived(conn, seconds=120, where="both repositories")
+        assert before is not None
     try:
         yield Repositories(work / "posix.conf", work / "s3.conf", posix_repo, before[0],
                            datetime.fromisoformat(taken["position"]["time"]), work / "shop.manifest.json", segment,
                            base15)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _expectations(tmp_path: Path, rows: int) -> Path:
-    expectations = tmp_path / "expectations"
-    expectations.mkdir()
-    (expectations / "row_counts.toml").write_text(f'[tables]\n"public.events" = {rows}\n')
-    (expectations / "rpo.toml").write_text('query = "SELECT max(at) FROM public.events"\n')
-    return expectations
 
 
 @pytest.mark.parametrize("repository", ["posix", "s3"])
@@ -164,7 +145,7 @@ def test_a_stanza_recovered_to_a_time_holds_exactly_the_rows_up_to_it(
     where, env = ((f"config={repositories.posix}&", {}) if repository == "posix" else
                   ("", {"PGBACKREST_CONFIG": str(repositories.s3)}))
     run = run_suite(f"--backup=pgbackrest:{STANZA}@{repositories.target.isoformat()}?{where}db=shop",
-                    f"--expectations={_expectations(tmp_path, 20)}", env=env)
+                    f"--expectations={events_expectations(tmp_path, 20)}", env=env)
     for item in ("restore_succeeded", "db_accessible", "row_counts", "duplicate_primary_keys", "no_corruption",
                  "rpo", "rto"):
         assert run.result["checklist"][item] == "passed", run.explain()
@@ -180,7 +161,7 @@ def test_without_a_target_the_stanza_recovers_all_its_wal_and_one_target_is_give
     repositories: Repositories, tmp_path: Path, run_suite: Callable[..., SuiteRun]
 ) -> None:
     run = run_suite(f"--backup=pgbackrest:{STANZA}?config={repositories.posix}&db=shop",
-                    f"--expectations={_expectations(tmp_path, 30)}")
+                    f"--expectations={events_expectations(tmp_path, 30)}")
     assert run.result["checklist"]["restore_succeeded"] == "passed", run.explain()
     assert run.result["checklist"]["row_counts"] == "passed", run.explain()
     usage = run_suite(f"--backup=pgbackrest:{STANZA}@latest?config={repositories.posix}",
@@ -203,7 +184,7 @@ def test_a_missing_wal_segment_fails_the_restore_naming_it(
         config = damaged / "posix.conf"
         config.write_text(repositories.posix.read_text().replace(str(repositories.posix_repo), str(damaged / "repo")))
         run = run_suite(f"--backup=pgbackrest:{STANZA}@{repositories.target.isoformat()}?config={config}&db=shop",
-                        f"--expectations={_expectations(tmp_path, 20)}")
+                        f"--expectations={events_expectations(tmp_path, 20)}")
     finally:
         shutil.rmtree(damaged, ignore_errors=True)
     assert run.failed_items() == {"restore_succeeded"}, run.explain()
@@ -215,7 +196,7 @@ def test_a_target_before_the_backup_ended_is_refused_saying_so(
     repositories: Repositories, tmp_path: Path, run_suite: Callable[..., SuiteRun]
 ) -> None:
     run = run_suite(f"--backup=pgbackrest:{STANZA}@{repositories.before_backup.isoformat()}"
-                    f"?config={repositories.posix}&db=shop", f"--expectations={_expectations(tmp_path, 10)}")
+                    f"?config={repositories.posix}&db=shop", f"--expectations={events_expectations(tmp_path, 10)}")
     assert run.failed_items() == {"restore_succeeded"}, run.explain()
     refused = run.result["restore"]["refused"]
     assert "is not after the end of any backup of stanza demo" in refused, refused
@@ -240,7 +221,7 @@ def test_a_stanza_recovered_to_a_named_restore_point_holds_the_rows_before_it(
     repositories: Repositories, tmp_path: Path, run_suite: Callable[..., SuiteRun]
 ) -> None:
     run = run_suite(f"--backup=pgbackrest:{STANZA}?config={repositories.posix}&db=shop",
-                    "--recovery-target-name=after-20", f"--expectations={_expectations(tmp_path, 20)}")
+                    "--recovery-target-name=after-20", f"--expectations={events_expectations(tmp_path, 20)}")
     for item in ("restore_succeeded", "row_counts", "rpo"):
         assert run.result["checklist"][item] == "passed", run.explain()
     assert run.result["backup"]["recovery"]["target"] == "restore point after-20"
@@ -251,7 +232,7 @@ def test_a_base_backup_of_another_major_recovers_into_that_majors_server(
 ) -> None:
     """basebackup: of PostgreSQL 15 (WAL inside, no archive): checked by 15's pg_verifybackup, recovered by 15."""
     run = run_suite(f"--backup=basebackup:{repositories.base15}?db=shop",
-                    f"--expectations={_expectations(tmp_path, 10)}")
+                    f"--expectations={events_expectations(tmp_path, 10)}")
     for item in ("restore_succeeded", "row_counts", "no_corruption"):
         assert run.result["checklist"][item] == "passed", run.explain()
     assert run.result["target"]["server_version"].startswith("15."), run.result["target"]

@@ -21,7 +21,8 @@ import pytest
 from restore import manifest
 from restore.embedded import EmbeddedServer
 from restore.tools import clean_env, pg_tool
-from tests.conftest import SuiteRun, wait_for
+from tests.conftest import SuiteRun
+from tests.physical_source import create_events, events_expectations, switch_and_wait_archived
 
 
 @dataclass(frozen=True)
@@ -49,12 +50,7 @@ def physical(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Physical]:
     settings = {"wal_level": "replica", "archive_mode": "on", "archive_command": f"'cp %p {archive}/%f'",
                 "max_wal_senders": "4", "summarize_wal": "on"}  # summaries: incremental backups
     with EmbeddedServer(jobs=1, tuned=False, settings=settings) as server:
-        with psycopg.connect(server.conninfo(), autocommit=True) as conn:
-            conn.execute("CREATE DATABASE shop")
-        with psycopg.connect(server.conninfo("shop"), autocommit=True) as conn:
-            conn.execute("CREATE TABLE public.events (id int PRIMARY KEY, at timestamptz NOT NULL "
-                         "DEFAULT clock_timestamp())")
-            conn.execute("INSERT INTO public.events (id) SELECT generate_series(1, 10)")
+        create_events(server)
         base = out / "base"
         subprocess.run([str(pg_tool("pg_basebackup")), "-D", str(base), "-Fp", "-X", "none", "-c", "fast",
                         "-d", server.conninfo()], check=True, env=clean_env(), capture_output=True, timeout=300)
@@ -70,27 +66,11 @@ def physical(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Physical]:
         target = datetime.fromisoformat(taken["position"]["time"])
         with psycopg.connect(server.conninfo("shop"), autocommit=True) as conn:
             conn.execute("INSERT INTO public.events (id) SELECT generate_series(21, 30)")
-            switched = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
-            assert switched is not None
-            segment = str(switched[0])
-
-            def archived() -> bool:
-                got = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
-                return bool(got and got[0] and got[0] >= segment)
-
-            wait_for(archived, seconds=60, what=f"WAL segment {segment} archived")
+            segment = switch_and_wait_archived(conn, seconds=60, where=str(archive))
     try:
         yield Physical(base, incremental, archive, target, shop_manifest, segment)
     finally:
         shutil.rmtree(archive, ignore_errors=True)
-
-
-def _expectations(tmp_path: Path, rows: int) -> Path:
-    expectations = tmp_path / "expectations"
-    expectations.mkdir()
-    (expectations / "row_counts.toml").write_text(f'[tables]\n"public.events" = {rows}\n')
-    (expectations / "rpo.toml").write_text('query = "SELECT max(at) FROM public.events"\n')
-    return expectations
 
 
 def test_a_base_backup_recovered_to_a_time_holds_exactly_the_rows_up_to_it(
@@ -98,7 +78,7 @@ def test_a_base_backup_recovered_to_a_time_holds_exactly_the_rows_up_to_it(
 ) -> None:
     run = run_suite(f"--backup=basebackup:{physical.base}?wal={physical.archive}&db=shop",
                     f"--recovery-target-time={physical.target.isoformat()}",
-                    f"--expectations={_expectations(tmp_path, 20)}")
+                    f"--expectations={events_expectations(tmp_path, 20)}")
     for item in ("restore_succeeded", "db_accessible", "row_counts", "duplicate_primary_keys", "no_corruption",
                  "rpo", "rto"):
         assert run.result["checklist"][item] == "passed", run.explain()
@@ -119,7 +99,7 @@ def test_a_missing_wal_segment_fails_the_restore_naming_it(
     (damaged / physical.segment).unlink()
     run = run_suite(f"--backup=basebackup:{physical.base}?wal={damaged}&db=shop",
                     f"--recovery-target-time={physical.target.isoformat()}",
-                    f"--expectations={_expectations(tmp_path, 20)}")
+                    f"--expectations={events_expectations(tmp_path, 20)}")
     assert run.failed_items() == {"restore_succeeded"}, run.explain()
     shutil.rmtree(damaged, ignore_errors=True)
     refused = run.result["restore"]["refused"]
@@ -130,7 +110,7 @@ def test_without_a_target_recovery_replays_all_the_archived_wal(
     physical: Physical, tmp_path: Path, run_suite: Callable[..., SuiteRun]
 ) -> None:
     run = run_suite(f"--backup=basebackup:{physical.base}?wal={physical.archive}&db=shop",
-                    f"--expectations={_expectations(tmp_path, 30)}")
+                    f"--expectations={events_expectations(tmp_path, 30)}")
     assert run.result["checklist"]["row_counts"] == "passed", run.explain()
     assert run.result["checklist"]["restore_succeeded"] == "passed", run.explain()
     # A recovery target belongs to a base backup only.
@@ -144,7 +124,7 @@ def test_a_full_and_an_incremental_backup_are_combined_and_recovered(
 ) -> None:
     run = run_suite(f"--backup=basebackup:{physical.base}?incremental={physical.incremental}&wal={physical.archive}"
                     "&db=shop", f"--recovery-target-time={physical.target.isoformat()}",
-                    f"--expectations={_expectations(tmp_path, 20)}")
+                    f"--expectations={events_expectations(tmp_path, 20)}")
     for item in ("restore_succeeded", "row_counts", "rpo", "no_corruption"):
         assert run.result["checklist"][item] == "passed", run.explain()
     recovery = run.result["backup"]["recovery"]
@@ -161,7 +141,7 @@ def test_a_recovery_short_of_its_target_by_more_than_the_rpo_fails_rpo(
     an RPO of a millisecond that is a failure of rpo, and of nothing else."""
     run = run_suite(f"--backup=basebackup:{physical.base}?wal={physical.archive}&db=shop",
                     f"--recovery-target-time={physical.target.isoformat()}", "--rpo=1ms",
-                    f"--expectations={_expectations(tmp_path, 20)}")
+                    f"--expectations={events_expectations(tmp_path, 20)}")
     assert run.failed_items() == {"rpo"}, run.explain()
     messages = [f["message"] for f in run.result["failures"] if "test_recovery_reached_its_target" in f["nodeid"]]
     assert messages, run.explain()
