@@ -61,7 +61,9 @@ class PgBackRest:
         return [_binary(), *([f"--config={self.config}"] if self.config else []), f"--stanza={self.stanza}", *more]
 
     def _run(self, *more: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self._args(*more), capture_output=True, text=True, env=clean_env(), timeout=3600)
+        """A read of the repository by this process (info, verify): its log on stderr only, no log file written."""
+        return subprocess.run(self._args("--log-level-file=off", *more), capture_output=True, text=True,
+                              env=clean_env(), timeout=3600)
 
     def info(self) -> dict[str, Any]:
         done = self._run("--output=json", "--log-level-console=error", "info")
@@ -89,7 +91,7 @@ class PgBackRest:
         return str(versions.get(newest.get("database", {}).get("id"), stanza["db"][-1]["version"])).split(".")[0]
 
     def verify(self) -> list[str]:
-        done = self._run("--log-level-console=info", "--log-level-file=off", "verify")
+        done = self._run("--log-level-console=info", "verify")
         output = done.stdout + done.stderr
         # 2.45 exits 0 while reporting "status: error" for a stanza it could not verify: read the report too.
         if done.returncode != 0 or "status: error" in output:
