@@ -29,8 +29,6 @@ from restore.errors import ArchiveUnreadable, ConfigError
 from restore.physical import RecoveryFailed, RecoveryTarget, RunAsOwner, prepare_recovery, recovery_settings
 from restore.tools import clean_env
 
-TOOLS = ("barman-cloud-backup-list", "barman-cloud-restore", "barman-cloud-wal-restore")
-
 
 def _tool(name: str) -> str:
     found = shutil.which(name)

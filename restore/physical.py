@@ -15,6 +15,7 @@ replayed (``rpo`` fails when that is older than the target by more than the RPO,
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -151,33 +152,39 @@ class BaseBackup:
         return f"the WAL archive {self.wal}" if self.wal else "the WAL archive (no wal=DIR given)"
 
     def major(self) -> str:
+        return self._major
+
+    @functools.cached_property
+    def _major(self) -> str:
+        """Read once: in a tar backup, PG_VERSION is found by reading the archive up to it (stopping there, not
+        indexing every member of a large base.tar.gz)."""
         version = self.path / "PG_VERSION"
         if version.exists():
             return major_of(version.read_text())
         for archive in sorted(self.path.glob("base.tar*")):
-            with tarfile.open(archive) as tar:
-                try:
-                    member = tar.extractfile("PG_VERSION") or tar.extractfile("./PG_VERSION")
-                except KeyError:
-                    continue
-                if member is not None:
-                    return major_of(member.read().decode())
+            with tarfile.open(archive, "r|*") as tar:
+                for member in tar:
+                    if member.name in ("PG_VERSION", "./PG_VERSION"):
+                        found = tar.extractfile(member)
+                        if found is not None:
+                            return major_of(found.read().decode())
         raise ArchiveUnreadable(f"{self.path} is not a base backup: no PG_VERSION (a pg_basebackup -Fp directory, "
                                 "or one holding base.tar / base.tar.gz, is expected).")
 
+    @functools.cached_property
     def _tools(self) -> Path:
         """The backup's own major's tools: pg_verifybackup reads its WAL, pg_combinebackup its manifests."""
         return server_binaries(self.major()) or pg_tool("pg_verifybackup").parent
 
     def verify(self) -> list[str]:
         chain = (self.path, *self.incrementals)
-        tools = self._tools()
+        tools = self._tools
         # The WAL the newest one needs is in the archive; the older ones' WAL is not needed.
         return [line for backup in chain for line in (
             f"$ pg_verifybackup {backup}", verify(backup, self.wal if backup == chain[-1] else None, tools))]
 
     def fill(self, datadir: Path, run: RunAsOwner) -> dict[str, str]:
-        unpack(self.path, datadir, self.incrementals, self._tools())
+        unpack(self.path, datadir, self.incrementals, self._tools)
         # No archive: recovery replays the WAL the backup holds (-X stream / fetch) and ends there; a server before
         # PostgreSQL 16 refuses recovery without a restore_command, so one that finds nothing is given.
         fetch = f'cp "{self.wal}/%f" "%p"' if self.wal else "false"
@@ -191,8 +198,7 @@ def verify(base: Path, wal_dir: Path | None, tools: Path | None = None) -> str:
         return "not verified: the backup has no backup_manifest (pg_basebackup --no-manifest?)"
     wal = [f"--wal-directory={wal_dir}"] if wal_dir else ["--no-parse-wal"]
     done = subprocess.run([str((tools or pg_tool("pg_verifybackup").parent) / "pg_verifybackup"), *wal, str(base)],
-                          capture_output=True, text=True,
-                          env=clean_env())
+                          capture_output=True, text=True, env=clean_env())
     if done.returncode != 0:
         raise ArchiveUnreadable(f"pg_verifybackup rejects the base backup {base}: "
                                 f"{(done.stderr or done.stdout).strip().splitlines()[0]}. A file of the backup, or a "
