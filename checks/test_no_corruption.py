@@ -14,7 +14,7 @@ from fixtures.params import Param, full_depth, manifest_params, parameters, rest
 from restore import hints
 from restore.catalog import Catalog
 from restore.config import RestoreConfig
-from restore.manifest import bucket_differences
+from restore.manifest import bucket_differences, large_object_differences
 from restore.outcome import PreparedDatabase
 from restore.run import RunState
 from restore.verify import amcheck_schema as find_amcheck
@@ -164,6 +164,36 @@ def test_content_checksum(
         f"(sum of hashtextextended(row::text, 0)) was {src['checksum']}, is {dst['checksum']}. Compare the table "
         f"with the source around the restore's backup time; {comparison.source_path} records the source's values."
     )
+
+
+@parameters('large_objects', empty="the backup holds no large objects", needs_db=True)
+def large_object_sets(state: RunState) -> list[Param] | str:
+    return manifest_params(state, lambda src: [pytest.param("large objects", id="large objects")]
+                           if src.get("large_objects", {"objects": {}, "unreadable": None})["objects"] else [])
+
+
+@large_object_sets
+def test_large_objects(
+    large_objects: str, comparison: Comparison, restore_config: RestoreConfig,
+    record_property: Callable[[str, object], None],
+) -> None:
+    """Every large object of the backup is in the restore with the same bytes (md5 per object, by oid)."""
+    if restore_config.depth == "quick":
+        pytest.skip("--depth quick: large objects are not read (run --depth=standard to compare their content)")
+    if comparison.kind == "baseline":
+        not_applicable("content is compared against a manifest taken with the backup, not a live baseline")
+    src, dst = comparison.source["large_objects"], comparison.restored.get("large_objects")
+    if dst is None:
+        pytest.skip("the restore's large objects were not read (--depth quick?)")
+    if src.get("unreadable"):
+        pytest.skip(f"cannot verify: when the manifest was taken, {src['unreadable']}")
+    if dst.get("unreadable"):
+        pytest.skip(f"cannot verify: {dst['unreadable']}")
+    problems, compared = large_object_differences(src, dst)
+    record_property("checksum", f"{compared} large object(s) compared by md5")
+    if problems:
+        record_property("origin", "restore")
+        pytest.fail("Large objects are not what was backed up: " + "; ".join(problems), pytrace=False)
 
 
 @heap_tables

@@ -1,4 +1,9 @@
-"""schema_matches: every object the backup's manifest records is in the restore, defined and behaving the same.
+"""schema_matches: every object the backup holds is in the restore, defined and behaving the same.
+
+The net is pg_dump's own inventory (restore/inventory.py): every entry of the backup's table of contents — of the
+archive restored, or recorded in the manifest — against a ``pg_dump --schema-only`` of the restore, by name, owner
+and definition, whatever the object's kind. The catalog comparisons below word the differences they know precisely;
+an inventory difference none of them explains fails with its own diff and fix. Catalog comparisons:
 
 Tables (columns with type, NOT NULL, default, identity, generated, collation; constraints; indexes; triggers and
 whether they fire; partitions), and how each relation behaves: owner, privileges (table and column), row-level
@@ -17,8 +22,9 @@ import pytest
 
 from fixtures.connections import Comparison
 from fixtures.outcomes import not_applicable
-from fixtures.params import Param, manifest_params, parameters
-from restore import fidelity
+from fixtures.params import NO_MANIFEST, Param, parameters
+from restore import fidelity, inventory
+from restore.hints import ident
 from restore.manifest import Manifest, compare_named, compare_table
 from restore.outcome import PreparedDatabase
 from restore.run import RunState
@@ -32,10 +38,29 @@ SCHEMA_CATEGORIES = ("database", "extensions", "schemas", "views", "functions", 
 
 @parameters('schema_object', empty="the manifest records no objects", needs_db=True)
 def schema_objects(state: RunState) -> list[Param] | str:
-    return manifest_params(state, lambda src: [
-        *(pytest.param({"category": c}, id=c) for c in SCHEMA_CATEGORIES),
-        *(pytest.param({"table": t}, id=t) for t in src["tables"]),
-    ])
+    """A test per table and category the manifest compares, and per place pg_dump's inventory routes its
+    entries to (a table, a category, or an object kind no catalog comparison knows: "aggregate", "cast" …)."""
+    params: list[Param] = []
+    facts = state.facts
+    if facts.manifest_error:
+        params.append(pytest.param({"error": facts.manifest_error}, id="manifest"))
+    manifests = state.manifests()
+    ids: set[str] = set()
+    if manifests is not None:
+        src = manifests[0]
+        holds_large_objects = bool(src.get("large_objects", {"objects": {}, "unreadable": None})["objects"])
+        categories = [*SCHEMA_CATEGORIES, *(["large_objects"] if holds_large_objects else [])]
+        params += [pytest.param({"category": c}, id=c) for c in categories]
+        params += [pytest.param({"table": t}, id=t) for t in src["tables"]]
+        ids = set(categories) | set(src["tables"])
+    if facts.inventory_error:
+        params.append(pytest.param({"inventory_error": facts.inventory_error}, id="objects"))
+    found = state.inventory()
+    if found is not None:
+        params += [pytest.param({"route": r}, id=r) for r in found["routes"] if r not in ids]
+    if not params:
+        return f"{NO_MANIFEST}; {facts.inventory_not_compared or 'and no object inventory to compare with'}"
+    return params
 
 
 def _fail(diffs: list[str], what: str, comparison: Comparison,
@@ -46,7 +71,8 @@ def _fail(diffs: list[str], what: str, comparison: Comparison,
         record_property("offending", {"columns": ["difference"], "rows": [[d] for d in diffs], "total": len(diffs)})
         shown = "\n".join(f"  - {d}" for d in diffs[:30])
         more = f"\n  ... and {len(diffs) - 30} more" if len(diffs) > 30 else ""
-        pytest.fail(f"{what} differs from {comparison.label} ({comparison.source_path}):\n{shown}{more}",
+        verb = "differs" if what.startswith("Table ") else "differ"  # "Table x differs", "Roles differ"
+        pytest.fail(f"{what} {verb} from {comparison.label} ({comparison.source_path}):\n{shown}{more}",
                     pytrace=False)
 
 
@@ -64,6 +90,8 @@ NEEDS_BEHAVIOUR = {"sequences", "default_privileges", "event_triggers", "publica
 def _category(category: str, src: Manifest, dst: Manifest, restored_db: PreparedDatabase,
               ignore: frozenset[str]) -> list[str]:
     behaviour = "behaviour" in src
+    same_major = (src["database"].get("server_version_num", 0) // 10000
+                  == dst["database"].get("server_version_num", 0) // 10000)
     if category == "database":
         diffs = [f"database {key} was {src['database'].get(key)!r}, is {dst['database'].get(key)!r} (row checksums "
                  "depend on it)" for key in ("encoding",) if src["database"].get(key) != dst["database"].get(key)]
@@ -77,8 +105,6 @@ def _category(category: str, src: Manifest, dst: Manifest, restored_db: Prepared
         # Missing ones fail; the restore may carry more (amcheck, installed by this suite into its own copy).
         diffs = [f"extension {name} (version {version}) is missing" for name, version in src["extensions"].items()
                  if name not in dst["extensions"]]
-        same_major = (src["database"].get("server_version_num", 0) // 10000
-                      == dst["database"].get("server_version_num", 0) // 10000)
         if same_major:  # a newer server installs its own default version: only the same major must match
             diffs += [f"extension {name} was version {version} in the backup, is {dst['extensions'][name]} in the "
                       f"restore. Fix: ALTER EXTENSION \"{name}\" UPDATE TO '{version}';"
@@ -92,19 +118,31 @@ def _category(category: str, src: Manifest, dst: Manifest, restored_db: Prepared
                                                     dst["behaviour"]["schema_details"], ignore=ignore)
         return diffs
     if category == "views":
-        diffs = compare_named("view", src["views"], dst["views"])
+        diffs = compare_named("view", src["views"], dst["views"], definitions=same_major)
         return diffs + (_relations(src, dst, "vm", ignore) if behaviour else [])
     if category == "functions":
-        diffs = compare_named("function", src["functions"], dst["functions"])
+        diffs = compare_named("function", src["functions"], dst["functions"], definitions=same_major)
         if behaviour:
             diffs += fidelity.compare_functions(src["behaviour"]["function_details"],
                                                 dst["behaviour"]["function_details"], ignore=ignore)
         return diffs
     if category == "types":
-        diffs = compare_named("type", src["types"], dst["types"])
+        diffs = compare_named("type", src["types"], dst["types"], definitions=same_major)
         if behaviour:
             diffs += fidelity.compare_owned_objects("TYPE", src["behaviour"]["type_details"],
                                                     dst["behaviour"]["type_details"], ignore=ignore)
+        return diffs
+    if category == "large_objects":
+        a, b = src["large_objects"]["objects"], (dst.get("large_objects") or {"objects": {}})["objects"]
+        diffs = []
+        for oid, entry in a.items():
+            got = b.get(oid)
+            if got is not None and got["owner"] != entry["owner"]:
+                diffs.append(f"large object {oid} is owned by {got['owner']} in the restore, by {entry['owner']} in "
+                             f"the backup. Fix: ALTER LARGE OBJECT {oid} OWNER TO {ident(entry['owner'])};")
+            if got is not None and sorted(map(tuple, got["acl"])) != sorted(map(tuple, entry["acl"])):
+                diffs.append(f"large object {oid}: privileges were {_acl_words(entry['acl'])}, are "
+                             f"{_acl_words(got['acl'])}. Fix: GRANT/REVOKE … ON LARGE OBJECT {oid} …;")
         return diffs
     s, d = src["behaviour"], dst["behaviour"]
     if category == "sequences":
@@ -125,12 +163,69 @@ def _category(category: str, src: Manifest, dst: Manifest, restored_db: Prepared
                                   skip={user for user in (s.get("current_user"), d.get("current_user")) if user})
 
 
+def _acl_words(acl: list[list[Any]]) -> str:
+    return ", ".join(f"{p} to {who}" + (" WITH GRANT OPTION" if grant else "") for who, p, grant in acl) or "none"
+
+
+# Differences the catalog comparisons decide, with their tolerances (privileges a newer server adds, extensions
+# this suite installs, a newer server's default extension versions): where a manifest was compared, the inventory
+# does not repeat them.
+CATALOG_DECIDES = frozenset({"ACL", "DATABASE", "DATABASE PROPERTIES", "EXTENSION"})
+
+
+def _inventory_differences(object_id: str, state: RunState, catalog_diffs: list[str], *,
+                           catalog_compared: bool) -> list[str]:
+    """The inventory's differences routed to this test that no catalog difference explains."""
+    found = state.inventory()
+    if found is None:
+        return []
+    out = []
+    for d in found["differences"]:
+        if d["route"] != object_id:
+            continue
+        if catalog_compared and d["kind"] in CATALOG_DECIDES:
+            continue
+        if catalog_diffs and any(d["name"] in text for text in catalog_diffs):
+            continue  # a catalog comparison already said it, in its own words
+        out.append(d["text"])
+    return out
+
+
+def _compared(state: RunState, record_property: Callable[[str, object], None]) -> None:
+    found = state.inventory()
+    if found is not None:
+        record_property("compared", f"{found['how']}; the backup's objects from {found['source']}")
+    elif state.facts.inventory_not_compared:
+        record_property("compared", state.facts.inventory_not_compared)
+
+
 @schema_objects
 def test_schema_matches(
-    schema_object: dict[str, Any], comparison: Comparison, restored_db: PreparedDatabase,
-    record_property: Callable[[str, object], None],
+    schema_object: dict[str, Any], run_state_data: RunState, restored_db: PreparedDatabase,
+    record_property: Callable[[str, object], None], request: pytest.FixtureRequest,
 ) -> None:
-    """Compare one table, or one category of database-wide objects, naming each difference and both sides."""
+    """Compare one table, one category of database-wide objects, or one kind of object, naming each difference
+    and both sides."""
+    state = run_state_data
+    _compared(state, record_property)
+    if "inventory_error" in schema_object:
+        pytest.fail(f"pg_dump's inventory of the restore could not be compared with the backup's, so objects of "
+                    f"kinds the manifest does not list were not verified: {schema_object['inventory_error']}",
+                    pytrace=False)
+    if "route" in schema_object:
+        route = schema_object["route"]
+        found = state.inventory()
+        assert found is not None
+        gone = [d for d in found["differences"] if d["route"] == route and d["change"] == "missing"
+                and d["kind"] in inventory.RELATION_KINDS - {"VIEW"} and d["subject"] == d["key"]]
+        if gone:
+            not_applicable(f"{route} is missing altogether (see tables_present)")
+        diffs = _inventory_differences(route, state, [], catalog_compared=False)
+        label = route if "." in route else f"Objects of kind {route}" if route.upper() not in (
+            k.upper() for k in SCHEMA_CATEGORIES) else route.replace("_", " ").capitalize()
+        _fail_inventory(diffs, label, state, record_property)
+        return
+    comparison: Comparison = request.getfixturevalue("comparison")
     src, dst = comparison.source, comparison.restored
     tolerated = fidelity.tolerated_privileges(int(src["database"].get("server_version_num") or 0),
                                               int(dst["database"].get("server_version_num") or 0))
@@ -146,7 +241,9 @@ def test_schema_matches(
         if "behaviour" not in src:
             record_property("not_recorded", fidelity.NOT_RECORDED.format(what="privileges, ownership and behaviour"))
         label = category.replace("_", " ").capitalize()
-        _fail(_category(category, src, dst, restored_db, tolerated), label, comparison, record_property)
+        diffs = _category(category, src, dst, restored_db, tolerated)
+        diffs += _inventory_differences(category, state, diffs, catalog_compared=True)
+        _fail(diffs, label, comparison, record_property)
         return
     table = schema_object["table"]
     if table not in dst["tables"]:
@@ -158,4 +255,17 @@ def test_schema_matches(
             diffs += fidelity.compare_relation(table, s, d, ignore=tolerated)
     else:
         record_property("not_recorded", fidelity.NOT_RECORDED.format(what="privileges, ownership and behaviour"))
+    diffs += _inventory_differences(table, state, diffs, catalog_compared=True)
     _fail(diffs, f"Table {table}", comparison, record_property)
+
+
+def _fail_inventory(diffs: list[str], what: str, state: RunState,
+                    record_property: Callable[[str, object], None]) -> None:
+    if diffs:
+        found = state.inventory()
+        assert found is not None
+        record_property("origin", "restore")
+        record_property("offending", {"columns": ["difference"], "rows": [[d] for d in diffs], "total": len(diffs)})
+        shown = "\n".join(f"  - {d}" for d in diffs[:30])
+        more = f"\n  ... and {len(diffs) - 30} more" if len(diffs) > 30 else ""
+        pytest.fail(f"{what} differ from {found['source']}:\n{shown}{more}", pytrace=False)

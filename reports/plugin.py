@@ -36,6 +36,7 @@ class TestResult:
     message: str = ""
     duration_s: float = 0.0
     verified_by: str | None = None
+    compared: str | None = None  # which comparison applied and why (schema_matches: pg_dump's inventory)
     not_applicable: bool = False  # skipped with nothing to check: not a gap in its item's proof
     origin: str | None = None  # of a finding: "backup" | "restore" | "unknown" (see restore/origin.py)
     accepted: str | None = None  # an inherited finding accepted by --accept-inherited
@@ -138,6 +139,7 @@ class _Collector:
                     self.collected.measurements[key] = float(str(props[key]))
             result.duration_s = round(report.duration, 3)
             result.verified_by = next((str(v) for k, v in report.user_properties if k == "verified_by"), None)
+            result.compared = next((str(v) for k, v in report.user_properties if k == "compared"), None)
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
@@ -228,6 +230,10 @@ def _item_verdicts(by_item: dict[str, list[TestResult]], selected: dict[str, int
         elif status == "skipped":
             reasons[cid] = next((r.message for r in results if r.outcome == "skipped" and not r.not_applicable),
                                 results[0].message)
+        elif status == "passed":
+            compared = next((r.compared for r in results if r.compared), None)
+            if compared:
+                reasons[cid] = compared
         elif status == "incomplete":
             total = max(selected.get(cid, 0), len(results))
             missing = len(gaps) + len(unfinished) + never_ran

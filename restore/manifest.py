@@ -30,16 +30,18 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from typing_extensions import TypedDict
 
-from restore import fidelity
+from restore import fidelity, inventory
 from restore.archive import ArchiveInfo, inspect
 from restore.errors import ManifestMismatch
 from restore.tools import clean_env, pg_tool
 
 FORMAT = "restore-verify-manifest"
 # 2: adds "behaviour" (privileges, ownership, row-level security, persistence, … see restore/fidelity.py) and
-# backup.toc_digest. Version 1 manifests still verify; what they lack is reported as not recorded.
-VERSION = 2
-READABLE_VERSIONS = (1, 2)
+# backup.toc_digest. 3: adds "inventory" (pg_dump's list of every object, restore/inventory.py) and
+# "large_objects" (each one's owner, privileges and content digest). Older manifests still verify; what they lack
+# is reported as not recorded.
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 # Every setting that changes a value's text form, pinned per session. Measured: unpinned, 4 of 5 tables of a
 # test database hashed differently between two servers whose defaults differed (TimeZone, DateStyle,
@@ -217,6 +219,60 @@ def _position(row: dict[str, Any] | None) -> Position | None:
     return {"lsn": str(row["lsn"]), "time": row["at"].isoformat()} if row and row.get("lsn") else None
 
 
+class LargeObject(TypedDict):
+    owner: str
+    acl: Any  # [[grantee, privilege, grantable], …]
+    md5: str | None  # None: the capturing role could not read it
+
+
+class LargeObjects(TypedDict):
+    objects: dict[str, LargeObject]  # by oid
+    unreadable: str | None  # why some contents could not be read (the fix: a GRANT)
+
+
+LARGE_OBJECTS_SQL = f"""
+SELECT m.oid::bigint AS oid, pg_get_userbyid(m.lomowner) AS owner,
+       {fidelity.acl_sql("m.lomacl", "acldefault('L', m.lomowner)")} AS acl, {{content}} AS md5
+FROM pg_largeobject_metadata m ORDER BY 1
+"""
+
+
+def _large_objects(cur: psycopg.Cursor[Any]) -> LargeObjects:
+    """Every large object's owner, privileges and content digest (md5 of its bytes, read with lo_get: the
+    privileges of the capturing role apply; where it may not read them, the digests are left out and said)."""
+    cur.execute("SAVEPOINT restore_verify_lo")
+    try:
+        rows = cur.execute(LARGE_OBJECTS_SQL.format(content="md5(lo_get(m.oid))").encode()).fetchall()
+        unreadable = None
+    except psycopg.errors.InsufficientPrivilege as exc:
+        cur.execute("ROLLBACK TO SAVEPOINT restore_verify_lo")
+        rows = cur.execute(LARGE_OBJECTS_SQL.format(content="NULL::text").encode()).fetchall()
+        unreadable = (f"the content of large objects could not be read ({exc.diag.message_primary}): let the "
+                      "verifying role read them (GRANT SELECT ON LARGE OBJECT <oid> TO <role>, or a superuser "
+                      "sets lo_compat_privileges = on)")
+    cur.execute("RELEASE SAVEPOINT restore_verify_lo")
+    return {"objects": {str(r["oid"]): {"owner": r["owner"], "acl": r["acl"], "md5": r["md5"]} for r in rows},
+            "unreadable": unreadable}
+
+
+def large_object_differences(src: LargeObjects, dst: LargeObjects, *, limit: int = 10) -> tuple[list[str], int]:
+    """Large objects whose content differs or is gone (named by oid), and how many were compared."""
+    a, b = src["objects"], dst["objects"]
+    missing = sorted((o for o in a if o not in b), key=int)
+    changed = sorted((o for o, e in a.items() if o in b and e["md5"] and b[o]["md5"] and e["md5"] != b[o]["md5"]),
+                     key=int)
+    out = []
+    if missing:
+        out.append(f"{len(missing)} large object(s) of the backup are gone from the restore, with their content: "
+                   f"ids {', '.join(missing[:limit])}{' …' if len(missing) > limit else ''}")
+    if changed:
+        out.append(f"{len(changed)} large object(s) hold other bytes than in the backup: ids "
+                   f"{', '.join(changed[:limit])}{' …' if len(changed) > limit else ''}. Fix: restore them from the "
+                   "backup (pg_restore restores large objects with the data)")
+    compared = sum(1 for o, e in a.items() if e["md5"] and o in b and b[o]["md5"])
+    return out, compared
+
+
 class Manifest(TypedDict, total=False):
     format: str
     version: int
@@ -237,6 +293,8 @@ class Manifest(TypedDict, total=False):
     behaviour: fidelity.Behaviour
     backup: dict[str, Any]  # python -m restore backup: the dump it describes (file, size, toc_digest)
     position: Position  # the snapshot's place in the WAL and its time
+    inventory: inventory.Inventory  # version 3: every object pg_dump writes (restore/inventory.py)
+    large_objects: LargeObjects  # version 3
 
 
 def _md5(text: str | None) -> str | None:
@@ -448,10 +506,11 @@ def bucket_differences(src: TableEntry, dst: TableEntry, *, limit: int = 5) -> l
 
 def capture(conninfo: str, *, jobs: int = 2, snapshot: str | None = None, freshness_sql: str | None = None,
             content: bool = True, checksums: bool = True,
-            compare_with: dict[str, TableEntry] | None = None,
+            compare_with: dict[str, TableEntry] | None = None, objects: bool = True,
             progress: Callable[[str], None] | None = None, plans: dict[str, int] | None = None) -> Manifest:
     """The manifest of the database at ``conninfo`` (read-only; on ``snapshot`` when given). ``compare_with``: the
-    backup manifest's tables, when capturing a restore to compare with it (its buckets are reused)."""
+    backup manifest's tables, when capturing a restore to compare with it (its buckets are reused). ``objects``:
+    list every object with pg_dump (on the same snapshot, while the catalog and contents are read)."""
     captured_at = datetime.now(UTC)
     with _snapshot_session(conninfo, snapshot) as conn, conn.cursor(row_factory=dict_row) as cur:
         position: Position | None = None
@@ -463,100 +522,136 @@ def capture(conninfo: str, *, jobs: int = 2, snapshot: str | None = None, freshn
             position = _position(exported)
         else:
             snapshot_for_content = snapshot
-        database = cast(DatabaseFacts, dict(cur.execute(DATABASE_SQL).fetchone() or {}))
-        tables_rows = cur.execute(TABLES_SQL).fetchall()
-        oids = [r["oid"] for r in tables_rows]
-        by_oid: dict[int, TableEntry] = {}
-        tables: dict[str, TableEntry] = {}
-        for r in tables_rows:
-            entry: TableEntry = {"kind": r["kind"], "owner": r["owner"], "partition_of": r["partition_of"],
-                     "partition_bound": r["partition_bound"], "partition_key": r["partition_key"],
-                     "columns": [], "constraints": {}, "indexes": {}, "triggers": {}, "partitions": []}
-            if r["kind"] == "m":
-                entry["populated"] = r["populated"]
-            tables[r["name"]] = entry
-            by_oid[r["oid"]] = entry
-        for r in cur.execute(COLUMNS_SQL, (oids,)).fetchall():
-            by_oid[r["oid"]]["columns"].append({k: r[k] for k in ("name", "type", "not_null", "default", "identity",
-                                                                  "generated", "collation")})
-        for r in cur.execute(CONSTRAINTS_SQL, (oids,)).fetchall():
-            by_oid[r["oid"]]["constraints"][r["name"]] = {"type": r["type"], "definition": r["definition"]}
-        for r in cur.execute(INDEXES_SQL, (oids,)).fetchall():
-            by_oid[r["oid"]]["indexes"][r["name"]] = {"definition": r["definition"], "unique": r["is_unique"]}
-        for r in cur.execute(TRIGGERS_SQL, (oids,)).fetchall():
-            by_oid[r["oid"]]["triggers"][r["name"]] = {"definition": r["definition"], "enabled": r["enabled"]}
-        for name, entry in tables.items():
-            if entry["partition_of"] in tables:
-                tables[entry["partition_of"]]["partitions"].append(name)
-        sequences: dict[str, SequenceEntry] = {}
-        for r in cur.execute(SEQUENCES_SQL).fetchall():
-            owned = r["owned_by"]
-            column_max = None
-            if owned:
-                agg = sql.SQL("max" if r["increment"] > 0 else "min")
-                row = cur.execute(sql.SQL("SELECT {}({}) AS v FROM {}").format(
-                    agg, sql.Identifier(owned["column"]), sql.Identifier(owned["schema"], owned["relname"]))).fetchone()
-                column_max = None if row is None or row["v"] is None else int(row["v"])
-            sequences[r["name"]] = {"last_value": r["last_value"], "increment": r["increment"],
-                                    "owned_by": f"{owned['table']}.{owned['column']}" if owned else None,
-                                    "column_max": column_max}
-        views = {r["name"]: {"kind": r["kind"], "definition": _normal(r["definition"]),
-                             "definition_md5": _md5(_normal(r["definition"]))}
-                 for r in cur.execute(VIEWS_SQL).fetchall()}
-        functions = {r["name"]: {"definition": r["definition"], "definition_md5": _md5(_normal(r["definition"]))}
-                     for r in cur.execute(FUNCTIONS_SQL).fetchall()}
-        types = {r["name"]: {"definition": r["definition"], "definition_md5": _md5(r["definition"])}
-                 for r in cur.execute(TYPES_SQL).fetchall()}
-        extensions = {r["extname"]: r["extversion"]
-                      for r in cur.execute("SELECT extname, extversion FROM pg_extension ORDER BY 1").fetchall()}
-        schemas = [r["nspname"] for r in cur.execute(
-            f"SELECT nspname FROM pg_namespace n WHERE {_USER} ORDER BY 1".encode()).fetchall()]
-        roles = [r["r"] for r in cur.execute(ROLES_SQL.encode()).fetchall()]
-        behaviour = fidelity.capture(cur, roles)
-        freshness: Freshness | None = None
-        if freshness_sql:
-            row = cur.execute(freshness_sql.encode()).fetchone()
-            value = next(iter(row.values())) if row else None
-            freshness = {"query": freshness_sql, "value": value.isoformat() if isinstance(value, datetime) else value}
-        if content:
-            pages = {r["name"]: int(r["pages"]) for r in tables_rows}
-            populated = {r["name"] for r in tables_rows if r["populated"]}
-            storable = [n for n, e in tables.items() if e["kind"] == "r" or (e["kind"] == "m" and n in populated)]
-            # Biggest first, so that the last connection to finish is not stuck with the largest table.
-            storable.sort(key=lambda n: -pages[n])
-            storable_oids = {r["name"]: r["oid"] for r in tables_rows if r["name"] in storable}
-            if compare_with is None:  # the backup's side: every table bucketed, so that a mismatch can be placed
-                specs = _bucket_specs(cur, tables, storable_oids, {}) if checksums else {}
-                results = table_contents(conninfo, storable, jobs=jobs, snapshot=snapshot_for_content,
-                                         checksums=checksums, buckets=specs, progress=progress, plans=plans)
-            else:
-                # The restore's side: one plain pass; only a table that differs from the backup is scanned again,
-                # bucketed as the backup's was, to say where. A faithful restore pays nothing for the buckets.
-                results = table_contents(conninfo, storable, jobs=jobs, snapshot=snapshot_for_content,
-                                         checksums=checksums, plans=plans)
-                differing = [n for n, (count, checksum, _) in results.items() if checksums
-                             and (compare_with.get(n) or {}).get("buckets")
-                             and (compare_with[n].get("row_count"), compare_with[n].get("checksum"))
-                             != (count, checksum)]
-                if differing:
-                    given: dict[str, dict[str, Any] | None] = {n: compare_with[n]["buckets"] for n in differing}
-                    specs = _bucket_specs(cur, tables, {n: storable_oids[n] for n in differing}, given)
-                    results.update(table_contents(conninfo, differing, jobs=jobs, snapshot=snapshot_for_content,
-                                                  buckets=specs))
-            for name, (count, checksum, bucketed) in results.items():
-                tables[name]["row_count"] = count
-                tables[name]["checksum"] = checksum
-                if bucketed is not None:
-                    tables[name]["buckets"] = bucketed
-    return {
-        "format": FORMAT, "version": VERSION, "captured_at": captured_at.isoformat(timespec="seconds"),
-        "snapshot": snapshot, "database": database, "settings": PINNED_SETTINGS,
+        listed: list[inventory.Inventory | BaseException] = []
+        lister = threading.Thread(target=_list_objects, args=(conninfo, snapshot_for_content, listed), daemon=True)
+        if objects:
+            lister.start()
+        try:
+            found = _capture_in(cur, conninfo, jobs=jobs, snapshot_for_content=snapshot_for_content,
+                                freshness_sql=freshness_sql, content=content, checksums=checksums,
+                                compare_with=compare_with, progress=progress, plans=plans)
+        finally:
+            if objects:
+                lister.join()
+    if objects:
+        if isinstance(listed[0], BaseException):
+            raise listed[0]
+        found["inventory"] = listed[0]
+    found["captured_at"] = captured_at.isoformat(timespec="seconds")
+    found["snapshot"] = snapshot
+    if position:
+        found["position"] = position
+    return found
+
+
+def _list_objects(conninfo: str, snapshot: str | None, out: list[inventory.Inventory | BaseException]) -> None:
+    try:
+        out.append(inventory.of_database(conninfo, snapshot=snapshot))
+    except BaseException as exc:  # handed to the capturing thread, which raises it
+        out.append(exc)
+
+
+def _capture_in(cur: psycopg.Cursor[Any], conninfo: str, *, jobs: int, snapshot_for_content: str | None,
+                freshness_sql: str | None, content: bool, checksums: bool,
+                compare_with: dict[str, TableEntry] | None, progress: Callable[[str], None] | None,
+                plans: dict[str, int] | None) -> Manifest:
+    database = cast(DatabaseFacts, dict(cur.execute(DATABASE_SQL).fetchone() or {}))
+    tables_rows = cur.execute(TABLES_SQL).fetchall()
+    oids = [r["oid"] for r in tables_rows]
+    by_oid: dict[int, TableEntry] = {}
+    tables: dict[str, TableEntry] = {}
+    for r in tables_rows:
+        entry: TableEntry = {"kind": r["kind"], "owner": r["owner"], "partition_of": r["partition_of"],
+                 "partition_bound": r["partition_bound"], "partition_key": r["partition_key"],
+                 "columns": [], "constraints": {}, "indexes": {}, "triggers": {}, "partitions": []}
+        if r["kind"] == "m":
+            entry["populated"] = r["populated"]
+        tables[r["name"]] = entry
+        by_oid[r["oid"]] = entry
+    for r in cur.execute(COLUMNS_SQL, (oids,)).fetchall():
+        by_oid[r["oid"]]["columns"].append({k: r[k] for k in ("name", "type", "not_null", "default", "identity",
+                                                              "generated", "collation")})
+    for r in cur.execute(CONSTRAINTS_SQL, (oids,)).fetchall():
+        by_oid[r["oid"]]["constraints"][r["name"]] = {"type": r["type"], "definition": r["definition"]}
+    for r in cur.execute(INDEXES_SQL, (oids,)).fetchall():
+        by_oid[r["oid"]]["indexes"][r["name"]] = {"definition": r["definition"], "unique": r["is_unique"]}
+    for r in cur.execute(TRIGGERS_SQL, (oids,)).fetchall():
+        by_oid[r["oid"]]["triggers"][r["name"]] = {"definition": r["definition"], "enabled": r["enabled"]}
+    for name, entry in tables.items():
+        if entry["partition_of"] in tables:
+            tables[entry["partition_of"]]["partitions"].append(name)
+    sequences: dict[str, SequenceEntry] = {}
+    for r in cur.execute(SEQUENCES_SQL).fetchall():
+        owned = r["owned_by"]
+        column_max = None
+        if owned:
+            agg = sql.SQL("max" if r["increment"] > 0 else "min")
+            row = cur.execute(sql.SQL("SELECT {}({}) AS v FROM {}").format(
+                agg, sql.Identifier(owned["column"]), sql.Identifier(owned["schema"], owned["relname"]))).fetchone()
+            column_max = None if row is None or row["v"] is None else int(row["v"])
+        sequences[r["name"]] = {"last_value": r["last_value"], "increment": r["increment"],
+                                "owned_by": f"{owned['table']}.{owned['column']}" if owned else None,
+                                "column_max": column_max}
+    views = {r["name"]: {"kind": r["kind"], "definition": _normal(r["definition"]),
+                         "definition_md5": _md5(_normal(r["definition"]))}
+             for r in cur.execute(VIEWS_SQL).fetchall()}
+    functions = {r["name"]: {"definition": r["definition"], "definition_md5": _md5(_normal(r["definition"]))}
+                 for r in cur.execute(FUNCTIONS_SQL).fetchall()}
+    types = {r["name"]: {"definition": r["definition"], "definition_md5": _md5(r["definition"])}
+             for r in cur.execute(TYPES_SQL).fetchall()}
+    extensions = {r["extname"]: r["extversion"]
+                  for r in cur.execute("SELECT extname, extversion FROM pg_extension ORDER BY 1").fetchall()}
+    schemas = [r["nspname"] for r in cur.execute(
+        f"SELECT nspname FROM pg_namespace n WHERE {_USER} ORDER BY 1".encode()).fetchall()]
+    roles = [r["r"] for r in cur.execute(ROLES_SQL.encode()).fetchall()]
+    behaviour = fidelity.capture(cur, roles)
+    freshness: Freshness | None = None
+    if freshness_sql:
+        row = cur.execute(freshness_sql.encode()).fetchone()
+        value = next(iter(row.values())) if row else None
+        freshness = {"query": freshness_sql, "value": value.isoformat() if isinstance(value, datetime) else value}
+    large_objects = _large_objects(cur) if content else None
+    if content:
+        pages = {r["name"]: int(r["pages"]) for r in tables_rows}
+        populated = {r["name"] for r in tables_rows if r["populated"]}
+        storable = [n for n, e in tables.items() if e["kind"] == "r" or (e["kind"] == "m" and n in populated)]
+        # Biggest first, so that the last connection to finish is not stuck with the largest table.
+        storable.sort(key=lambda n: -pages[n])
+        storable_oids = {r["name"]: r["oid"] for r in tables_rows if r["name"] in storable}
+        if compare_with is None:  # the backup's side: every table bucketed, so that a mismatch can be placed
+            specs = _bucket_specs(cur, tables, storable_oids, {}) if checksums else {}
+            results = table_contents(conninfo, storable, jobs=jobs, snapshot=snapshot_for_content,
+                                     checksums=checksums, buckets=specs, progress=progress, plans=plans)
+        else:
+            # The restore's side: one plain pass; only a table that differs from the backup is scanned again,
+            # bucketed as the backup's was, to say where. A faithful restore pays nothing for the buckets.
+            results = table_contents(conninfo, storable, jobs=jobs, snapshot=snapshot_for_content,
+                                     checksums=checksums, plans=plans)
+            differing = [n for n, (count, checksum, _) in results.items() if checksums
+                         and (compare_with.get(n) or {}).get("buckets")
+                         and (compare_with[n].get("row_count"), compare_with[n].get("checksum"))
+                         != (count, checksum)]
+            if differing:
+                given: dict[str, dict[str, Any] | None] = {n: compare_with[n]["buckets"] for n in differing}
+                specs = _bucket_specs(cur, tables, {n: storable_oids[n] for n in differing}, given)
+                results.update(table_contents(conninfo, differing, jobs=jobs, snapshot=snapshot_for_content,
+                                              buckets=specs))
+        for name, (count, checksum, bucketed) in results.items():
+            tables[name]["row_count"] = count
+            tables[name]["checksum"] = checksum
+            if bucketed is not None:
+                tables[name]["buckets"] = bucketed
+    found: Manifest = {
+        "format": FORMAT, "version": VERSION,
+        "snapshot": None, "database": database, "settings": PINNED_SETTINGS,
         "checksum": {"expression": CHECKSUM_EXPRESSION, "per": "table"},
         "extensions": extensions, "schemas": schemas, "roles": roles, "tables": tables, "sequences": sequences,
         "views": views, "functions": functions, "types": types, "freshness": freshness,
         "behaviour": behaviour,
-        **({"position": position} if position else {}),
     }
+    if large_objects is not None:
+        found["large_objects"] = large_objects
+    return found
 
 
 def write(manifest: Manifest, path: Path) -> None:
@@ -674,7 +769,7 @@ def _take_backup(conninfo: str, output: Path, *, jobs: int, freshness_sql: str |
         )
         try:
             manifest = capture(conninfo, jobs=jobs, snapshot=snapshot, freshness_sql=freshness_sql,
-                               progress=on_table)
+                               progress=on_table, objects=False)
         finally:
             _, stderr = dump.communicate()
         leader.execute("ROLLBACK")
@@ -688,6 +783,7 @@ def _take_backup(conninfo: str, output: Path, *, jobs: int, freshness_sql: str |
     # Identity: the run refuses this manifest beside any other backup (compared before restoring).
     manifest["backup"] = {"file": output.name, "size_bytes": output.stat().st_size,
                           "toc_digest": inspect(output).toc_digest()}
+    manifest["inventory"] = inventory.of_archive(output)  # the dump's own list of objects: the same snapshot
     write(manifest, manifest_path)
     return output, manifest_path
 
@@ -733,6 +829,11 @@ def compare_table(name: str, src: TableEntry, dst: TableEntry) -> list[str]:
             continue  # a detached partition keeps its own copies of the parent's keys and triggers: not new objects
         diffs += [f"{label} {obj} on {name} is not in the backup ({d['definition']})"
                   for obj, d in dst[kind].items() if obj not in src[kind]]
+    if src["kind"] == "m" and "populated" in src and "populated" in dst and src["populated"] != dst["populated"]:
+        was = "populated" if src["populated"] else "not populated (WITH NO DATA)"
+        diffs.append(f"materialized view {name} was {was} in the backup, is "
+                     f"{'populated' if dst['populated'] else 'not populated'} in the restore. Fix: REFRESH "
+                     f"MATERIALIZED VIEW {_table_sql(name)}{'' if src['populated'] else ' WITH NO DATA'};")
     for part in src["partitions"]:
         if part not in dst["partitions"]:
             diffs.append(f"partition {part} of {name} is missing (dropped, or detached from {name})")
@@ -771,12 +872,14 @@ def _column_words(key: str, value: Any) -> str:
     return repr(value)
 
 
-def compare_named(kind: str, src: dict[str, Any], dst: dict[str, Any]) -> list[str]:
-    """Views, functions, types: missing, extra or redefined (by normalized definition)."""
+def compare_named(kind: str, src: dict[str, Any], dst: dict[str, Any], *, definitions: bool = True) -> list[str]:
+    """Views, functions, types: missing, extra or redefined (by normalized definition). ``definitions``: False
+    between servers of different majors, which print some definitions differently (PostgreSQL 15 qualifies a
+    view's columns, 16 does not): pg_dump's inventory says which comparison applied."""
     diffs = [f"{kind} {name} is missing" for name in src if name not in dst]
     for name, s in src.items():
         d = dst.get(name)
-        if d is not None and s["definition_md5"] != d["definition_md5"]:
+        if definitions and d is not None and s["definition_md5"] != d["definition_md5"]:
             diffs.append(f"{kind} {name} is defined differently: was {s['definition']!r}, is {d['definition']!r}")
     diffs += [f"{kind} {name} is not in the backup" for name in dst if name not in src]
     return diffs

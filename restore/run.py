@@ -16,12 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from threading import Thread
+from typing import Any
 
 import psycopg
 from pydantic import TypeAdapter
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
-from restore import janitor, manifest, record, retention
+from restore import inventory, janitor, manifest, record, retention
 from restore.catalog import Catalog, read_catalog
 from restore.config import RestoreConfig
 from restore.conninfo import bounded, get_param, with_params
@@ -82,6 +84,11 @@ class RunFacts:
     app_observation: AppObservation | None = None
     record_problems: list[str] = field(default_factory=list)  # record lines left out (truncated writes)
     workers_planned: dict[str, int] = field(default_factory=dict)  # per table: the checksum's planned workers
+    # pg_dump's object inventory of the backup against the restore's (restore/inventory.py): the comparison as a
+    # file every worker reads, or why there is none (not_compared) or why it failed (inventory_error).
+    inventory_path: Path | None = None
+    inventory_not_compared: str | None = None
+    inventory_error: str | None = None
 
 
 _CODEC = TypeAdapter(RunFacts)
@@ -104,6 +111,7 @@ class RunState:
     expectations: Expectations
     facts: RunFacts
     _manifests: tuple[manifest.Manifest, manifest.Manifest] | None = field(default=None, repr=False)
+    _inventory: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def prepared(self) -> PreparedDatabase | None:
@@ -121,6 +129,14 @@ class RunState:
         if self._manifests is None:
             self._manifests = (manifest.load(facts.source_manifest_path), manifest.load(facts.restored_manifest_path))
         return self._manifests
+
+    def inventory(self) -> dict[str, Any] | None:
+        """The inventory comparison (restore/inventory.py: write_result), or None when there is none."""
+        if self.facts.inventory_path is None:
+            return None
+        if self._inventory is None:
+            self._inventory = inventory.load_result(self.facts.inventory_path)
+        return self._inventory
 
     def no_database_reason(self) -> str | None:
         """Why there is no database to check, or None when there is one."""
@@ -227,7 +243,83 @@ class Run:
                     facts.app_observation = AppObservation(error=f"{type(exc).__name__}: {exc}")
 
     def _capture_manifests(self) -> None:
-        """Capture the restored database (and a live baseline) with the manifest code, when there is a source."""
+        """Capture the restored database (and a live baseline) with the manifest code, when there is a source;
+        pg_dump lists the restore's objects meanwhile (a process of its own: it costs no wall time here)."""
+        facts = self.state.facts
+        assert facts.prepared is not None
+        assert facts.prepared.conninfo is not None
+        restored: list[inventory.Inventory | BaseException] = []
+        conninfo = self._bounded(facts.prepared.conninfo)
+
+        def list_restored() -> None:
+            try:
+                restored.append(inventory.of_database(conninfo))
+            except Exception as exc:  # said as the inventory's error: schema_matches fails with it
+                restored.append(exc)
+
+        lister = Thread(target=list_restored, daemon=True)
+        lister.start()
+        try:
+            self._capture_manifest_files()
+        finally:
+            lister.join()
+        self._compare_inventories(restored[0])
+
+    def _source_inventory(self) -> tuple[inventory.Inventory | None, str]:
+        """The backup's inventory and where it came from, or None and why there is none."""
+        facts = self.state.facts
+        assert facts.prepared is not None
+        archive = facts.prepared.archive
+        if archive is not None and archive.restored_by_pg_restore and archive.path and Path(archive.path).exists():
+            return inventory.of_archive(Path(archive.path)), "the archive's own table of contents"
+        manifests = self.state.manifests()
+        if manifests is not None:
+            recorded = manifests[0].get("inventory")
+            what = "the live baseline" if facts.source_kind == "baseline" else "the backup's manifest"
+            if recorded:
+                return recorded, what
+            return None, (f"pg_dump's object inventory not compared: {what} was written by an older restore-verify "
+                          f"(manifest version {manifests[0].get('version')}, before 3) and records none; objects of "
+                          "kinds its catalog sections do not list were not verified. Take a new manifest "
+                          "(python -m restore manifest or backup) to compare every object")
+        if archive is not None and archive.format in ("plain", "plain-gzip"):
+            return None, ("pg_dump's object inventory not compared: a plain SQL dump has no table of contents and "
+                          "no manifest was given (--manifest=PATH; python -m restore backup writes a custom-format "
+                          "dump with one)")
+        return None, ("pg_dump's object inventory not compared: no dump archive and no manifest to compare the "
+                      "restore's objects with (--manifest=PATH)")
+
+    def _compare_inventories(self, restored: inventory.Inventory | BaseException) -> None:
+        facts, say = self.state.facts, self.say
+        assert facts.prepared is not None
+        try:
+            source, where = self._source_inventory()
+        except Exception as exc:  # an unreadable TOC was refused before the restore; anything else is said here
+            facts.inventory_error = f"the backup's inventory could not be read: {type(exc).__name__}: {exc}"
+            return
+        if source is None:
+            facts.inventory_not_compared = where
+            return
+        if isinstance(restored, BaseException):
+            facts.inventory_error = f"the restore's objects could not be listed: {type(restored).__name__}: {restored}"
+            say(f"inventory comparison impossible: {facts.inventory_error}")
+            return
+        # amcheck is the verifier's tool (this run installs it into its own copy; the README asks a DBA to create
+        # it in a database verified in place): where the backup lacks it, it is not the database's.
+        result = inventory.compare(source, restored, suite_extensions=(
+            *facts.prepared.restore.installed_extensions, *inventory.VERIFIER_EXTENSIONS))
+        manifests = self.state.manifests()
+        tables = set(manifests[0]["tables"]) if manifests is not None else set()
+        routes = {d.key: inventory.route(d.key, source["entries"] | restored["entries"], tables)
+                  for d in result.differences}
+        routes |= {key: inventory.route(key, source["entries"], tables) for key in source["entries"]}
+        path = facts.run_dir / "inventory.json"
+        inventory.write_result(result, routes, path, source=where)
+        facts.inventory_path = path
+        say(f"objects compared with {where}: {result.compared} in the backup, {len(result.differences)} "
+            f"difference(s)")
+
+    def _capture_manifest_files(self) -> None:
         cfg, facts, say = self.state.config, self.state.facts, self.say
         assert facts.prepared is not None
         assert facts.prepared.conninfo is not None
@@ -252,7 +344,8 @@ class Run:
             started = time.monotonic()
             manifest.write(manifest.capture(self._bounded(facts.prepared.conninfo), jobs=cfg.restore_jobs,
                                             freshness_sql=freshness, checksums=cfg.depth != "quick",
-                                            compare_with=compare_with, plans=facts.workers_planned), restored_path)
+                                            compare_with=compare_with, plans=facts.workers_planned,
+                                            objects=False), restored_path)
             facts.restored_manifest_path = restored_path
             say(f"restored database captured for comparison in {time.monotonic() - started:.1f}s -> {restored_path}")
         except Exception as exc:  # the manifest items fail with it; the other checks still run

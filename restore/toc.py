@@ -37,6 +37,7 @@ class RawEntry:
     defn: str
     relkind: str | None
     deps: tuple[int, ...] = field(default=())
+    drop: str = ""  # the DROP statement pg_dump wrote for it (pg_restore --clean), "" for none
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class RawToc:
     version: tuple[int, int]
     dbname: str | None
     entries: tuple[RawEntry, ...]
+    server_version: str | None = None  # of the server dumped, as pg_dump wrote it ("18.6")
+    dump_version: str | None = None  # of pg_dump itself
 
 
 class _Reader:
@@ -109,8 +112,8 @@ def read_toc(path: Path) -> RawToc:
         for _ in range(7):  # creation time: sec, min, hour, mday, mon, year, isdst
             r.int()
         dbname = r.str()
-        r.str()  # server version
-        r.str()  # pg_dump version
+        server_version = r.str()
+        dump_version = r.str()
         entries = []
         for _ in range(r.int()):
             dump_id = r.int()
@@ -121,7 +124,7 @@ def read_toc(path: Path) -> RawToc:
             desc = r.str() or ""
             r.int()  # section
             defn = r.str() or ""
-            r.str()  # drop statement
+            drop = r.str() or ""
             r.str()  # copy statement
             namespace = r.str()
             r.str()  # tablespace
@@ -140,8 +143,9 @@ def read_toc(path: Path) -> RawToc:
                 r.str()  # the data file's name (directory, tar)
             entries.append(RawEntry(dump_id=dump_id, desc=desc, namespace=namespace, tag=tag, owner=owner,
                                     defn=defn, relkind=relkind if relkind and relkind != "\x00" else None,
-                                    deps=tuple(deps)))
-    return RawToc(version=version, dbname=dbname, entries=tuple(entries))
+                                    deps=tuple(deps), drop=drop))
+    return RawToc(version=version, dbname=dbname, entries=tuple(entries), server_version=server_version,
+                  dump_version=dump_version)
 
 
 # --- keys from SQL text ------------------------------------------------------------------------------------
