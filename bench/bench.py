@@ -50,6 +50,7 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from restore import inventory  # noqa: E402
 from restore.conninfo import bounded  # noqa: E402
 from restore.embedded import EmbeddedServer  # noqa: E402
 from restore.manifest import capture, take_backup  # noqa: E402
@@ -200,6 +201,35 @@ def many_tables(args: argparse.Namespace) -> None:
               f"(restore {restore:.1f}s), tests {tests}", flush=True)
     print(f"\nmedians over {args.repeat} runs: collection {statistics.median(collect):.1f} s (goal < 10), "
           f"verification without the restore {statistics.median(verify):.1f} s (goal < 60)")
+    inventory_cost(dump, args.repeat)
+
+
+def inventory_cost(dump: Path, repeat: int) -> None:
+    """What pg_dump's object inventory costs (restore/inventory.py): the archive's TOC read, the restored copy
+    listed by pg_dump --schema-only, and the comparison of the two."""
+    cores = os.cpu_count() or 1
+    with EmbeddedServer(jobs=cores) as server:
+        with psycopg.connect(server.conninfo(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE bench")
+        subprocess.run([str(pg_tool("pg_restore")), f"--jobs={cores}", "-d", server.conninfo("bench"), str(dump)],
+                       check=True, env=clean_env())
+        times: dict[str, list[float]] = {"archive": [], "database": [], "compare": []}
+        entries = 0
+        for _ in range(repeat):
+            start = time.perf_counter()
+            backup = inventory.of_archive(dump)
+            times["archive"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            restored = inventory.of_database(server.conninfo("bench"))
+            times["database"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            inventory.compare(backup, restored)
+            times["compare"].append(time.perf_counter() - start)
+            entries = len(backup["entries"])
+    print(f"inventory of {entries:,} objects (medians of {repeat}): archive TOC "
+          f"{statistics.median(times['archive']):.2f} s, pg_dump --schema-only of the restore "
+          f"{statistics.median(times['database']):.2f} s, comparison "
+          f"{statistics.median(times['compare']):.3f} s")
 
 
 def _cpu_jiffies() -> tuple[int, int]:

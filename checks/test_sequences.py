@@ -71,8 +71,9 @@ def test_sequence_matches_manifest(manifest_sequence: dict[str, Any], comparison
     fix = hints.setval_to(schema, seq, high) if high is not None else "restore the sequence from the backup"
     if not within:
         record_property("origin", "restore")  # the backup's manifest says where the sequence was
+    now = "has handed out no value in the restore (restarted)" if value is None else f"is at {value} in the restore"
     assert within, (
-        f"Sequence {name} is at {value} in the restore but was at {was} in the backup ({comparison.source_path}): "
+        f"Sequence {name} {now} but was at {was} in the backup ({comparison.source_path}): "
         f"it was reset or its setval was lost. Fix: {fix}"
     )
 

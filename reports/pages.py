@@ -15,10 +15,12 @@ from markupsafe import Markup
 from reports.checklist import CHECKLIST, LABELS
 from restore import evidence, fleet
 from restore.record import COMPLETE, month_of, months_between
+from restore.untrusted import md_cell
 
 _ENV = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), undefined=StrictUndefined,
                    autoescape=select_autoescape(enabled_extensions=("html.j2", "svg.j2"), default=False),
                    keep_trailing_newline=True)
+_ENV.filters["md"] = md_cell  # record.md: database names, tickets and notes are anyone's text
 
 
 def _render(template: str, **values: Any) -> str:

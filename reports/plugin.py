@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import html
 import json
 import subprocess
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from restore import evidence, record
 from restore.outcome import PreparedDatabase
 from restore.run import RunState
 from restore.session import refused
+from restore.untrusted import visible
 
 
 @dataclass
@@ -448,6 +450,12 @@ class _HtmlReport:
 
     def __init__(self, state: RunState, collected: Collected) -> None:
         self.state, self.collected = state, collected
+
+    def pytest_html_results_table_row(self, report: pytest.TestReport, cells: list[str]) -> None:
+        """The test id, escaped: it carries database identifiers, and pytest-html 4.2 writes it into the page
+        unescaped (pytest-dev/pytest-html#1024), where a table named <svg onload=…> would run as script."""
+        test_id = report.nodeid + ("" if report.when == "call" else f"::{report.when}")
+        cells[1] = f'<td class="col-testId">{html.escape(visible(test_id))}</td>'
 
     def pytest_html_results_table_html(self, report: pytest.TestReport, data: list[str]) -> None:
         """A failed check: its own message and the offending rows first; pytest's traceback folded away."""

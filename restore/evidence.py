@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from restore.untrusted import md_cell
+
 GENESIS = "0" * 64
 
 # The checklist items mapped to the controls they evidence (restore tests, integrity and completeness of backups).
@@ -271,7 +273,8 @@ def export(history: Iterable[dict[str, Any]], year: str, fmt: str) -> str:
         rto = (r["rto"] or {}).get("measured_s")
         rpo = (r["rpo"] or {}).get("measured_s")
         follow = "; ".join(r["follow_up"]) or "—"
-        out.append(f"| {r['run_id']} | {str(r['date'])[:16]} | {r['outcome']} | {r['backup']} ({r['backup_time']}) | "
-                   f"{r['target']}, {r['isolation']} | {r['tool_version']}, {str(r['config_sha256'])[:12]} | "
-                   f"{r['operator']} | {rto} / {rpo} | {failed} | {', '.join(r['controls'])} | {follow} |")
+        cells = (r["run_id"], str(r["date"])[:16], r["outcome"], f"{r['backup']} ({r['backup_time']})",
+                 f"{r['target']}, {r['isolation']}", f"{r['tool_version']}, {str(r['config_sha256'])[:12]}",
+                 r["operator"], f"{rto} / {rpo}", failed, ", ".join(r["controls"]), follow)
+        out.append("| " + " | ".join(md_cell(c) for c in cells) + " |")  # names and notes are anyone's text
     return "\n".join(out) + "\n"

@@ -512,8 +512,11 @@ def compare_roles(src: dict[str, Any], dst: dict[str, Any], *, skip: Iterable[st
             continue
         d = dst.get(name)
         if d is None:
-            diffs.append(f"role {name} is missing: objects it owned or was granted are without it. Restore the roles "
-                         "with pg_dumpall --globals-only (--globals=FILE).")
+            # The restore's side lists the roles its objects reference: a role that exists but lost every grant
+            # and ownership is not listed either (those losses are differences of their own).
+            diffs.append(f"role {name} is no longer referenced by any object of the restore: the objects it owned or "
+                         "was granted lost it (see their own differences); if the role itself does not exist in the "
+                         "restored server, restore the roles with pg_dumpall --globals-only (--globals=FILE).")
             continue
         for key, value in s.items():
             if d.get(key) != value:

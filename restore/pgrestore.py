@@ -23,6 +23,7 @@ from psycopg import sql
 from restore.archive import ArchiveInfo, open_plain, referenced_roles
 from restore.outcome import RestoreOutcome
 from restore.tools import SUPERUSER, clean_env, pg_tool, tool_version
+from restore.untrusted import visible
 
 
 @dataclass
@@ -119,7 +120,7 @@ LineHook = Callable[[str], None]
 
 def _tee(stream: IO[str], log: IO[str], sink: list[str], on_line: LineHook | None) -> None:
     for line in stream:
-        log.write(line)
+        log.write(visible(line))  # names in pg_restore's messages are the database's: escapes shown, not obeyed
         log.flush()
         sink.append(line)
         if on_line is not None:
