@@ -57,6 +57,7 @@ class Entry(TypedDict):
     owner: str
     digest: str
     subject: str  # the key of the object this entry belongs to (an ACL's object, an index's table); "" for itself
+    deps: list[str]  # the keys of the entries it depends on (pg_dump's own dependencies)
 
 
 class Inventory(TypedDict):
@@ -159,13 +160,14 @@ def from_toc(toc: RawToc, *, source: str = "archive",
         if key in entries:  # the same name twice (never seen from pg_dump): keep both, told apart by definition
             key = f"{key}{_SEP}{_digest(definition)}"
         entries[key] = {"kind": e.desc, "schema": e.namespace or "", "name": _normal_tag(e, toc.dbname),
-                        "owner": e.owner or "", "digest": _digest(definition), "subject": subject}
+                        "owner": e.owner or "", "digest": _digest(definition), "subject": subject,
+                        "deps": [keys[d.dump_id] for d in deps]}
         defs[key] = definition
     for owner in lo_owned:
         key = key_of(LARGE_OBJECTS, None, owner)
         text = "\n".join(str(o) for o in sorted(lo_owned[owner]))
         entries[key] = {"kind": LARGE_OBJECTS, "schema": "", "name": f"owned by {owner}", "owner": owner,
-                        "digest": _digest(text), "subject": ""}
+                        "digest": _digest(text), "subject": "", "deps": []}
         defs[key] = text
     return {"source": source, "pg_dump": toc.dump_version, "server": toc.server_version, "entries": entries,
             "definitions": _pack(defs), "captured_by": None}
@@ -289,18 +291,43 @@ def compare(src: Inventory, dst: Inventory, *, suite_extensions: tuple[str, ...]
     ours = {key_of("EXTENSION", None, x) for x in suite_extensions}
     ours |= {key_of("COMMENT", None, f"EXTENSION {x}") for x in suite_extensions}
     out: list[Difference] = []
+    # An object missing because what it depends on is missing (a dropped table's indexes, comments, sequence) is
+    # said once, with that object: one cause, one difference.
+    missing = {key for key in a if key not in b}
+    followers: dict[str, list[str]] = {}
+    for key in missing:
+        cause = next((dep for dep in a[key].get("deps", []) if dep in missing and dep != key), None)
+        if cause is not None:
+            followers.setdefault(cause, []).append(key)
+
+    def with_followers(key: str) -> list[str]:
+        found, todo = [], list(followers.get(key, []))
+        while todo:
+            follower = todo.pop()
+            if follower not in found:
+                found.append(follower)
+                todo += followers.get(follower, [])
+        return found
+
+    caused = {k for keys in followers.values() for k in keys}
     for key, s in a.items():
         d = b.get(key)
         subject = s["subject"] or key
+        if d is None and key in caused:
+            continue
         if d is None:
             fix = defs()[0].get(key, "")
+            gone = with_followers(key)
+            also = (f" With it, {len(gone)} object(s) that depend on it: "
+                    f"{', '.join(label(a[k]) for k in gone[:5])}{' …' if len(gone) > 5 else ''}." if gone else "")
             if s["kind"] == LARGE_OBJECTS:
                 out.append(Difference(key, s["kind"], subject, "missing", s["name"],
                                       f"{_lo_words(fix, '')} Fix: restore the large objects from the backup "
                                       f"(pg_restore restores them with the data; --no-blobs / -s leave them out)."))
                 continue
             out.append(Difference(key, s["kind"], subject, "missing", _own_name(s),
-                                  f"{label(s)} is missing from the restore." + (f" Fix: {_cut(fix)}" if fix else "")))
+                                  f"{label(s)} is missing from the restore.{also}"
+                                  + (f" Fix: {_cut(fix)}" if fix else "")))
         elif s["kind"] == LARGE_OBJECTS and s["digest"] != d["digest"]:
             a_text, b_text = defs()[0].get(key, ""), defs()[1].get(key, "")
             out.append(Difference(key, s["kind"], subject, "changed", s["name"], _lo_words(a_text, b_text)))

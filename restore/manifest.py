@@ -829,11 +829,11 @@ def compare_table(name: str, src: TableEntry, dst: TableEntry) -> list[str]:
             continue  # a detached partition keeps its own copies of the parent's keys and triggers: not new objects
         diffs += [f"{label} {obj} on {name} is not in the backup ({d['definition']})"
                   for obj, d in dst[kind].items() if obj not in src[kind]]
-    if src["kind"] == "m" and "populated" in src and "populated" in dst and src["populated"] != dst["populated"]:
-        was = "populated" if src["populated"] else "not populated (WITH NO DATA)"
-        diffs.append(f"materialized view {name} was {was} in the backup, is "
-                     f"{'populated' if dst['populated'] else 'not populated'} in the restore. Fix: REFRESH "
-                     f"MATERIALIZED VIEW {_table_sql(name)}{'' if src['populated'] else ' WITH NO DATA'};")
+    if src["kind"] == "m" and src.get("populated") is False and dst.get("populated"):
+        # (the opposite, rows lost, is row_counts' finding)
+        diffs.append(f"materialized view {name} was not populated (WITH NO DATA) in the backup, is populated in the "
+                     f"restore: it answers queries the backup's refused. Fix: REFRESH MATERIALIZED VIEW "
+                     f"{_table_sql(name)} WITH NO DATA;")
     for part in src["partitions"]:
         if part not in dst["partitions"]:
             diffs.append(f"partition {part} of {name} is missing (dropped, or detached from {name})")
