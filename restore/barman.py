@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -115,6 +116,22 @@ class BarmanCloud:
                 f"barman-cloud: backup {backup['backup_id']} finished at {backup['end_time_iso']} (status DONE, WAL "
                 f"{backup.get('begin_wal')} to {backup.get('end_wal')}); Barman Cloud has no verify command: its files "
                 "are checked as they are restored, its WAL as recovery replays it"]
+
+    def wal_segments(self) -> set[str] | None:
+        """Every WAL segment and history file under SERVER/wals/ (one S3 listing, boto3 as Barman Cloud reads it)."""
+        import boto3  # only Barman Cloud sources list S3 here
+
+        split_url(self.url)  # refuses a malformed URL in words
+        bucket, _, prefix = self.url.rstrip("/").removeprefix("s3://").partition("/")
+        endpoint = self.endpoint or os.environ.get("AWS_ENDPOINT_URL")
+        client = boto3.client("s3", **({"endpoint_url": endpoint} if endpoint else {}))
+        names = set()
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/wals/"):
+            for item in page.get("Contents", []):
+                m = re.match(r"([0-9A-F]{24}|[0-9A-F]{8}\.history)(\.\w+)?$", item["Key"].rsplit("/", 1)[-1])
+                if m:
+                    names.add(m.group(1))
+        return names
 
     def fill(self, datadir: Path, run: RunAsOwner) -> dict[str, str]:
         backup = self.chosen

@@ -351,14 +351,22 @@ class EmbeddedTarget:
         except ServerStartFailed as exc:  # the server stopped during recovery; its log's tail is in the notes
             server_log = "\n".join(getattr(exc, "__notes__", []))
             log.write(server_log)
-            raise physical.explain(server_log, backup.archive, source.recovery) from exc
+            raise physical.explain(server_log, backup.archive, source.recovery, backup.wal_segments) from exc
         try:
             physical.wait_promoted(self.conninfo(), self.server.start_timeout_s)
         except (psycopg.OperationalError, physical.RecoveryFailed) as exc:  # it stopped later, or never promoted
             server_log = self.server.logfile.read_text(errors="replace") if self.server.logfile.exists() else ""
             log.write(server_log[-4000:])
             self.server.stop()
-            raise physical.explain(server_log, backup.archive, source.recovery) from exc
+            raise physical.explain(server_log, backup.archive, source.recovery, backup.wal_segments) from exc
+        if source.recovery.latest:  # to the end of the WAL: prove it was the archive's end, not a gap in it
+            server_log = self.server.logfile.read_text(errors="replace")
+            try:
+                proven = physical.prove_end(self.conninfo(), server_log, backup.archive, backup.wal_segments())
+            except physical.RecoveryFailed:
+                log.write(server_log[-4000:])
+                raise
+            log.write(f"# {proven}\n")
         replayed = physical.replayed_until(self.conninfo())
         recovery_s = round(time.monotonic() - started, 3)
         segments = physical.segments_restored(self.server.logfile.read_text(errors="replace"))

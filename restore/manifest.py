@@ -211,8 +211,10 @@ class Position(TypedDict):
     time: str  # ISO 8601
 
 
+# The insert position: every commit the snapshot sees is at or before it, even one not yet written out
+# (synchronous_commit = off); recovery to it holds exactly that content.
 POSITION_SQL = ("clock_timestamp() AS at, CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
-                "ELSE pg_current_wal_lsn() END::text AS lsn")
+                "ELSE pg_current_wal_insert_lsn() END::text AS lsn")
 
 
 def _position(row: dict[str, Any] | None) -> Position | None:

@@ -14,6 +14,7 @@ Versions: the pgBackRest on this machine decides which PostgreSQL majors it read
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -121,7 +122,18 @@ class PgBackRest:
         # every recovery needs is added here.
         return recovery_settings(None, RecoveryTarget())
 
+    def wal_segments(self) -> set[str] | None:
+        """Every WAL segment and history file in the stanza's archive (``pgbackrest repo-ls``)."""
+        done = self._run("--log-level-console=error", "--recurse", "--output=text", "repo-ls", f"archive/{self.stanza}")
+        if done.returncode != 0:
+            return None
+        return {m.group(1) for line in done.stdout.splitlines()
+                if (m := re.search(r"(?:^|/)([0-9A-F]{24}|[0-9A-F]{8}\.history)(?:-[0-9a-f]{40})?(?:\.\w+)?$",
+                                   line.strip()))}
+
     def _target_options(self) -> list[str]:
+        if self.target.lsn is not None:
+            return ["--type=lsn", f"--target={self.target.lsn}", "--target-action=promote"]
         if self.target.time is not None:
             # pgBackRest picks the backup by this time as well as handing it to PostgreSQL.
             when = self.target.time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")

@@ -16,11 +16,13 @@ replayed (``rpo`` fails when that is older than the target by more than the RPO,
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import shutil
 import subprocess
 import tarfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,12 +44,21 @@ _SEGMENT = re.compile(r'restored log file "([0-9A-F]{24})" from archive')
 
 @dataclass(frozen=True)
 class RecoveryTarget:
-    """Where recovery stops: a time, a named restore point (pg_create_restore_point), or the end of the WAL."""
+    """Where recovery stops: a WAL position (a manifest's snapshot: exact on a source that keeps writing), a time,
+    a named restore point (pg_create_restore_point), or the end of the WAL. With ``lsn``, ``time`` says when that
+    position was written (for rpo), and recovery stops at the position."""
 
     time: datetime | None = None
     name: str | None = None
+    lsn: str | None = None
+
+    @property
+    def latest(self) -> bool:
+        return self.time is None and self.name is None and self.lsn is None
 
     def settings(self) -> dict[str, str]:
+        if self.lsn is not None:
+            return {"recovery_target_lsn": f"'{self.lsn}'", "recovery_target_inclusive": "on"}
         if self.time is not None:
             return {"recovery_target_time": f"'{self.time.isoformat()}'"}
         if self.name is not None:
@@ -55,6 +66,8 @@ class RecoveryTarget:
         return {}
 
     def __str__(self) -> str:
+        if self.lsn is not None:
+            return f"LSN {self.lsn}" + (f" ({self.time.isoformat()})" if self.time else "")
         return self.time.isoformat() if self.time else f"restore point {self.name}" if self.name else "latest"
 
 
@@ -92,6 +105,11 @@ class PhysicalBackup(Protocol):
     def fill(self, datadir: Path, run: RunAsOwner) -> dict[str, str]:
         """Lay the backup's files into the empty ``datadir`` (``run``: as the server's user) and return the
         settings that make the server recover it to ``target`` (restore_command and the target)."""
+        ...
+
+    def wal_segments(self) -> set[str] | None:
+        """The names of the WAL segments (and timeline history files) the archive holds, to prove where the WAL
+        ends; None when there is no archive (a self-contained backup) or it cannot be listed."""
         ...
 
 
@@ -162,12 +180,15 @@ class BaseBackup:
         if version.exists():
             return major_of(version.read_text())
         for archive in sorted(self.path.glob("base.tar*")):
-            with tarfile.open(archive, "r|*") as tar:
-                for member in tar:
-                    if member.name in ("PG_VERSION", "./PG_VERSION"):
-                        found = tar.extractfile(member)
-                        if found is not None:
-                            return major_of(found.read().decode())
+            try:
+                with tarfile.open(archive, "r|*") as tar:
+                    for member in tar:
+                        if member.name in ("PG_VERSION", "./PG_VERSION"):
+                            found = tar.extractfile(member)
+                            if found is not None:
+                                return major_of(found.read().decode())
+            except _TAR_DAMAGE as exc:
+                raise _damaged_tar(archive, exc, "reading it for PG_VERSION") from exc
         raise ArchiveUnreadable(f"{self.path} is not a base backup: no PG_VERSION (a pg_basebackup -Fp directory, "
                                 "or one holding base.tar / base.tar.gz, is expected).")
 
@@ -183,6 +204,9 @@ class BaseBackup:
         return [line for backup in chain for line in (
             f"$ pg_verifybackup {backup}", verify(backup, self.wal if backup == chain[-1] else None, tools))]
 
+    def wal_segments(self) -> set[str] | None:
+        return archived_names(self.wal) if self.wal else None
+
     def fill(self, datadir: Path, run: RunAsOwner) -> dict[str, str]:
         unpack(self.path, datadir, self.incrementals, self._tools)
         # No archive: recovery replays the WAL the backup holds (-X stream / fetch) and ends there; a server before
@@ -191,19 +215,85 @@ class BaseBackup:
         return recovery_settings(fetch, self.target)
 
 
+_WAL_NAME = re.compile(r"^([0-9A-F]{24}|[0-9A-F]{8}\.history)(\.(gz|lz4|zst|bz2|xz))?$")
+_TAR_DAMAGE = (tarfile.TarError, EOFError, OSError, zlib.error)
+
+
+def archived_names(wal_dir: Path) -> set[str]:
+    """The WAL segments and timeline history files a WAL archive directory holds (compressed ones by their
+    segment's name); .partial files and anything else left out."""
+    return {m.group(1) for p in wal_dir.iterdir() if (m := _WAL_NAME.match(p.name))}
+
+
+def _damaged_tar(archive: Path, exc: BaseException, doing: str, *, members: int = 0, last: str | None = None,
+                 ) -> ArchiveUnreadable:
+    how_far = (f"{members} file(s) were read, the last one {last}" if members else "not one file could be read")
+    return ArchiveUnreadable(f"The base backup's archive {archive} is truncated or damaged ({type(exc).__name__}: "
+                             f"{exc or 'unexpected end of data'}) while {doing}: {how_far}, of "
+                             f"{archive.stat().st_size:,} bytes. A base backup copied or uploaded only in part, or "
+                             "a damaged disk; take a new base backup, or find a complete copy. Nothing was restored.")
+
+
+def _segment_name(timeline: int, lsn: str, segment_size: int = 16 * 1024 * 1024) -> str:
+    high, low = (int(x, 16) for x in lsn.split("/"))
+    segno = ((high << 32) | low) // segment_size
+    per_log = 0x100000000 // segment_size
+    return f"{timeline:08X}{segno // per_log:08X}{segno % per_log:08X}"
+
+
+def needed_wal(base: Path) -> list[str]:
+    """The WAL segments a base backup needs to be consistent, from its backup_manifest's WAL-Ranges (16 MB
+    segments, the default)."""
+    ranges = json.loads((base / "backup_manifest").read_text()).get("WAL-Ranges", [])
+    names = []
+    for r in ranges:
+        first, last = _segment_name(int(r["Timeline"]), r["Start-LSN"]), _segment_name(int(r["Timeline"]), r["End-LSN"])
+        name = first
+        while True:
+            names.append(name)
+            if name >= last:
+                break
+            name = next_segment(name)
+    return names
+
+
+def _check_needed_wal(base: Path, wal_dir: Path | None) -> str:
+    """A tar backup's WAL (pg_verifybackup cannot parse it there): every segment its manifest's WAL-Ranges span
+    must be in the archive, or in the backup's own pg_wal.tar."""
+    needed = needed_wal(base)
+    held = archived_names(wal_dir) if wal_dir else set()
+    if not (held >= set(needed)) and any(base.glob("pg_wal.tar*")):
+        return "the WAL it needs is in its own pg_wal.tar (pg_basebackup -X stream)"
+    missing = [name for name in needed if name not in held]
+    if missing:
+        where = f"the WAL archive {wal_dir}" if wal_dir else "no WAL archive (wal=DIR)"
+        raise ArchiveUnreadable(f"The base backup {base} needs WAL segment {missing[0]}"
+                                f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}, written while it "
+                                f"ran, and {where} does not hold it: without it the backup is not consistent. Find "
+                                "the segment (the archiver's log, another copy of the archive) or take a new base "
+                                "backup.")
+    return f"its {len(needed)} WAL segment(s) ({needed[0]} to {needed[-1]}) are in the archive"
+
+
 def verify(base: Path, wal_dir: Path | None, tools: Path | None = None) -> str:
     """``pg_verifybackup``: every file against the backup's manifest, and the WAL the backup needs (from the
-    archive). Returns what was verified; raises ArchiveUnreadable naming what is wrong."""
+    archive). A tar backup's files are verified with ``-n`` (PostgreSQL 18 parses no WAL in a tar backup) and its
+    WAL is checked against the archive by name. Returns what was verified; raises ArchiveUnreadable naming what is
+    wrong."""
     if not (base / "backup_manifest").exists():
         return "not verified: the backup has no backup_manifest (pg_basebackup --no-manifest?)"
-    wal = [f"--wal-directory={wal_dir}"] if wal_dir else ["--no-parse-wal"]
-    done = subprocess.run([str((tools or pg_tool("pg_verifybackup").parent) / "pg_verifybackup"), *wal, str(base)],
-                          capture_output=True, text=True, env=clean_env())
+    tar = any(base.glob("base.tar*"))
+    # pg_verifybackup reads tar backups from PostgreSQL 18 on: the embedded one's, whatever the backup's major.
+    verifier = pg_tool("pg_verifybackup") if tar else (tools or pg_tool("pg_verifybackup").parent) / "pg_verifybackup"
+    wal = ["--no-parse-wal"] if tar or not wal_dir else [f"--wal-directory={wal_dir}"]
+    done = subprocess.run([str(verifier), *wal, str(base)], capture_output=True, text=True, env=clean_env())
     if done.returncode != 0:
         raise ArchiveUnreadable(f"pg_verifybackup rejects the base backup {base}: "
                                 f"{(done.stderr or done.stdout).strip().splitlines()[0]}. A file of the backup, or a "
                                 "WAL segment it needs, is missing or damaged; take a new base backup, or find the "
                                 "segment named in the archive.", detail=done.stderr or done.stdout)
+    if tar:
+        return f"pg_verifybackup -n: files verified; {_check_needed_wal(base, wal_dir)}"
     return "pg_verifybackup: files and WAL verified" if wal_dir else "pg_verifybackup: files verified"
 
 
@@ -230,8 +320,14 @@ def unpack(base: Path, datadir: Path, incrementals: tuple[Path, ...] = (), tools
         for archive in [*tars, *sorted(base.glob("pg_wal.tar*"))]:
             into = datadir / "pg_wal" if archive.name.startswith("pg_wal") else datadir
             into.mkdir(exist_ok=True)
-            with tarfile.open(archive) as tar:
-                tar.extractall(into, filter="data")
+            members, last = 0, None
+            try:
+                with tarfile.open(archive, "r|*") as tar:  # streamed: a truncated archive fails where it ends
+                    for member in tar:
+                        tar.extract(member, into, filter="data")
+                        members, last = members + 1, member.name
+            except _TAR_DAMAGE as exc:
+                raise _damaged_tar(archive, exc, "unpacking it", members=members, last=last) from exc
     else:
         shutil.copytree(base, datadir, dirs_exist_ok=True, ignore=shutil.ignore_patterns("backup_manifest"))
     prepare_recovery(datadir)
@@ -247,9 +343,11 @@ def recovery_settings(restore_command: str | None, target: RecoveryTarget) -> di
     return settings | target.settings()
 
 
-def explain(log: str, archive: str, target: RecoveryTarget) -> RecoveryFailed:
+def explain(log: str, archive: str, target: RecoveryTarget,
+            listing: Callable[[], set[str] | None] = lambda: None) -> RecoveryFailed:
     """A server that stopped during recovery (``log``: its log), in a DBA's words: the WAL segment that was
-    missing, when it was. ``archive``: where the WAL comes from ("the WAL archive /x")."""
+    missing, when it was. ``archive``: where the WAL comes from ("the WAL archive /x"); ``listing``: what it
+    holds (to tell a gap in the archive from an archive that ends before the target)."""
     denied = re.search(r"cp: cannot open '([^']+)' for reading: Permission denied", log)
     if denied:
         return RecoveryFailed(f"The server cannot read the WAL archive: {denied.group(1)} is not readable by the "
@@ -257,12 +355,30 @@ def explain(log: str, archive: str, target: RecoveryTarget) -> RecoveryFailed:
                               "readable to it (chmod -R o+rX, or chown), then run again. Nothing was restored.")
     if "recovery ended before configured recovery target was reached" in log:
         restored = _SEGMENT.findall(log)
-        missing = _next_segment(restored[-1]) if restored else None
-        named = (f"WAL segment {missing} is missing from {archive} (the last one restored was {restored[-1]})"
-                 if missing else f"{archive} ends before it")
-        return RecoveryFailed(f"Recovery ended before its target ({target}) was reached: {named}. Without that "
-                              "segment the backup cannot be recovered to the target: find it (the archiver's log, "
-                              "another copy of the archive) or choose an earlier target. Nothing usable was restored.")
+        last_commit = re.findall(r"last completed transaction was at log time ([^\n;]+)", log)
+        commit = f"; the last transaction replayed committed at {last_commit[-1].strip()}" if last_commit else ""
+        if not restored:
+            return RecoveryFailed(f"Recovery ended before its target ({target}) was reached: {archive} gave no WAL "
+                                  f"segment at all{commit}. Check that the archive is the one the backup's server "
+                                  "archives into, or choose an earlier target. Nothing usable was restored.")
+        missing = next_segment(restored[-1])
+        try:
+            held = listing()
+        except Exception:  # the listing only words the message better; the failure stands without it
+            held = None
+        newer = sorted(n for n in held or () if len(n) == 24 and n[:8] == missing[:8] and n > missing)
+        if newer:
+            return RecoveryFailed(f"Recovery ended before its target ({target}) was reached: WAL segment {missing} is "
+                                  f"missing from {archive}, which holds {len(newer)} newer segment(s) of the same "
+                                  f"timeline (up to {newer[-1]}): a gap inside the archive (the last segment restored "
+                                  f"was {restored[-1]}{commit}). Find that segment (the archiver's log, another copy "
+                                  "of the archive) or choose a target before it. Nothing usable was restored.")
+        ends = ("ends" if held is not None else "seems to end")
+        return RecoveryFailed(f"Recovery ended before its target ({target}) was reached: {archive} {ends} at WAL "
+                              f"segment {restored[-1]}{commit}; nothing after it was archived, so the target is "
+                              "later than anything this archive can recover to. Choose a target at or before that "
+                              "commit, or check the source's archiving (archive_command failing? "
+                              "pg_stat_archiver). Nothing usable was restored.")
     other = re.search(r"WAL file is from different database system: WAL file database system identifier is "
                       r"(\d+), pg_control database system identifier is (\d+)", log)
     if other:
@@ -283,11 +399,53 @@ def explain(log: str, archive: str, target: RecoveryTarget) -> RecoveryFailed:
     return err
 
 
-def _next_segment(name: str) -> str:
+def next_segment(name: str) -> str:
     """The WAL segment after ``name`` (16 MB segments: 256 per "log" of the name's middle part)."""
     timeline, log, seg = int(name[:8], 16), int(name[8:16], 16), int(name[16:], 16)
     log, seg = (log + 1, 0) if seg == 0xFF else (log, seg + 1)
     return f"{timeline:08X}{log:08X}{seg:08X}"
+
+
+def prove_end(conninfo: str, server_log: str, archive: str, held: set[str] | None) -> str:
+    """With no target, recovery must have replayed all the archive holds on its timeline: PostgreSQL takes the first
+    segment it cannot fetch as the end of the archive and promotes, so a gap would silently lose every later
+    commit. Raises RecoveryFailed naming the first missing segment and what lies after it; returns what was proven
+    (for the restore log)."""
+    if held is None:
+        return "end of recovery not compared with the archive: it holds no listable WAL (a self-contained backup)"
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp(), "
+                           "current_setting('wal_segment_size')").fetchone()
+    promoted = re.findall(r"selected new timeline ID: (\d+)", server_log)
+    if row is None or row[0] is None or not promoted:
+        return "end of recovery not compared with the archive: the server did not say where recovery ended"
+    restored = _SEGMENT.findall(server_log)
+    # The last segment taken from the archive (the replay position can sit on the next one's first byte).
+    last = max(restored) if restored else _segment_name(int(promoted[-1]) - 1, str(row[0]), _size_bytes(str(row[2])))
+    timeline = int(last[:8], 16)
+    newer = sorted(n for n in held if len(n) == 24 and n[:8] == last[:8] and n > last)
+    later = sorted(n for n in held if n.endswith(".history") and int(n[:8], 16) > timeline)
+    commit = f" (the last transaction replayed committed at {row[1].isoformat()})" if row[1] else ""
+    if newer:
+        raise RecoveryFailed(f"Recovery stopped at WAL segment {last}{commit}, but {archive} holds {len(newer)} newer "
+                             f"segment(s) of the same timeline, up to {newer[-1]}: segment {next_segment(last)} is "
+                             "missing, so PostgreSQL took it for the end of the archive and promoted, and every "
+                             f"transaction committed after it (up to {newer[-1]}) is not in this restore. Find segment "
+                             f"{next_segment(last)} (the archiver's log, another copy of the archive); to verify what "
+                             "can be recovered, give a recovery target before it. Nothing usable was restored.")
+    if later:
+        raise RecoveryFailed(f"Recovery ended on timeline {timeline} at segment {last}{commit}, but {archive} holds "
+                             f"the history of a later timeline ({later[-1]}) that recovery did not follow: the WAL "
+                             f"of that timeline is missing or unreadable. Find it, or recover to a target on timeline "
+                             f"{timeline}. Nothing usable was restored.")
+    return (f"end of recovery proven: it replayed up to segment {last}, the newest {archive} holds on timeline "
+            f"{timeline}")
+
+
+def _size_bytes(setting: str) -> int:
+    """``wal_segment_size`` as SHOW gives it ("16MB")."""
+    number, unit = re.fullmatch(r"(\d+)\s*(\w*)", setting.strip()).groups()  # type: ignore[union-attr]
+    return int(number) * {"": 1, "B": 1, "kB": 1024, "MB": 1024**2, "GB": 1024**3}.get(unit, 1)
 
 
 def wait_promoted(conninfo: str, timeout_s: float) -> None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -21,7 +22,7 @@ import pytest
 from restore import manifest
 from restore.embedded import EmbeddedServer
 from restore.tools import clean_env, pg_tool
-from tests.conftest import SuiteRun
+from tests.conftest import SuiteRun, wait_for
 from tests.physical_source import create_events, events_expectations, switch_and_wait_archived
 
 
@@ -33,6 +34,7 @@ class Physical:
     target: datetime  # after the commit of rows 11-20, before the commit of rows 21-30: the manifest's moment
     manifest: Path  # of the source at ``target`` (python -m restore manifest: content, and where and when)
     segment: str  # the WAL segment that holds rows 11-30
+    newer: str  # a later segment in the archive (a heartbeat's): without ``segment``, a gap inside the archive
 
 
 def _shared_dir(prefix: str) -> Path:
@@ -61,16 +63,58 @@ def physical(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Physical]:
                         f"--incremental={base / 'backup_manifest'}", "-d", server.conninfo()], check=True,
                        env=clean_env(), capture_output=True, timeout=300)
         shop_manifest = out / "shop.manifest.json"
-        taken = manifest.capture(server.conninfo("shop"))  # after that commit, before the next
+        # A source that keeps writing while its manifest is taken: the recovery to the manifest's position must
+        # hold exactly the ticks its snapshot saw, not those committed in the same instant after it.
+        with psycopg.connect(server.conninfo("shop"), autocommit=True) as conn:
+            conn.execute("CREATE TABLE public.ticks (id bigserial PRIMARY KEY, "
+                         "at timestamptz DEFAULT clock_timestamp())")
+        stop = threading.Event()
+        writer = threading.Thread(target=_tick, args=(server.conninfo("shop"), stop), daemon=True)
+        writer.start()
+        try:
+            wait_for(lambda: _count(server.conninfo("shop"), "ticks") >= 20, seconds=60, what="the writer's ticks")
+            taken = manifest.capture(server.conninfo("shop"))  # after that commit, before the next
+            wait_for(lambda: _count(server.conninfo("shop"), "ticks") >= taken["tables"]["public.ticks"]["row_count"]
+                     + 20, seconds=60, what="ticks after the manifest")
+        finally:
+            stop.set()
+            writer.join()
         manifest.write(taken, shop_manifest)
         target = datetime.fromisoformat(taken["position"]["time"])
         with psycopg.connect(server.conninfo("shop"), autocommit=True) as conn:
             conn.execute("INSERT INTO public.events (id) SELECT generate_series(21, 30)")
             segment = switch_and_wait_archived(conn, seconds=60, where=str(archive))
+            conn.execute("INSERT INTO public.ticks DEFAULT VALUES")  # a heartbeat: one more segment archived
+            newer = switch_and_wait_archived(conn, seconds=60, where=str(archive))
     try:
-        yield Physical(base, incremental, archive, target, shop_manifest, segment)
+        yield Physical(base, incremental, archive, target, shop_manifest, segment, newer)
     finally:
         shutil.rmtree(archive, ignore_errors=True)
+
+
+def _tick(conninfo: str, stop: threading.Event) -> None:
+    """Commit a row every few milliseconds until told to stop (bounded: at most 3,000 rows)."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for _ in range(3000):
+            if stop.wait(0.005):
+                return
+            conn.execute("INSERT INTO public.ticks DEFAULT VALUES")
+
+
+def _count(conninfo: str, table: str) -> int:
+    with psycopg.connect(conninfo) as conn:
+        row = conn.execute(f"SELECT count(*) FROM public.{table}").fetchone()  # a fixed name of this test's own
+    return int(row[0]) if row else 0
+
+
+def _archive_without(physical: Physical, *segments: str) -> Path:
+    damaged = _shared_dir("rv-wal-damaged-")
+    shutil.copytree(physical.archive, damaged, dirs_exist_ok=True)
+    for copied in damaged.iterdir():
+        copied.chmod(0o644)  # readable by the recovering server's user, as an archive copy must be
+    for segment in segments:
+        (damaged / segment).unlink()
+    return damaged
 
 
 def test_a_base_backup_recovered_to_a_time_holds_exactly_the_rows_up_to_it(
@@ -92,18 +136,38 @@ def test_a_base_backup_recovered_to_a_time_holds_exactly_the_rows_up_to_it(
 def test_a_missing_wal_segment_fails_the_restore_naming_it(
     physical: Physical, tmp_path: Path, run_suite: Callable[..., SuiteRun]
 ) -> None:
-    damaged = _shared_dir("rv-wal-damaged-")
-    shutil.copytree(physical.archive, damaged, dirs_exist_ok=True)
-    for copied in damaged.iterdir():
-        copied.chmod(0o644)  # readable by the recovering server's user, as an archive copy must be
-    (damaged / physical.segment).unlink()
+    damaged = _archive_without(physical, physical.segment)
     run = run_suite(f"--backup=basebackup:{physical.base}?wal={damaged}&db=shop",
                     f"--recovery-target-time={physical.target.isoformat()}",
                     f"--expectations={events_expectations(tmp_path, 20)}")
     assert run.failed_items() == {"restore_succeeded"}, run.explain()
-    shutil.rmtree(damaged, ignore_errors=True)
     refused = run.result["restore"]["refused"]
     assert f"WAL segment {physical.segment} is missing from the WAL archive" in refused, refused
+    assert "a gap inside the archive" in refused, refused
+    # Without a target, PostgreSQL would take the gap for the end of the archive and promote: the suite compares
+    # where recovery stopped with what the archive holds, and fails instead of passing with rows lost.
+    (tmp_path / "latest").mkdir()
+    run = run_suite(f"--backup=basebackup:{physical.base}?wal={damaged}&db=shop",
+                    f"--expectations={events_expectations(tmp_path / 'latest', 30)}")
+    shutil.rmtree(damaged, ignore_errors=True)
+    assert run.failed_items() == {"restore_succeeded"}, run.explain()
+    refused = run.result["restore"]["refused"]
+    assert f"segment {physical.segment} is missing" in refused, refused
+    assert f"up to {physical.newer}" in refused, refused
+
+
+def test_a_target_after_the_archive_ends_says_how_far_it_reached(
+    physical: Physical, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    later = datetime.now(UTC) + timedelta(hours=1)
+    run = run_suite(f"--backup=basebackup:{physical.base}?wal={physical.archive}&db=shop",
+                    f"--recovery-target-time={later.isoformat()}",
+                    f"--expectations={events_expectations(tmp_path, 30)}")
+    assert run.failed_items() == {"restore_succeeded"}, run.explain()
+    refused = run.result["restore"]["refused"]
+    assert "ends at WAL segment" in refused, refused
+    assert "is missing" not in refused, refused
+    assert "the last transaction replayed committed at" in refused, refused
 
 
 def test_without_a_target_recovery_replays_all_the_archived_wal(
@@ -160,8 +224,11 @@ def test_verified_against_a_manifest_of_its_source_the_recovery_holds_that_momen
                     f"--manifest={physical.manifest}", f"--expectations={empty}")
     for item in ("restore_succeeded", "tables_present", "row_counts", "schema_matches", "no_corruption"):
         assert run.result["checklist"][item] == "passed", run.explain()
-    assert run.result["backup"]["recovery"]["target"] == physical.target.isoformat()
-    assert run.result["row_counts"] == {"public.events": 20}
+    target = run.result["backup"]["recovery"]["target"]
+    assert target.startswith("LSN "), target  # its exact position …
+    assert physical.target.isoformat() in target, target  # … and when it was written
+    ticks = manifest.load(physical.manifest)["tables"]["public.ticks"]["row_count"]
+    assert run.result["row_counts"] == {"public.events": 20, "public.ticks": ticks}
 
 
 def test_wal_of_another_cluster_and_a_major_without_a_server_are_said_in_a_dbas_words() -> None:
