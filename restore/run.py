@@ -27,12 +27,12 @@ from restore import inventory, janitor, manifest, record, retention
 from restore.catalog import Catalog, read_catalog
 from restore.config import RestoreConfig
 from restore.conninfo import bounded, get_param, with_params
-from restore.errors import RestoreError
+from restore.errors import ConfigError, RestoreError
 from restore.expectations import Expectations
 from restore.kube import AppController
 from restore.outcome import PreparedDatabase
 from restore.retention import RetentionPolicy
-from restore.session import RestorePlan, prepare, refused
+from restore.session import RestorePlan, prepare, refused, unforeseen
 from restore.verify import describe_lock_holders
 
 Say = Callable[[str], None]
@@ -176,7 +176,7 @@ class Run:
             say(line.removeprefix("restore-verify: "))
         try:  # what earlier runs killed with -9 left behind (their watchdogs normally see to it first)
             janitor.sweep(report=lambda line: say(f"janitor: {line}"))
-        except OSError as exc:  # a sweep that cannot read its folder must not cost the run
+        except Exception as exc:  # a sweep that cannot read its folder (or anything else) must not cost the run
             say(f"janitor: could not sweep ({exc}); python -m restore cleanup shows what is left")
         if cfg.target.needs_restore:
             say(f"restoring {cfg.source.spec if cfg.source else None} into {cfg.target.redacted()} with "
@@ -233,6 +233,10 @@ class Run:
                                            f"so nothing was restored: {exc}", log_path=log_path)
         try:
             return self.stack.enter_context(prepare(plan, run_id=facts.run_id))
+        except ConfigError:
+            raise
+        except Exception as exc:  # outside the restore's own steps (opening or checking the target): said, not raised
+            return refused(cfg.target, unforeseen("preparing the target", exc), log_path=log_path)
         finally:
             if app is not None:  # after the restore, whatever its outcome: the application comes back now
                 try:

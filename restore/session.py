@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,13 @@ class Clock:
             yield
         finally:
             self.outcome.phases_s[name] = round(time.monotonic() - start, 3)
+
+
+def unforeseen(step: str, exc: BaseException) -> str:
+    """An error nothing anticipated, in words: the step, the error, and that the backup is not judged by it."""
+    return (f"The restore failed while {step}: {type(exc).__name__}: {exc}. This error was not anticipated by "
+            "restore-verify, so nothing was verified and the backup is not proven either way; the traceback is in "
+            "restore.log. Run again; if it repeats, report it with that log.")
 
 
 def restore_dbname(info: ArchiveInfo) -> str:
@@ -155,13 +163,16 @@ def prepare(plan: RestorePlan, *, run_id: str = "run") -> Iterator[PreparedDatab
         log: IO[str] = stack.enter_context(plan.log_path.open("a"))
         info = None
         dbname: str | None = None
+        step = "reading the backup"
         try:
             if source is not None and source.logical:
                 outcome.jobs, outcome.pg_restore_version = plan.jobs, tool_version("pg_restore")
                 info = _read_backup(plan, source, outcome, clock, stack)
+            step = "starting the target" + (" and recovering the backup" if source and source.physical else "")
             with clock.phase("start_target"):
                 stack.callback(target.stop)
                 target.start(source=source, info=info, log=log)
+            step = "loading the dump"
             if info is not None and target.loads_dumps:
                 dbname = load_dump(target, info, outcome, clock, log, jobs=plan.jobs, globals_file=plan.globals_file,
                                    allowed_errors=plan.allowed_errors, progress=plan.progress)
@@ -176,6 +187,10 @@ def prepare(plan: RestorePlan, *, run_id: str = "run") -> Iterator[PreparedDatab
             log.write(f"# refused: {exc}\n{detail}\n")
             if detail:
                 outcome.refused += f"\n{detail}"
+            dbname = None
+        except Exception as exc:  # what no one foresaw (a tool, a cloud SDK, a bug): a failed restore, never a crash
+            outcome.refused = unforeseen(step, exc)
+            log.write(f"# refused: {outcome.refused}\n{''.join(traceback.format_exception(exc))}\n")
             dbname = None
         outcome.duration_s = round(time.monotonic() - started, 3)
         log.flush()

@@ -22,7 +22,7 @@ import pytest
 from restore import manifest
 from restore.embedded import EmbeddedServer
 from restore.tools import clean_env, pg_tool
-from tests.conftest import SuiteRun, wait_for
+from tests.conftest import Sample, SuiteRun, wait_for
 from tests.physical_source import create_events, events_expectations, switch_and_wait_archived
 
 
@@ -35,6 +35,7 @@ class Physical:
     manifest: Path  # of the source at ``target`` (python -m restore manifest: content, and where and when)
     segment: str  # the WAL segment that holds rows 11-30
     newer: str  # a later segment in the archive (a heartbeat's): without ``segment``, a gap inside the archive
+    tars: dict[str, Path]  # "gz", "plain": pg_basebackup -Ft of the same moment as ``base``, with backup_manifest
 
 
 def _shared_dir(prefix: str) -> Path:
@@ -56,6 +57,12 @@ def physical(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Physical]:
         base = out / "base"
         subprocess.run([str(pg_tool("pg_basebackup")), "-D", str(base), "-Fp", "-X", "none", "-c", "fast",
                         "-d", server.conninfo()], check=True, env=clean_env(), capture_output=True, timeout=300)
+        tars = {}
+        for kind, options in (("gz", ["-z"]), ("plain", [])):
+            tars[kind] = out / f"tar-{kind}"
+            subprocess.run([str(pg_tool("pg_basebackup")), "-D", str(tars[kind]), "-Ft", *options, "-X", "none",
+                            "-c", "fast", "-d", server.conninfo()], check=True, env=clean_env(), capture_output=True,
+                           timeout=300)
         with psycopg.connect(server.conninfo("shop"), autocommit=True) as conn:
             conn.execute("INSERT INTO public.events (id) SELECT generate_series(11, 20)")
         incremental = out / "incremental"
@@ -87,7 +94,7 @@ def physical(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Physical]:
             conn.execute("INSERT INTO public.ticks DEFAULT VALUES")  # a heartbeat: one more segment archived
             newer = switch_and_wait_archived(conn, seconds=60, where=str(archive))
     try:
-        yield Physical(base, incremental, archive, target, shop_manifest, segment, newer)
+        yield Physical(base, incremental, archive, target, shop_manifest, segment, newer, tars)
     finally:
         shutil.rmtree(archive, ignore_errors=True)
 
@@ -231,6 +238,47 @@ def test_verified_against_a_manifest_of_its_source_the_recovery_holds_that_momen
     assert run.result["row_counts"] == {"public.events": 20, "public.ticks": ticks}
 
 
+@pytest.mark.parametrize("kind", ["gz", "plain"])
+def test_a_tar_backup_with_its_manifest_is_verified_and_recovered(
+    kind: str, physical: Physical, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    """pg_basebackup -Ft writes a backup_manifest: its files are verified as PostgreSQL 18 requires (-n), and the
+    WAL the backup needs is checked in the archive by name."""
+    run = run_suite(f"--backup=basebackup:{physical.tars[kind]}?wal={physical.archive}&db=shop",
+                    f"--recovery-target-time={physical.target.isoformat()}",
+                    f"--expectations={events_expectations(tmp_path, 20)}")
+    for item in ("restore_succeeded", "row_counts", "no_corruption"):
+        assert run.result["checklist"][item] == "passed", run.explain()
+    log = (run.run_dir / "restore.log").read_text()
+    assert "pg_verifybackup -n: files verified" in log, log[-2000:]
+    assert "WAL segment(s)" in log, log[-2000:]
+
+
+@pytest.mark.parametrize(("kind", "with_manifest"), [("gz", False), ("gz", True), ("plain", False)])
+def test_a_truncated_tar_backup_fails_restore_succeeded_naming_the_file(
+    kind: str, with_manifest: bool, physical: Physical, tmp_path: Path,  # noqa: FBT001
+    run_suite: Callable[..., SuiteRun],
+) -> None:
+    copy = tmp_path / "truncated"
+    shutil.copytree(physical.tars[kind], copy)
+    if not with_manifest:
+        (copy / "backup_manifest").unlink()
+    base = next(copy.glob("base.tar*"))
+    data = base.read_bytes()
+    base.write_bytes(data[: len(data) // 2])
+    run = run_suite(f"--backup=basebackup:{copy}?wal={physical.archive}&db=shop",
+                    f"--recovery-target-time={physical.target.isoformat()}",
+                    f"--expectations={events_expectations(tmp_path, 20)}")
+    assert "INTERNALERROR" not in run.output, run.output[-3000:]
+    assert run.failed_items() == {"restore_succeeded"}, run.explain()
+    refused = run.result["restore"]["refused"]
+    if with_manifest:
+        assert "pg_verifybackup rejects the base backup" in refused, refused
+    else:
+        assert f"{base} is truncated or damaged" in refused, refused
+        assert "file(s) were read" in refused or "not one file" in refused, refused
+
+
 def test_wal_of_another_cluster_and_a_major_without_a_server_are_said_in_a_dbas_words() -> None:
     """Two refusals that need no backup to show: the server's own message for WAL of another cluster, and a major
     for which no server binaries exist here."""
@@ -244,3 +292,29 @@ def test_wal_of_another_cluster_and_a_major_without_a_server_are_said_in_a_dbas_
     assert "7712287224226736050" in said
     with pytest.raises(ConfigError, match=r"no PostgreSQL 9 server was found here .* apt install postgresql-9"):
         physical.server_binaries("9")
+
+
+@pytest.mark.parametrize("step", ["open_target", "fetch", "inspect", "start", "load", "catalog", "capture",
+                                  "inventory"])
+def test_an_unforeseen_error_in_any_step_still_writes_the_verdict(
+    step: str, physical: Physical, sample: Sample, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    """Whatever a source, a target or a cloud call raises: result.json, the report and the record line are written,
+    the run fails naming the step and the error, and pytest never ends with INTERNALERROR."""
+    if step in ("fetch", "inspect", "load"):  # the steps of a dump
+        args: tuple[str, ...] = sample.restore_args()
+    else:  # a physical backup, with a manifest to capture and an inventory to compare
+        args = (f"--backup=basebackup:{physical.base}?wal={physical.archive}&db=shop",
+                f"--manifest={physical.manifest}", f"--expectations={events_expectations(tmp_path, 20)}")
+    history = tmp_path / "record.jsonl"
+    run = run_suite("-p", "tests.raise_in_step", *args, f"--record={history}", env={"RV_RAISE_IN": step})
+    assert "INTERNALERROR" not in run.output, run.output[-3000:]
+    assert run.returncode == 1, run.explain()
+    assert run.result["outcome"] == "failed", run.explain()
+    assert (run.run_dir / "report.html").exists()
+    assert len(history.read_text().splitlines()) == 1
+    messages = " ".join(run.result["checklist_reasons"].values())
+    assert f"injected into {step}" in messages, run.explain()
+    if step in ("open_target", "fetch", "inspect", "start", "load"):
+        assert run.result["checklist"]["restore_succeeded"] == "failed", run.explain()
+        assert "not anticipated" in run.result["restore"]["refused"]
