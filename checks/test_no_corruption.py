@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from fixtures.connections import Comparison
 from fixtures.outcomes import not_applicable
@@ -126,12 +128,37 @@ def test_index(
     except psycopg.Error as exc:
         failure = f"{exc.diag.message_primary} {exc.diag.message_detail or ''}".strip()
     if failure is not None:
+        if _heap_damage(db_conn, i, failure):
+            table = i["table"] if "." in i["table"] else f"{i['schema']}.{i['table']}"
+            pytest.fail(
+                f"The table {table} is damaged (found while amcheck read it to check index "
+                f"{i['schema']}.{i['name']}): {failure}. Its data file is missing or holds pages that cannot be read, "
+                "so rows are lost or unreadable; REINDEX would not help (the index is not the damaged part). Restore "
+                "that table from another backup, and treat this backup as damaged until you know how it happened.",
+                pytrace=False,
+            )
         pytest.fail(
             f"amcheck found corruption in index {i['schema']}.{i['name']} on {i['table']}: {failure}. Queries "
             f"through this index return wrong results; on a copy: {hints.reindex(i['schema'], i['name'])} and find "
             "out how it happened.",
             pytrace=False,
         )
+
+
+_FILE = re.compile(r"(?:relation|file) \"?((?:base|global|pg_tblspc)/[\w/]+?)(?:\.\d+)?\"?(?:[:\s]|$)")
+
+
+def _heap_damage(conn: psycopg.Connection[Any], index: dict[str, Any], failure: str) -> bool:
+    """Whether amcheck's error is about the table's own file (a missing file, an invalid page of the heap), not the
+    index's: the file it names is the table's."""
+    named = _FILE.search(failure)
+    if named is None:
+        return False
+    conn.rollback()  # the failed check aborted the transaction
+    row = conn.execute("SELECT pg_relation_filepath(i.indrelid), pg_relation_filepath(i.indexrelid) FROM pg_index i "
+                       "WHERE i.indexrelid = %s::regclass",
+                       (sql.Identifier(index["schema"], index["name"]).as_string(conn),)).fetchone()
+    return row is not None and named.group(1) == row[0] and named.group(1) != row[1]
 
 
 @content_tables

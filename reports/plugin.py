@@ -244,6 +244,17 @@ def _item_verdicts(by_item: dict[str, list[TestResult]], selected: dict[str, int
     return checklist, reasons
 
 
+def _counted(checklist: dict[str, str], *, failed: bool) -> str:
+    """What ran, said with numbers: "13 of 17 items ran, none failed; 4 skipped: rpo, …" (a skipped item is not a
+    passed one, whatever the run's verdict)."""
+    ran = [cid for cid, status in checklist.items() if status in ("passed", "failed", "incomplete")]
+    skipped = [cid for cid, status in checklist.items() if status == "skipped"]
+    broken = [cid for cid, status in checklist.items() if status == "failed"]
+    said = (f"{len(broken)} of {len(checklist)} items failed: {', '.join(broken)}; {len(ran)} ran" if failed and broken
+            else "a check failed" if failed else f"{len(ran)} of {len(checklist)} items ran, none failed")
+    return said + (f"; {len(skipped)} skipped: {', '.join(skipped)}" if skipped else "")
+
+
 def run_outcome(*, interrupted: bool, failed: bool, narrowed: str | None, unfinished: int) -> RunOutcome:
     """passed only when the whole checklist was selected, every selected test finished and none failed."""
     if interrupted:
@@ -287,9 +298,9 @@ def build_result(state: RunState, collected: Collected, exitstatus: int, *,
         "outcome": verdict,
         "outcome_reason": {"interrupted": "the run was interrupted (Ctrl-C, SIGTERM, a CI timeout) before it "
                                           f"finished: {unfinished} test(s) did not finish",
-                           "failed": "at least one check failed",
+                           "failed": _counted(checklist, failed=True),
                            "partial": f"not a complete backup test: {run_narrowed or 'some tests did not run'}",
-                           "passed": "every checklist item ran; none failed"}[verdict],
+                           "passed": _counted(checklist, failed=False)}[verdict],
         "started_at": facts.started_at,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "run_id": facts.run_id,

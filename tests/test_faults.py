@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from restore.tools import pg_tool
 from tests.conftest import (
     ALL_ITEMS,
     SKIPPED_FOR_EXISTING_TARGET,
@@ -185,3 +186,40 @@ def test_existing_target_with_a_dump_without_manifest_uses_its_table_of_contents
     run = run_suite(f"--target={dsn}", f"--backup={dump}", f"--expectations={empty}")
     assert run.failed_items() == {"tables_present"}, run.explain()
     assert "the dump's table of contents" in run.result["checklist_reasons"]["tables_present"]
+
+
+def test_a_damaged_heap_is_named_as_the_tables_not_the_indexs(
+    tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    """An invalid page in a table's file makes amcheck fail while it checks the table's index against the heap: the
+    words must send a DBA to the table (restore it), not to REINDEX, which cannot repair a heap."""
+    from restore.embedded import EmbeddedServer
+
+    with EmbeddedServer(jobs=1) as server:
+        with psycopg.connect(server.conninfo(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE damaged")
+        with psycopg.connect(server.conninfo("damaged"), autocommit=True) as conn:
+            conn.execute("CREATE TABLE public.t (id int PRIMARY KEY, v text)")
+            conn.execute("INSERT INTO public.t SELECT g, repeat('x', 100) FROM generate_series(1, 2000) g")
+            conn.execute("CREATE EXTENSION amcheck")
+            conn.execute("CHECKPOINT")
+            row = conn.execute("SELECT pg_relation_filepath('public.t')").fetchone()
+        assert row is not None
+        pg_ctl = str(server.bin_dir / "pg_ctl") if server.bin_dir else str(pg_tool("pg_ctl"))
+        server.run_as_owner([pg_ctl, "-D", str(server.datadir), "-m", "fast", "-w", "stop"])
+        heap = server.datadir / str(row[0])
+        with heap.open("r+b") as fh:  # block 1's page header: an invalid page
+            fh.seek(8192)
+            fh.write(b"\xff" * 24)
+        started = server.run_as_owner([pg_ctl, "-D", str(server.datadir), "-l", str(server.logfile), "-w", "start"])
+        assert started.returncode == 0, started.stderr
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        run = run_suite(f"--target={server.conninfo('damaged')}", f"--expectations={empty}", f"--backup-time={now}",
+                        "--rpo=1d")
+    assert run.result["checklist"]["no_corruption"] == "failed", run.explain()
+    index_failures = [f["message"] for f in run.result["failures"] if "test_index[" in f["nodeid"]]
+    assert index_failures, run.explain()
+    assert all(m.startswith("The table public.t is damaged") for m in index_failures), index_failures
+    assert not any("REINDEX INDEX" in m for m in index_failures), index_failures  # no fix that cannot fix it
