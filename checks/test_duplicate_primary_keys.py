@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from fixtures.findings import Attribution
 from fixtures.outcomes import not_applicable
@@ -19,7 +20,15 @@ from restore import hints
 from restore.config import RestoreConfig
 from restore.outcome import PreparedDatabase
 from restore.run import RunState
-from restore.verify import duplicates, relation_exists
+from restore.verify import (
+    CHECKUNIQUE_SIGNATURE,
+    amcheck_schema,
+    duplicates,
+    has_function,
+    missing_amcheck_grants,
+    relation_exists,
+    unique_index_pass,
+)
 
 pytestmark = pytest.mark.checklist("duplicate_primary_keys")
 
@@ -60,18 +69,47 @@ def unique_keys(state: RunState) -> list[Param]:
     return params
 
 
+@pytest.fixture(scope="session")
+def checkunique(db_session_conn: psycopg.Connection[Any], restored_db: PreparedDatabase) -> str | None:
+    """Where amcheck with checkunique (PostgreSQL 17+) is, when the verifying role may run it; else None (the
+    heap scan proves the keys instead)."""
+    try:
+        schema = amcheck_schema(db_session_conn)
+        if schema is None or missing_amcheck_grants(db_session_conn, schema) or not has_function(
+                db_session_conn, f"{sql.Identifier(schema).as_string(db_session_conn)}.{CHECKUNIQUE_SIGNATURE}"):
+            return None
+        return schema
+    finally:
+        db_session_conn.rollback()
+
+
+ONE_PASS = ("amcheck bt_index_check(heapallindexed, checkunique) on {index}: every row of the table is in the unique "
+            "index, and the index holds no key twice — one read of the table and the index, shared with "
+            "no_corruption (PostgreSQL 17+)")
+
+
 @unique_keys
 def test_no_duplicate_keys(
     unique_key: dict[str, Any], restored_db: PreparedDatabase, db_conn: psycopg.Connection[Any],
     restore_config: RestoreConfig, record_property: Callable[[str, object], None], attribution: Attribution,
+    checkunique: str | None, run_state_data: RunState,
 ) -> None:
-    """GROUP BY the key columns over a sequential scan: no value may appear twice."""
+    """GROUP BY the key columns over a sequential scan: no value may appear twice (or, on PostgreSQL 17+, one
+    amcheck pass over the key's unique index proves it; the scan then only runs to name duplicates)."""
     k = unique_key
     table = f"{k['schema']}.{k['table']}"
     if k.get("proven"):
         assert k["valid"], "a proven unique index must be valid"  # the proof's premise
         record_property("verified_by", k["proven"])
         return
+    if (checkunique and k.get("index") and k.get("valid") and not k.get("missing") and k.get("populated") is not False
+            and restore_config.depth == "standard"):  # --depth full scans the heap as well
+        found_pass = unique_index_pass(db_conn, checkunique, k["schema"], k["index"],
+                                       shared=run_state_data.facts.run_dir / "amcheck")
+        if found_pass.ok:
+            record_property("proof", ONE_PASS.format(index=f"{k['schema']}.{k['index']}"))
+            return
+        # Duplicates, or a corrupt index (no_corruption's finding): the heap scan below decides, and names rows.
     if k.get("populated") is False:
         not_applicable(f"materialized view {table} is not populated: it holds no rows, so none can be duplicated "
                        "(row_counts compares its populated state with the backup)")

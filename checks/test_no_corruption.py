@@ -19,8 +19,16 @@ from restore.config import RestoreConfig
 from restore.manifest import bucket_differences, large_object_differences
 from restore.outcome import PreparedDatabase
 from restore.run import RunState
+from restore.verify import (
+    CHECKUNIQUE_SIGNATURE,
+    bt_index_check,
+    gin_index_check,
+    has_function,
+    missing_amcheck_grants,
+    unique_index_pass,
+    verify_heapam,
+)
 from restore.verify import amcheck_schema as find_amcheck
-from restore.verify import bt_index_check, gin_index_check, has_function, missing_amcheck_grants, verify_heapam
 
 pytestmark = pytest.mark.checklist("no_corruption")
 
@@ -98,7 +106,7 @@ def test_no_invalid_indexes(catalog: Catalog, restored_db: PreparedDatabase) -> 
 @checkable_indexes
 def test_index(
     index: dict[str, Any], amcheck_schema: str, db_conn: psycopg.Connection[Any], restore_config: RestoreConfig,
-    catalog: Catalog, record_property: Callable[[str, object], None],
+    catalog: Catalog, record_property: Callable[[str, object], None], run_state_data: RunState,
 ) -> None:
     """bt_index_check(index, heapallindexed => true): structure sound and every heap row present in the index.
     At --depth full, bt_index_parent_check (root-descending) where the server allows it."""
@@ -116,6 +124,18 @@ def test_index(
     if i["method"] != "btree" and not gin:
         not_applicable(f"not checked: {i['schema']}.{i['name']} is a {i['method']} index, and this server's amcheck "
                     "has checks for btree (and, from PostgreSQL 18, gin) indexes only")
+    if (heapallindexed and not parent and i["method"] == "btree" and i.get("is_unique")
+            and has_function(db_conn, f"{sql.Identifier(amcheck_schema).as_string(db_conn)}.{CHECKUNIQUE_SIGNATURE}")):
+        # One pass with duplicate_primary_keys: heapallindexed and checkunique together (PostgreSQL 17+).
+        shared = unique_index_pass(db_conn, amcheck_schema, i["schema"], i["name"],
+                                   shared=run_state_data.facts.run_dir / "amcheck")
+        record_property("amcheck", "bt_index_check heapallindexed checkunique (one pass, shared with "
+                                   "duplicate_primary_keys)")
+        if shared.ok:
+            return
+        if not shared.duplicates:
+            _fail_index(db_conn, i, shared.error or "amcheck failed")
+        # checkunique stopped at a duplicate key (duplicate_primary_keys' finding): check the rest without it
     try:
         if gin:
             gin_index_check(db_conn, amcheck_schema, i["schema"], i["name"])
@@ -128,21 +148,25 @@ def test_index(
     except psycopg.Error as exc:
         failure = f"{exc.diag.message_primary} {exc.diag.message_detail or ''}".strip()
     if failure is not None:
-        if _heap_damage(db_conn, i, failure):
-            table = i["table"] if "." in i["table"] else f"{i['schema']}.{i['table']}"
-            pytest.fail(
-                f"The table {table} is damaged (found while amcheck read it to check index "
-                f"{i['schema']}.{i['name']}): {failure}. Its data file is missing or holds pages that cannot be read, "
-                "so rows are lost or unreadable; REINDEX would not help (the index is not the damaged part). Restore "
-                "that table from another backup, and treat this backup as damaged until you know how it happened.",
-                pytrace=False,
-            )
+        _fail_index(db_conn, i, failure)
+
+
+def _fail_index(db_conn: psycopg.Connection[Any], i: dict[str, Any], failure: str) -> None:
+    if _heap_damage(db_conn, i, failure):
+        table = i["table"] if "." in i["table"] else f"{i['schema']}.{i['table']}"
         pytest.fail(
-            f"amcheck found corruption in index {i['schema']}.{i['name']} on {i['table']}: {failure}. Queries "
-            f"through this index return wrong results; on a copy: {hints.reindex(i['schema'], i['name'])} and find "
-            "out how it happened.",
+            f"The table {table} is damaged (found while amcheck read it to check index "
+            f"{i['schema']}.{i['name']}): {failure}. Its data file is missing or holds pages that cannot be read, "
+            "so rows are lost or unreadable; REINDEX would not help (the index is not the damaged part). Restore "
+            "that table from another backup, and treat this backup as damaged until you know how it happened.",
             pytrace=False,
         )
+    pytest.fail(
+        f"amcheck found corruption in index {i['schema']}.{i['name']} on {i['table']}: {failure}. Queries "
+        f"through this index return wrong results; on a copy: {hints.reindex(i['schema'], i['name'])} and find "
+        "out how it happened.",
+        pytrace=False,
+    )
 
 
 _FILE = re.compile(r"(?:relation|file) \"?((?:base|global|pg_tblspc)/[\w/]+?)(?:\.\d+)?\"?(?:[:\s]|$)")

@@ -39,6 +39,7 @@ class TestResult:
     duration_s: float = 0.0
     verified_by: str | None = None
     compared: str | None = None  # which comparison applied and why (schema_matches: pg_dump's inventory)
+    proof: str | None = None  # which proof was used, where a check has more than one (duplicate_primary_keys)
     not_applicable: bool = False  # skipped with nothing to check: not a gap in its item's proof
     origin: str | None = None  # of a finding: "backup" | "restore" | "unknown" (see restore/origin.py)
     accepted: str | None = None  # an inherited finding accepted by --accept-inherited
@@ -142,6 +143,7 @@ class _Collector:
             result.duration_s = round(report.duration, 3)
             result.verified_by = next((str(v) for k, v in report.user_properties if k == "verified_by"), None)
             result.compared = next((str(v) for k, v in report.user_properties if k == "compared"), None)
+            result.proof = next((str(v) for k, v in report.user_properties if k == "proof"), None)
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
@@ -234,8 +236,12 @@ def _item_verdicts(by_item: dict[str, list[TestResult]], selected: dict[str, int
                                 results[0].message)
         elif status == "passed":
             compared = next((r.compared for r in results if r.compared), None)
+            proofs = [r for r in results if r.proof]
             if compared:
                 reasons[cid] = compared
+            elif proofs:
+                reasons[cid] = (f"{len(proofs)} of {len(results)} proven by one amcheck pass over their unique index "
+                                "(heapallindexed and checkunique, shared with no_corruption); the others scanned")
         elif status == "incomplete":
             total = max(selected.get(cid, 0), len(results))
             missing = len(gaps) + len(unfinished) + never_ran
@@ -346,6 +352,8 @@ def build_result(state: RunState, collected: Collected, exitstatus: int, *,
                            for r in sorted(collected.results.values(), key=lambda r: -r.duration_s)[:10]],
         "proven_by_restore": [{"nodeid": r.nodeid, "checklist": r.checklist, "reason": r.verified_by}
                               for r in collected.results.values() if r.verified_by],
+        "proofs": [{"nodeid": r.nodeid, "checklist": r.checklist, "reason": r.proof}
+                   for r in collected.results.values() if r.proof],
         "depth": state.config.depth,
         "row_counts": dict(sorted(collected.row_counts.items())),
         "measurements": collected.measurements,

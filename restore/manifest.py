@@ -204,21 +204,53 @@ class Freshness(TypedDict):
     value: Any  # ISO 8601 text for a timestamp
 
 
-class Position(TypedDict):
+class Position(TypedDict, total=False):
     """Where in the WAL, and when, the manifest's snapshot was taken."""
 
     lsn: str
     time: str  # ISO 8601
+    exact: bool  # the snapshot sees exactly the commits before ``lsn`` (see :func:`export_snapshot`)
 
 
-# The insert position: every commit the snapshot sees is at or before it, even one not yet written out
-# (synchronous_commit = off); recovery to it holds exactly that content.
+# The insert position, read in the statement that takes the snapshot (a standby: what it replayed).
 POSITION_SQL = ("clock_timestamp() AS at, CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
-                "ELSE pg_current_wal_insert_lsn() END::text AS lsn")
+                "ELSE pg_current_wal_insert_lsn() END::text AS lsn, pg_is_in_recovery() AS standby, "
+                "(SELECT count(*) FROM txid_snapshot_xip(txid_current_snapshot())) AS in_progress")  # (any major)
+SNAPSHOT_ATTEMPTS = 200
+
+
+def export_snapshot(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    """Begin a REPEATABLE READ READ ONLY transaction on ``conn`` (autocommit, no transaction open), export its
+    snapshot and say where in the WAL it stands.
+
+    A position is exact only when the snapshot sees precisely the commits written before it: a transaction whose
+    commit record is in the WAL but which is still finishing (flushing) is invisible to a snapshot taken then, and a
+    recovery to that position would hold it. So the position is read before and in the snapshot's statement, and
+    the snapshot is taken again (a few milliseconds later) until nothing was written between the two reads and no
+    transaction was in progress — on a busy source, usually within a few attempts. Otherwise the last one is used,
+    marked not exact (its time is then the recovery target)."""
+    row: dict[str, Any] | None = None
+    with conn.cursor(row_factory=dict_row) as cur:
+        for attempt in range(SNAPSHOT_ATTEMPTS):
+            before = cur.execute("SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
+                                 "ELSE pg_current_wal_insert_lsn() END::text AS lsn").fetchone()
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            row = cur.execute(f"SELECT pg_export_snapshot() AS s, {POSITION_SQL}").fetchone()
+            assert row is not None
+            assert before is not None
+            row["exact"] = bool(row["standby"]) or (before["lsn"] == row["lsn"] and row["in_progress"] == 0)
+            if row["exact"] or attempt == SNAPSHOT_ATTEMPTS - 1:
+                break
+            conn.execute("ROLLBACK")
+            time.sleep(0.002 * (1 + attempt % 5))  # let the in-flight commits finish (bounded: SNAPSHOT_ATTEMPTS)
+    assert row is not None
+    return row
 
 
 def _position(row: dict[str, Any] | None) -> Position | None:
-    return {"lsn": str(row["lsn"]), "time": row["at"].isoformat()} if row and row.get("lsn") else None
+    if not row or not row.get("lsn"):
+        return None
+    return {"lsn": str(row["lsn"]), "time": row["at"].isoformat(), "exact": bool(row.get("exact"))}
 
 
 class LargeObject(TypedDict):
@@ -519,8 +551,9 @@ def capture(conninfo: str, *, jobs: int = 2, snapshot: str | None = None, freshn
         if snapshot is None:
             # Let the content workers see exactly what this catalog read sees; and say where in the WAL and when
             # that snapshot was taken (a base backup recovered to that time holds this content).
-            exported = cur.execute(f"SELECT pg_export_snapshot() AS s, {POSITION_SQL}").fetchone()
-            snapshot_for_content = str(exported["s"]) if exported else None
+            conn.execute("ROLLBACK")  # taken again, at a moment whose WAL position is exact
+            exported = export_snapshot(conn)
+            snapshot_for_content = str(exported["s"])
             position = _position(exported)
         else:
             snapshot_for_content = snapshot
@@ -759,10 +792,7 @@ def _take_backup(conninfo: str, output: Path, *, jobs: int, freshness_sql: str |
         # Sequences are not transactional: pg_dump reads each one when it gets to it. Reading them before
         # pg_dump starts and after it ends brackets the values it dumped (for sequences that only move forward).
         before = _sequence_values(leader)
-        leader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        with leader.cursor(row_factory=dict_row) as cur:
-            row = cur.execute(f"SELECT pg_export_snapshot() AS s, {POSITION_SQL}").fetchone()
-        assert row is not None
+        row = export_snapshot(leader)
         snapshot, position = str(row["s"]), _position(row)
         dump = subprocess.Popen(
             [str(pg_tool("pg_dump")), "-Fc", f"--snapshot={snapshot}", "-f", str(output), *pg_dump_args,

@@ -7,8 +7,12 @@ answers "are there duplicates / orphans?".
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -279,3 +283,44 @@ def describe_lock_holders(conninfo: str) -> str:
         return "no exclusive lock is held any more"
     return "; ".join(f"{mode} on {rel} held by PID {pid} ({app or 'no application_name'}, user {user}, "
                      f"transaction open {age} s)" for pid, mode, rel, app, user, age in rows)
+
+
+# --- one amcheck pass for two items ---------------------------------------------------------------------------
+
+CHECKUNIQUE_SIGNATURE = "bt_index_check(regclass, boolean, boolean)"  # amcheck 1.4, PostgreSQL 17
+
+
+@dataclass(frozen=True)
+class IndexPass:
+    """One ``bt_index_check(index, heapallindexed => true, checkunique => true)``: every heap row is in the unique
+    index and the index holds no two visible entries with one key — corruption and duplicates in one read."""
+
+    ok: bool
+    error: str | None = None
+    duplicates: bool = False  # the error is checkunique's ("index uniqueness is violated")
+
+
+def unique_index_pass(conn: psycopg.Connection[Any], ext_schema: str, schema: str, index: str, *,
+                      shared: Path) -> IndexPass:
+    """The pass over a unique index, run once per run whichever check asks first (no_corruption or
+    duplicate_primary_keys, in any process): the others wait for it on a file lock in ``shared`` (the run's
+    folder) and read its result."""
+    key = hashlib.sha256(f"{schema}\0{index}".encode()).hexdigest()[:20]
+    shared.mkdir(parents=True, exist_ok=True)
+    result_path = shared / f"{key}.json"
+    with (shared / f"{key}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        if result_path.exists():
+            return IndexPass(**json.loads(result_path.read_text()))
+        try:
+            conn.execute(sql.SQL("SELECT {}.bt_index_check(%s::regclass, true, true)").format(
+                sql.Identifier(ext_schema)), (sql.Identifier(schema, index).as_string(conn),))
+            found = IndexPass(ok=True)
+        except (psycopg.errors.QueryCanceled, psycopg.errors.InsufficientPrivilege, psycopg.errors.LockNotAvailable):
+            raise  # not a result: each check says what it is; the next asker runs the pass itself
+        except psycopg.Error as exc:
+            message = f"{exc.diag.message_primary} {exc.diag.message_detail or ''}".strip()
+            found = IndexPass(ok=False, error=message, duplicates="uniqueness is violated" in message)
+            conn.rollback()
+        result_path.write_text(json.dumps({"ok": found.ok, "error": found.error, "duplicates": found.duplicates}))
+        return found

@@ -36,6 +36,7 @@ class Physical:
     segment: str  # the WAL segment that holds rows 11-30
     newer: str  # a later segment in the archive (a heartbeat's): without ``segment``, a gap inside the archive
     tars: dict[str, Path]  # "gz", "plain": pg_basebackup -Ft of the same moment as ``base``, with backup_manifest
+    quiet: datetime  # after rows 11-20 and the last tick, by at least 50 ms: nothing committed just before it
 
 
 def _shared_dir(prefix: str) -> Path:
@@ -87,14 +88,26 @@ def physical(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Physical]:
             stop.set()
             writer.join()
         manifest.write(taken, shop_manifest)
+        assert taken["position"]["exact"], taken["position"]  # the writer paused between two of its commits
         target = datetime.fromisoformat(taken["position"]["time"])
         with psycopg.connect(server.conninfo("shop"), autocommit=True) as conn:
+            last = conn.execute("SELECT max(at) FROM public.ticks").fetchone()
+            assert last is not None
+            quiet: list[datetime] = []
+
+            def later() -> bool:
+                now = conn.execute("SELECT clock_timestamp()").fetchone()
+                assert now is not None
+                quiet[:] = [now[0]]
+                return bool((now[0] - last[0]).total_seconds() >= 0.05)
+
+            wait_for(later, seconds=10, what="50 ms without commits")
             conn.execute("INSERT INTO public.events (id) SELECT generate_series(21, 30)")
             segment = switch_and_wait_archived(conn, seconds=60, where=str(archive))
             conn.execute("INSERT INTO public.ticks DEFAULT VALUES")  # a heartbeat: one more segment archived
             newer = switch_and_wait_archived(conn, seconds=60, where=str(archive))
     try:
-        yield Physical(base, incremental, archive, target, shop_manifest, segment, newer, tars)
+        yield Physical(base, incremental, archive, target, shop_manifest, segment, newer, tars, quiet[0])
     finally:
         shutil.rmtree(archive, ignore_errors=True)
 
@@ -138,6 +151,10 @@ def test_a_base_backup_recovered_to_a_time_holds_exactly_the_rows_up_to_it(
     assert recovered <= physical.target  # the last transaction replayed: the one before the target
     log = (run.run_dir / "restore.log").read_text()
     assert "pg_verifybackup: files and WAL verified" in log
+    # A physical copy's indexes were copied, not rebuilt: one amcheck pass proves each unique key and the index.
+    proofs = [p["reason"] for p in run.result["proofs"] if p["checklist"] == "duplicate_primary_keys"]
+    assert proofs, run.explain()
+    assert all("checkunique" in p for p in proofs), proofs
 
 
 def test_a_missing_wal_segment_fails_the_restore_naming_it(
@@ -211,7 +228,7 @@ def test_a_recovery_short_of_its_target_by_more_than_the_rpo_fails_rpo(
     """The last transaction replayed lies before the target (by the incremental backup's duration at least): with
     an RPO of a millisecond that is a failure of rpo, and of nothing else."""
     run = run_suite(f"--backup=basebackup:{physical.base}?wal={physical.archive}&db=shop",
-                    f"--recovery-target-time={physical.target.isoformat()}", "--rpo=1ms",
+                    f"--recovery-target-time={physical.quiet.isoformat()}", "--rpo=1ms",
                     f"--expectations={events_expectations(tmp_path, 20)}")
     assert run.failed_items() == {"rpo"}, run.explain()
     messages = [f["message"] for f in run.result["failures"] if "test_recovery_reached_its_target" in f["nodeid"]]
