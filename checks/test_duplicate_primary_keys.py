@@ -24,7 +24,7 @@ from restore.verify import (
     CHECKUNIQUE_SIGNATURE,
     amcheck_schema,
     duplicates,
-    has_function,
+    may_run,
     missing_amcheck_grants,
     relation_exists,
     unique_index_pass,
@@ -75,7 +75,7 @@ def checkunique(db_session_conn: psycopg.Connection[Any], restored_db: PreparedD
     heap scan proves the keys instead)."""
     try:
         schema = amcheck_schema(db_session_conn)
-        if schema is None or missing_amcheck_grants(db_session_conn, schema) or not has_function(
+        if schema is None or missing_amcheck_grants(db_session_conn, schema) or not may_run(
                 db_session_conn, f"{sql.Identifier(schema).as_string(db_session_conn)}.{CHECKUNIQUE_SIGNATURE}"):
             return None
         return schema

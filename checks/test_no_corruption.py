@@ -24,6 +24,7 @@ from restore.verify import (
     bt_index_check,
     gin_index_check,
     has_function,
+    may_run,
     missing_amcheck_grants,
     unique_index_pass,
     verify_heapam,
@@ -125,7 +126,7 @@ def test_index(
         not_applicable(f"not checked: {i['schema']}.{i['name']} is a {i['method']} index, and this server's amcheck "
                     "has checks for btree (and, from PostgreSQL 18, gin) indexes only")
     if (heapallindexed and not parent and i["method"] == "btree" and i.get("is_unique")
-            and has_function(db_conn, f"{sql.Identifier(amcheck_schema).as_string(db_conn)}.{CHECKUNIQUE_SIGNATURE}")):
+            and may_run(db_conn, f"{sql.Identifier(amcheck_schema).as_string(db_conn)}.{CHECKUNIQUE_SIGNATURE}")):
         # One pass with duplicate_primary_keys: heapallindexed and checkunique together (PostgreSQL 17+).
         shared = unique_index_pass(db_conn, amcheck_schema, i["schema"], i["name"],
                                    shared=run_state_data.facts.run_dir / "amcheck")

@@ -99,7 +99,7 @@ def _category(category: str, src: Manifest, dst: Manifest, restored_db: Prepared
             diffs += fidelity.compare_database(src["behaviour"]["database_details"],
                                                dst["behaviour"]["database_details"],
                                                dbname=str(dst["database"].get("name") or restored_db.dbname),
-                                               ignore=ignore)
+                                               ignore=ignore, verifier=dst["behaviour"].get("current_user"))
         return diffs
     if category == "extensions":
         # Missing ones fail; the restore may carry more (amcheck, installed by this suite into its own copy).

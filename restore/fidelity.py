@@ -446,9 +446,14 @@ def compare_owned_objects(kind: str, src: dict[str, Any], dst: dict[str, Any], *
 
 
 def compare_database(src: dict[str, Any], dst: dict[str, Any], *, dbname: str,
-                     ignore: frozenset[str] = frozenset()) -> list[str]:
+                     ignore: frozenset[str] = frozenset(), verifier: str | None = None) -> list[str]:
+    """``verifier``: the role verifying the restore; a privilege it holds only in the restore is its own (the
+    README grants it CONNECT), not the database's."""
     on = f"DATABASE {ident(dbname)}"
-    diffs = _acl_diffs("the database", on, src["acl"], dst["acl"], ignore=ignore)
+    extra_to_verifier = [a for a in dst["acl"] if a[0] == verifier and [a[0], a[1]] not in
+                         [[g, p] for g, p, _ in src["acl"]]]
+    diffs = _acl_diffs("the database", on, src["acl"], [a for a in dst["acl"] if a not in extra_to_verifier],
+                       ignore=ignore)
     diffs += _comment_diff("the database", on, src.get("comment"), dst.get("comment"))
     diffs += _settings_diff("the database", on, src.get("settings") or [], dst.get("settings") or [])
     for role in sorted(set(src.get("role_settings") or {}) | set(dst.get("role_settings") or {})):

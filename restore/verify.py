@@ -208,6 +208,14 @@ def has_function(conn: psycopg.Connection[Any], signature: str) -> bool:
     return bool(row and row[0])
 
 
+def may_run(conn: psycopg.Connection[Any], signature: str) -> bool:
+    """The function exists and the current role may EXECUTE it (an optional proof is used only then)."""
+    row = conn.execute("SELECT CASE WHEN to_regprocedure(%s) IS NULL THEN false "
+                       "ELSE has_function_privilege(to_regprocedure(%s), 'EXECUTE') END", (signature, signature)
+                       ).fetchone()
+    return bool(row and row[0])
+
+
 def gin_index_check(conn: psycopg.Connection[Any], ext_schema: str, schema: str, index: str) -> None:
     """amcheck's GIN check (amcheck 1.5, PostgreSQL 18): raises on corruption."""
     conn.execute(sql.SQL("SELECT {}.gin_index_check(%s::regclass)").format(sql.Identifier(ext_schema)),

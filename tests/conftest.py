@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -74,16 +75,30 @@ class SuiteRun:
 
 
 @pytest.fixture
-def run_suite(tmp_path: Path) -> Callable[..., SuiteRun]:
+def server_tmp() -> Iterator[Path]:
+    """A TMPDIR for a run of the suite whose servers must survive another pytest process starting meanwhile (it
+    resets /tmp/pytest-of-<user> to 0700, locking the servers' own user out): outside pytest's temporary root."""
+    folder = Path(tempfile.mkdtemp(prefix="rv-run-", dir="/tmp"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def run_suite(tmp_path: Path) -> Iterator[Callable[..., SuiteRun]]:
     """Run the suite in a subprocess with its own reports dir and TMPDIR; returns its result.json."""
     counter = iter(range(100))
+    temporaries: list[Path] = []
 
     def run(*args: str, env: dict[str, str] | None = None, expect_result: bool = True) -> SuiteRun:
         n = next(counter)
         reports = tmp_path / f"reports{n}"
         result_path = tmp_path / f"result{n}.json"
-        run_tmp = tmp_path / f"tmp{n}"
-        run_tmp.mkdir()
+        # The run's servers live outside pytest's own temporary root: another pytest process starting on this
+        # machine resets /tmp/pytest-of-<user> to 0700, and the servers' own user would lose their data directory.
+        run_tmp = Path(tempfile.mkdtemp(prefix=f"rv-run{n}-", dir="/tmp"))
+        run_tmp.chmod(0o755)
+        temporaries.append(run_tmp)
         if not any(a.startswith("--record=") for a in args):  # each run its own history unless a test shares one
             args = (*args, f"--record={tmp_path / f'record{n}.jsonl'}")
         proc = subprocess.run(
@@ -100,7 +115,9 @@ def run_suite(tmp_path: Path) -> Callable[..., SuiteRun]:
         assert not leftovers, f"the run left its embedded server behind: {leftovers}"
         return SuiteRun(proc.returncode, output, result, Path(result["run_dir"]))
 
-    return run
+    yield run
+    for folder in temporaries:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass(frozen=True)

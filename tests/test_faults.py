@@ -18,6 +18,7 @@ import pytest
 from restore.tools import pg_tool
 from tests.conftest import (
     ALL_ITEMS,
+    ROOT,
     SKIPPED_FOR_EXISTING_TARGET,
     SKIPPED_WITHOUT_MANIFEST,
     FaultServer,
@@ -223,3 +224,35 @@ def test_a_damaged_heap_is_named_as_the_tables_not_the_indexs(
     assert index_failures, run.explain()
     assert all(m.startswith("The table public.t is damaged") for m in index_failures), index_failures
     assert not any("REINDEX INDEX" in m for m in index_failures), index_failures  # no fix that cannot fix it
+
+
+def _readme_role_sql() -> str:
+    """The SQL block of the README's "A verifying role with the least privileges", as a DBA copies it."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### 1. A verifying role with the least privileges", 1)[1]
+    return section.split("```sql\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readmes_verifying_role_runs_green_on_a_faithful_restore(
+    fault_server: FaultServer, sample: Sample, run_suite: Callable[..., SuiteRun]
+) -> None:
+    """Following the README literally must not turn a faithful restore red: the grants are the verifier's."""
+    dsn = fault_server.copy("readme_role")
+    block = _readme_role_sql().replace("PASSWORD '…'", "PASSWORD 'readme-pw'").replace(
+        "ecommerce_production", "readme_role")
+    with psycopg.connect(fault_server.server.conninfo(), autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS restore_verify")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP EXTENSION IF EXISTS amcheck")  # the README creates it
+        conn.execute(block.encode())
+    verifier = (f"host=127.0.0.1 port={fault_server.server.port} dbname=readme_role user=restore_verify "
+                "password=readme-pw")
+    # No --backup-time: the manifest says when its snapshot was taken (rpo is judged from it, not skipped).
+    run = run_suite(f"--target={verifier}", f"--manifest={sample.manifest}", f"--expectations={sample.expectations}",
+                    "--rpo=1d")
+    assert run.returncode == 0, run.explain()
+    assert run.result["checklist"]["rpo"] == "passed", run.explain()
+    assert not run.result["failures"], run.explain()
+    assert "incomplete" not in run.result["checklist"].values(), run.explain()
+    assert run.result["checklist"]["schema_matches"] == "passed", run.explain()
+    assert run.result["checklist"]["no_corruption"] == "passed", run.explain()

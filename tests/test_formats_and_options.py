@@ -171,12 +171,11 @@ def test_keep_target_keeps_the_server_and_says_how_to_connect(
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_interrupted_run_tears_the_server_down(sig: int, sample: Sample, tmp_path: Path) -> None:
+def test_interrupted_run_tears_the_server_down(sig: int, sample: Sample, tmp_path: Path, server_tmp: Path) -> None:
     expectations = tmp_path / "expectations"
     (expectations / "critical_queries").mkdir(parents=True)
     (expectations / "critical_queries" / "slow.sql").write_text("SELECT pg_sleep(60) AS interrupted_marker;\n")
-    run_tmp = tmp_path / "tmp"
-    run_tmp.mkdir()
+    run_tmp = server_tmp
     log = (tmp_path / "out.txt").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "pytest", f"--backup={sample.dump}", f"--expectations={expectations}",

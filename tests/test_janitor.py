@@ -37,10 +37,9 @@ def _slow_expectations(tmp_path: Path, sample: Sample) -> Path:
     return slow
 
 
-def test_kill_9_during_the_checks_leaves_nothing_behind(sample: Sample, tmp_path: Path) -> None:
+def test_kill_9_during_the_checks_leaves_nothing_behind(sample: Sample, tmp_path: Path, server_tmp: Path) -> None:
     """An OOM kill or a cancelled runner: no teardown runs, yet within 10 s the server is gone."""
-    run_tmp = tmp_path / "tmp"
-    run_tmp.mkdir()
+    run_tmp = server_tmp
     env = {**os.environ, "TMPDIR": str(run_tmp)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "no:xdist", f"--backup={sample.dump}",
