@@ -89,3 +89,13 @@ NOT_APPLICABLE = "not_applicable"  # the marker and user property of a skipped t
 def is_not_applicable(report: pytest.TestReport) -> bool:
     """A skip that leaves its item complete (nothing to check), as opposed to a gap in the item's proof."""
     return NOT_APPLICABLE in report.keywords or any(k == NOT_APPLICABLE for k, _ in report.user_properties)
+
+
+def plain_failure(message: str) -> str:
+    """The check's own words: without pytest's "AssertionError: "/"Failed: " prefix and its assertion
+    introspection ("assert False", "+ where …"), which say nothing to a DBA."""
+    for prefix in ("AssertionError: ", "Failed: "):
+        message = message.removeprefix(prefix)
+    lines = message.splitlines()
+    cut = next((i for i, line in enumerate(lines) if i and line.startswith("assert ")), len(lines))
+    return "\n".join(lines[:cut]).rstrip()

@@ -13,6 +13,7 @@ import hashlib
 import html
 import json
 import subprocess
+import textwrap
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +23,15 @@ import pytest
 
 import restore
 from reports import pages
-from reports.checklist import CHECKLIST, EXIT_CODES, RunOutcome, checklist_id_of, is_not_applicable, item_status
+from reports.checklist import (
+    CHECKLIST,
+    EXIT_CODES,
+    RunOutcome,
+    checklist_id_of,
+    is_not_applicable,
+    item_status,
+    plain_failure,
+)
 from restore import evidence, record
 from restore.outcome import PreparedDatabase
 from restore.run import RunState
@@ -92,18 +101,8 @@ def _message(report: pytest.TestReport) -> str:
         return str(report.longrepr[2]).removeprefix("Skipped: ")
     crash = getattr(report.longrepr, "reprcrash", None)
     if crash is not None:
-        return _plain_failure(str(crash.message))
+        return plain_failure(str(crash.message))
     return str(report.longrepr or "")
-
-
-def _plain_failure(message: str) -> str:
-    """The check's own words: without pytest's "AssertionError: "/"Failed: " prefix and its assertion
-    introspection ("assert False", "+ where …"), which say nothing to a DBA."""
-    for prefix in ("AssertionError: ", "Failed: "):
-        message = message.removeprefix(prefix)
-    lines = message.splitlines()
-    cut = next((i for i, line in enumerate(lines) if i and line.startswith("assert ")), len(lines))
-    return "\n".join(lines[:cut]).rstrip()
 
 
 class _Collector:
@@ -304,7 +303,9 @@ def build_result(state: RunState, collected: Collected, exitstatus: int, *,
         "outcome": verdict,
         "outcome_reason": {"interrupted": "the run was interrupted (Ctrl-C, SIGTERM, a CI timeout) before it "
                                           f"finished: {unfinished} test(s) did not finish",
-                           "failed": _counted(checklist, failed=True),
+                           "failed": (f"the restore failed, so nothing could be verified: "
+                                      f"{prepared.restore.refused.splitlines()[0]}" if prepared.restore.refused
+                                      else _counted(checklist, failed=True)),
                            "partial": f"not a complete backup test: {run_narrowed or 'some tests did not run'}",
                            "passed": _counted(checklist, failed=False)}[verdict],
         "started_at": facts.started_at,
@@ -439,22 +440,55 @@ def _cut(text: str, width: int) -> str:
     return first[:width].rsplit(" ", 1)[0].rstrip(",;:") + " …"
 
 
+NO_DATABASE = "no database to verify"  # restore/run.py: RunState.no_database_reason
+WRAPPED_LINES = 6  # per reason in the terminal's checklist: the fix is in the words, so wrap them, don't cut
+
+
+def _wrapped(text: str, width: int) -> list[str]:
+    """The first paragraph, wrapped to ``width``: at most WRAPPED_LINES lines (the report has the rest)."""
+    first = text.strip().split("\n\n")[0].replace("\n", " ")
+    lines = textwrap.wrap(first, width=max(40, width), break_long_words=False, break_on_hyphens=False) or [""]
+    if len(lines) > WRAPPED_LINES:
+        lines = [*lines[:WRAPPED_LINES - 1], _cut(" ".join(lines[WRAPPED_LINES - 1:]), max(40, width) - 20)
+                 + " (see the report)"]
+    return lines
+
+
 def print_checklist(reporter: Any, result: dict[str, Any]) -> None:
     """Each item's state and reason; a failed item lists its failures (a few, then how many more)."""
     reporter.write_sep("=", "restore-verify checklist")
     failures: dict[str, list[dict[str, Any]]] = {}
     for failure in result["failures"]:
         failures.setdefault(str(failure["checklist"]), []).append(failure)
+    # Items skipped because there was no database say so once (the reason is restore_succeeded's).
+    no_db = [cid for cid, status in result["checklist"].items() if status == "skipped"
+             and result["checklist_reasons"].get(cid, "").startswith(NO_DATABASE)]
     for cid, status in result["checklist"].items():
         reason = result["checklist_reasons"].get(cid, "")
+        if cid in no_db[1:]:
+            continue
+        if cid in no_db and len(no_db) > 1:
+            reporter.write("SKIPPED    ", yellow=True)
+            reporter.write_line(f"{len(no_db)} items: {', '.join(no_db)}: no database to verify (see "
+                                "restore_succeeded)")
+            continue
         markup = {"passed": {"green": True}, "failed": {"red": True, "bold": True}}.get(status, {"yellow": True})
         reporter.write(f"{status.upper():10} ", **markup)
         mine = failures.get(cid, [])
-        reporter.write_line(f"{cid:24} {'' if len(mine) > 1 else _cut(reason, 100)}")
+        terminal = getattr(reporter, "_tw", None)
+        # A log (no terminal) is read in a wide window: 120 columns; a terminal, its own width.
+        width = (max(60, int(getattr(terminal, "fullwidth", 120) or 120)) if reporter.isatty() else 120) - 36
+        lines = [] if len(mine) > 1 else _wrapped(reason, width)
+        reporter.write_line(f"{cid:24} {lines[0] if lines else ''}")
+        for line in lines[1:]:
+            reporter.write_line(f"{'':35} {line}")
         if len(mine) > 1:
             for failure in mine[:FAILURES_SHOWN]:
                 test = failure["nodeid"].split("::")[-1]
-                reporter.write_line(f"{'':35} - {test}: {_cut(failure['message'], 90)}")
+                wrapped = _wrapped(f"{test}: {failure['message']}", width - 2)
+                reporter.write_line(f"{'':35} - {wrapped[0]}")
+                for line in wrapped[1:3]:
+                    reporter.write_line(f"{'':37} {line}")
             if len(mine) > FAILURES_SHOWN:
                 reporter.write_line(f"{'':35}   and {len(mine) - FAILURES_SHOWN} more — see the report")
     reporter.write_line(f"report: {result['run_dir']}/report.html   result: {result['run_dir']}/result.json")

@@ -144,8 +144,7 @@ class RunState:
         if prepared is None:
             return "restore-verify is not active in this run"
         if prepared.restore.refused:
-            first_line = prepared.restore.refused.splitlines()[0]
-            return f"no database to verify: the restore was refused (see restore_succeeded): {first_line}"
+            return "no database to verify: the restore was refused (see restore_succeeded)"  # said once, there
         if self.facts.catalog_error:
             return f"the database could not be read (see db_accessible): {self.facts.catalog_error.splitlines()[0]}"
         return None
