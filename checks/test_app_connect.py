@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -51,6 +53,10 @@ def app_conninfo(prepared: PreparedDatabase, app: AppExpectation) -> str:
                        dbname=app.database or prepared.dbname)
     if prepared.owned:  # our embedded server: superuser uses its socket; applications come in over loopback
         base = with_params(base, host=prepared.app_host, port=prepared.app_port)
+    elif (get_param(base, "host") or "/").startswith("/"):
+        # The verifier may use the server's Unix socket (often trust); an application logs in over TCP with its
+        # password, where an expired or wrong password shows.
+        base = with_params(base, host="127.0.0.1", hostaddr=None)
     if app.password_env:
         password = os.environ.get(app.password_env)
         if password is None:
@@ -70,19 +76,36 @@ def app_conninfo(prepared: PreparedDatabase, app: AppExpectation) -> str:
     return base
 
 
-def test_app_role_logs_in(app: AppExpectation, restored_db: PreparedDatabase) -> None:
-    """Log in as the application role and run a read-only query, as the application would."""
+def test_app_role_logs_in(app: AppExpectation, restored_db: PreparedDatabase, db_conn: psycopg.Connection[Any],
+                          record_property: Callable[[str, object], None]) -> None:
+    """Log in as the application role over TCP with its password and run a read-only query, as the application
+    would; say when its password has expired (VALID UNTIL)."""
     conninfo = app_conninfo(restored_db, app)
+    found = db_conn.execute("SELECT rolvaliduntil, rolcanlogin FROM pg_roles WHERE rolname = %s",
+                            (app.role,)).fetchone()
+    valid_until = found[0] if found else None
+    record_property("valid_until", valid_until.isoformat() if valid_until is not None else "no expiry")
+    where = (f"{get_param(conninfo, 'host')}:{get_param(conninfo, 'port') or 5432}/"
+             f"{get_param(conninfo, 'dbname')} as {app.role}")
     try:
         with psycopg.connect(conninfo, connect_timeout=15) as conn:
             conn.read_only = True
             row = conn.execute("SELECT current_user, current_database()").fetchone()
         failure = None
     except psycopg.OperationalError as exc:
-        row, failure = None, str(exc).strip()
+        row, failure = None, (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
     if failure is not None:
+        if valid_until is not None and valid_until < datetime.now(UTC):
+            pytest.fail(f"The application role {app.role!r} cannot log in ({where}): its password expired at "
+                        f"{valid_until.isoformat()} (VALID UNTIL). Fix: ALTER ROLE {hints.ident(app.role)} VALID "
+                        "UNTIL 'infinity'; (or a later date), then set the password the application uses.",
+                        pytrace=False)
+        if found is not None and not found[1]:
+            pytest.fail(f"The application role {app.role!r} cannot log in ({where}): it has NOLOGIN (restored "
+                        "without --globals, this run created it so). Restore the roles with "
+                        "--globals=pg_dumpall-globals.sql, or ALTER ROLE … LOGIN.", pytrace=False)
         pytest.fail(
-            f"The application role {app.role!r} cannot log in to {restored_db.target_display}: {failure}. "
+            f"The application role {app.role!r} cannot log in ({where}): {failure}. "
             "Check that the role exists with LOGIN (restore with --globals=pg_dumpall-globals.sql to bring roles "
             "and their passwords), and the password source in app.toml.",
             pytrace=False,

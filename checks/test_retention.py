@@ -20,7 +20,7 @@ def retention_rules(state: RunState) -> list[Param] | str:
     policy = state.config.retention
     if policy is None:
         return ("no retention policy configured: add [retention] (instance and rules) to the targets file; see "
-                "README, Backups on RDS")
+                "docs/options.md, Backups on RDS")
     return [pytest.param(rule, id=f"{policy.instance}:{rule.snapshot_type or 'any'}-every-{i}")
             for i, rule in enumerate(policy.rules)]
 

@@ -7,7 +7,7 @@ from typing import Literal
 import pytest
 
 Status = Literal["passed", "failed", "skipped", "incomplete"]
-RunOutcome = Literal["passed", "failed", "interrupted", "partial"]
+RunOutcome = Literal["passed", "failed", "interrupted", "partial", "error"]
 
 # id -> (the runbook's wording, what the check proves)
 CHECKLIST: dict[str, tuple[str, str]] = {
@@ -78,9 +78,11 @@ def checklist_id_of(nodeid: str) -> str | None:
     return cid if module.startswith("test_") and cid in CHECKLIST else None
 
 
-# Exit codes (pytest's own 0, 1, 2 keep their meaning; 6 is this suite's).
+# Exit codes (pytest's own 0, 1, 2, 4 keep their meaning; 6 and 7 are this suite's).
 EXIT_PARTIAL = 6
-EXIT_CODES: dict[str, int] = {"passed": 0, "failed": 1, "interrupted": 2, "partial": EXIT_PARTIAL}
+EXIT_ERROR = 7  # the run never tested a backup: the target could not be reached or logged into
+EXIT_CODES: dict[str, int] = {"passed": 0, "failed": 1, "interrupted": 2, "partial": EXIT_PARTIAL,
+                              "error": EXIT_ERROR}
 
 
 NOT_APPLICABLE = "not_applicable"  # the marker and user property of a skipped test that had nothing to check

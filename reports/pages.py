@@ -73,9 +73,21 @@ def run_facts(r: dict[str, Any]) -> list[tuple[str, str]]:
 def report_prefix(r: dict[str, Any]) -> str:
     """Above pytest-html's results: the verdict and its facts, the checklist, the restore's phases and errors."""
     phases = [(name.replace("_", " "), float(seconds)) for name, seconds in (r["restore"]["phases_s"] or {}).items()]
+    failures: dict[str, list[dict[str, Any]]] = {}
+    for failure in r["failures"]:
+        failures.setdefault(str(failure["checklist"]), []).append(failure)
     return _render("report_prefix.html.j2", r=r, facts=run_facts(r), checklist=CHECKLIST, labels=LABELS,
                    controls=evidence.CONTROLS, phases=phases if r["restore"]["performed"] else [],
-                   errors=r["restore"]["errors"] + r["restore"]["accepted_errors"])
+                   errors=r["restore"]["errors"] + r["restore"]["accepted_errors"], failures=failures,
+                   shown=FAILURES_SHOWN, runbook=_runbook)
+
+
+FAILURES_SHOWN = 10  # a failed item's failures listed in its checklist row; the results table has them all
+
+
+def _runbook(text: str) -> str:
+    """The runbook's wording in parentheses, once (some items' wording is already parenthesised)."""
+    return text if text.startswith("(") else f"({text})"
 
 
 def report_postfix(r: dict[str, Any]) -> str:
@@ -202,15 +214,17 @@ def render_record(history: list[dict[str, Any]], out_dir: Path, *, until: str | 
             continue
         if not any(h.get("outcome") in COMPLETE for h in runs) and month != now_month:
             rows.append({"kind": "missing", "month": month,
-                         "why": "only partial or interrupted runs this month, no complete backup test",
+                         "why": "only partial, interrupted or error runs this month, no complete backup test",
                          "md_why": "no complete backup test this month"})
         rows += [_run_row(month, h) for h in runs]
     missing = [m for m in months if not any(h.get("outcome") in COMPLETE for h in by_month[m]) and m != now_month]
     failed_runs = sum(1 for h in history if h["outcome"] == "failed")
-    not_complete = sum(1 for h in history if h["outcome"] not in COMPLETE)
+    errors = sum(1 for h in history if h["outcome"] == "error")
+    not_complete = sum(1 for h in history if h["outcome"] not in COMPLETE) - errors
     last_pass = next((h["date"][:16] for h in reversed(history) if h["outcome"] == "passed"), None)
     summary = (f"{len(history)} run(s) over {len(months)} month(s); {failed_runs} failed; {not_complete} partial or "
-               f"interrupted (not counted as tests); last complete passing run: {last_pass or 'none'}; "
+               f"interrupted and {errors} error(s) — a target that could not be reached tested no backup — (none "
+               f"counted as tests); last complete passing run: {last_pass or 'none'}; "
                f"{len(missing)} month(s) without a complete test{': ' + ', '.join(missing) if missing else ''}.")
     members = fleet.status(history, now=datetime.now(UTC), within_days=35)
     databases = members if len(members) > 1 or any(h.get("label") for h in history) else []

@@ -298,6 +298,8 @@ def build_result(state: RunState, collected: Collected, exitstatus: int, *,
     run_narrowed = narrowed or (f"no test of {', '.join(not_selected)} was selected" if not_selected else None)
     failed = any(r.outcome == "failed" for r in collected.results.values()) or collected.collection_errors > 0
     verdict = run_outcome(interrupted=interrupted, failed=failed, narrowed=run_narrowed, unfinished=unfinished)
+    if facts.unreachable and verdict != "interrupted":
+        verdict = "error"
     tests = {k: sum(1 for r in collected.results.values() if r.outcome == k) for k in ("passed", "failed", "skipped")}
     return {
         "outcome": verdict,
@@ -307,6 +309,9 @@ def build_result(state: RunState, collected: Collected, exitstatus: int, *,
                                       f"{prepared.restore.refused.splitlines()[0]}" if prepared.restore.refused
                                       else _counted(checklist, failed=True)),
                            "partial": f"not a complete backup test: {run_narrowed or 'some tests did not run'}",
+                           "error": f"no backup was tested: the database to verify could not be reached or logged "
+                                    f"into ({facts.unreachable}); fix the target or its credentials and run again "
+                                    "(recorded as an error, not as a failed backup test)",
                            "passed": _counted(checklist, failed=False)}[verdict],
         "started_at": facts.started_at,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -455,29 +460,37 @@ def _wrapped(text: str, width: int) -> list[str]:
 
 
 def print_checklist(reporter: Any, result: dict[str, Any]) -> None:
-    """Each item's state and reason; a failed item lists its failures (a few, then how many more)."""
+    """The items that passed on one line; each other item with its state and reason (a failed item, its failures:
+    a few, then how many more). A screenful at 3 a.m.: the report has the rest."""
     reporter.write_sep("=", "restore-verify checklist")
     failures: dict[str, list[dict[str, Any]]] = {}
     for failure in result["failures"]:
         failures.setdefault(str(failure["checklist"]), []).append(failure)
+    terminal = getattr(reporter, "_tw", None)
+    # A log (no terminal) is read in a wide window: 120 columns; a terminal, its own width.
+    full = max(60, int(getattr(terminal, "fullwidth", 120) or 120)) if reporter.isatty() else 120
+    width = full - 36
+    passed = [cid for cid, status in result["checklist"].items() if status == "passed"]
+    if passed:
+        reporter.write(f"{'PASSED':10} ", green=True)
+        lines = _wrapped(f"({len(passed)}) {', '.join(passed)}", full - 12)
+        reporter.write_line(lines[0])
+        for line in lines[1:]:
+            reporter.write_line(f"{'':11}{line}")
     # Items skipped because there was no database say so once (the reason is restore_succeeded's).
     no_db = [cid for cid, status in result["checklist"].items() if status == "skipped"
              and result["checklist_reasons"].get(cid, "").startswith(NO_DATABASE)]
     for cid, status in result["checklist"].items():
         reason = result["checklist_reasons"].get(cid, "")
-        if cid in no_db[1:]:
+        if status == "passed" or cid in no_db[1:]:
             continue
         if cid in no_db and len(no_db) > 1:
             reporter.write("SKIPPED    ", yellow=True)
-            reporter.write_line(f"{len(no_db)} items: {', '.join(no_db)}: no database to verify (see "
-                                "restore_succeeded)")
+            reporter.write_line(f"({len(no_db)}) {', '.join(no_db)}: no database to verify (see restore_succeeded)")
             continue
-        markup = {"passed": {"green": True}, "failed": {"red": True, "bold": True}}.get(status, {"yellow": True})
+        markup = {"failed": {"red": True, "bold": True}}.get(status, {"yellow": True})
         reporter.write(f"{status.upper():10} ", **markup)
         mine = failures.get(cid, [])
-        terminal = getattr(reporter, "_tw", None)
-        # A log (no terminal) is read in a wide window: 120 columns; a terminal, its own width.
-        width = (max(60, int(getattr(terminal, "fullwidth", 120) or 120)) if reporter.isatty() else 120) - 36
         lines = [] if len(mine) > 1 else _wrapped(reason, width)
         reporter.write_line(f"{cid:24} {lines[0] if lines else ''}")
         for line in lines[1:]:
@@ -487,7 +500,7 @@ def print_checklist(reporter: Any, result: dict[str, Any]) -> None:
                 test = failure["nodeid"].split("::")[-1]
                 wrapped = _wrapped(f"{test}: {failure['message']}", width - 2)
                 reporter.write_line(f"{'':35} - {wrapped[0]}")
-                for line in wrapped[1:3]:
+                for line in wrapped[1:2]:
                     reporter.write_line(f"{'':37} {line}")
             if len(mine) > FAILURES_SHOWN:
                 reporter.write_line(f"{'':35}   and {len(mine) - FAILURES_SHOWN} more — see the report")
@@ -512,6 +525,9 @@ class _HtmlReport:
 
     def pytest_html_results_table_html(self, report: pytest.TestReport, data: list[str]) -> None:
         """A failed check: its own message and the offending rows first; pytest's traceback folded away."""
+        if report.skipped:  # its reason in words, not pytest's (path, line, "Skipped: …") tuple
+            data[:] = [f'<div class="skip-reason">{html.escape(_message(report))}</div>']
+            return
         if not report.failed:
             return
         offending = next((v for k, v in report.user_properties if k == "offending"), None)

@@ -157,7 +157,13 @@ def _fleet(args: argparse.Namespace) -> int:
             if cronjob is None:
                 print(f"error: {args.cronjob} holds no CronJob", file=sys.stderr)
                 return 2
-            text = yaml.safe_dump_all(fleet.indexed_job(members, args.fleet.read_text(), cronjob), sort_keys=False)
+            class _Dumper(yaml.SafeDumper):  # type: ignore[misc]  # PyYAML is untyped here
+                """Multi-line strings (the fleet file in the ConfigMap) as literal blocks: line for line."""
+
+            _Dumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
+                "tag:yaml.org,2002:str", value, style="|" if "\n" in value else None))
+            text = yaml.dump_all(fleet.indexed_job(members, args.fleet.read_text(), cronjob), Dumper=_Dumper,
+                                 sort_keys=False)
             if args.output:
                 args.output.write_text(text)
                 print(f"{len(members.databases)} database(s), {members.parallelism} at once -> {args.output}")
@@ -191,12 +197,13 @@ def _overdue(args: argparse.Namespace) -> int:
     if not rows:
         print(f"OVERDUE: {args.history} holds no runs at all (no data is a failure)", file=sys.stderr)
         return 1
-    print(f"{'database':28} {'last complete passing run':26} {'RTO s':>8} {'RPO s':>8}  last run")
+    width = max(28, *(len(row.name) + 1 for row in rows))
+    print(f"{'':8}{'database':{width}} {'last complete passing run':26} {'RTO s':>8} {'RPO s':>8}  last run")
     for row in rows:
         rto = "-" if row.rto_s is None else f"{row.rto_s:,.0f}"
         rpo = "-" if row.rpo_s is None else f"{row.rpo_s:,.0f}"
-        flag = "OVERDUE " if row.overdue else ""
-        print(f"{flag + row.name:28} {(row.last_passed or 'never')[:19]:26} {rto:>8} {rpo:>8}  "
+        flag = "OVERDUE" if row.overdue else ""
+        print(f"{flag:8}{row.name:{width}} {(row.last_passed or 'never')[:19]:26} {rto:>8} {rpo:>8}  "
               f"{(row.last_run or 'never')[:19]} {row.last_outcome or ''}")
     overdue = [row.name for row in rows if row.overdue]
     if overdue:
@@ -229,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     rec = command("record", "render, verify, export or annotate the backup-test history")
     rec.add_argument("action", nargs="?", choices=("annotate",), help="annotate RUN-ID: add a follow-up line")
     rec.add_argument("run_id", nargs="?", metavar="RUN-ID", help="with annotate: the run followed up")
-    rec.add_argument("--history", required=True, help="the JSONL history (--record of the runs): a path or s3://…")
+    rec.add_argument("--history", default="reports/record.jsonl",
+                     help="the JSONL history (--record of the runs): a path or s3://… (default: reports/record.jsonl, "
+                          "where the runs write it by default)")
     rec.add_argument("--output", type=Path, help="directory for record.html and record.md (rendering)")
     rec.add_argument("--until", metavar="YYYY-MM", help="show months up to this one (default: the current month)")
     rec.add_argument("--verify", action="store_true", help="check the hash chain, signatures and evidence files")

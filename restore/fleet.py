@@ -140,14 +140,23 @@ class DatabaseStatus:
 
 
 def member(line: dict[str, Any]) -> str:
-    """Which database a record line is about: its --label, else target and database."""
-    return str(line.get("label") or f"{line['target']['name']}/{line['target'].get('database')}")
+    """Which database a record line is about: its --label, else target and database (or, when the run never knew
+    the database — a missing backup —, the backup's file name)."""
+    database = line["target"].get("database") or (line.get("backup") or {}).get("id") or "unknown database"
+    return str(line.get("label") or f"{line['target']['name']}/{database}")
+
+
+def tested(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The lines of runs that tested a backup: an ``error`` (a target that could not be reached, a login that
+    failed) tested nothing, names no database of the fleet, and is neither a passed nor a failed test."""
+    return [h for h in history if h.get("outcome") != "error"]
 
 
 def status(history: list[dict[str, Any]], *, now: datetime, within_days: float,
            expected: list[str] | None = None) -> list[DatabaseStatus]:
     """Every ``expected`` database, run or not (without a fleet: every database in the record): overdue when it has
     no complete passing run in the last ``within_days`` days ("no data" is overdue too)."""
+    history = tested(history)
     names = list(expected) if expected is not None else list(dict.fromkeys(member(h) for h in history))
     cutoff = now - timedelta(days=within_days)
     result = []

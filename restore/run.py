@@ -73,6 +73,9 @@ class RunFacts:
     prepared: PreparedDatabase | None = None
     catalog: Catalog = field(default_factory=Catalog)
     catalog_error: str | None = None
+    # The database to verify could not be reached or logged into (nothing was restored by this run): the run
+    # never tested a backup, and its outcome is "error" — recorded, never counted as a test (passed or failed).
+    unreachable: str | None = None
     # Manifest comparison: the source (a manifest file, or a live baseline captured at the start) and the
     # restored database captured by the same code; files, so that every worker reads the same data.
     source_kind: str | None = None  # "manifest" | "baseline"
@@ -193,6 +196,11 @@ class Run:
             for problem in facts.record_problems:
                 say(f"warning: {problem}")
             facts.previous_counts = record.previous_counts(history, cfg.target.name, facts.prepared.dbname)
+        if facts.prepared.conninfo is not None and not facts.prepared.restore.performed:
+            try:  # an existing target: reaching it and logging in is not a finding about any backup
+                psycopg.connect(self._bounded(facts.prepared.conninfo)).close()
+            except psycopg.OperationalError as exc:
+                facts.unreachable = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
         if facts.prepared.conninfo is not None:
             try:
                 facts.catalog = read_catalog(self._bounded(facts.prepared.conninfo))

@@ -98,7 +98,8 @@ def orphans(conn: psycopg.Connection[Any], fk: dict[str, Any]) -> Findings:
     count = int(count_row[0])
     if not count:
         return Findings(0, [])
-    sample, rows = _sample(conn, sql.SQL("SELECT {k}, {cols} FROM {child} c WHERE {cond}").format(
+    # Distinct keys: three missing parents with hundreds of children are three keys, not one key repeated.
+    sample, rows = _sample(conn, sql.SQL("SELECT DISTINCT {k}, {cols} FROM {child} c WHERE {cond}").format(
         k=key_text, cols=sql.SQL(", ").join(cols), child=child, cond=condition))
     return Findings(count, sample, list(fk["columns"]), rows)
 

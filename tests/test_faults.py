@@ -256,3 +256,23 @@ def test_the_readmes_verifying_role_runs_green_on_a_faithful_restore(
     assert "incomplete" not in run.result["checklist"].values(), run.explain()
     assert run.result["checklist"]["schema_matches"] == "passed", run.explain()
     assert run.result["checklist"]["no_corruption"] == "passed", run.explain()
+
+
+def test_an_expired_application_password_is_said_as_expiry_over_tcp(
+    fault_server: FaultServer, sample: Sample, run_suite: Callable[..., SuiteRun]
+) -> None:
+    """The verifier comes in over the server's socket; the application logs in over TCP with its password, as the
+    application would: an expired password (VALID UNTIL) fails app_connect saying so, naming the role."""
+    dsn = fault_server.copy("expired_app")
+    with psycopg.connect(fault_server.server.conninfo(), autocommit=True) as conn:
+        conn.execute("ALTER ROLE ecommerce_app VALID UNTIL '2001-01-01'")  # roles are the server's: put back below
+    try:
+        run = run_suite(*_existing_target_args(dsn, sample))
+    finally:
+        with psycopg.connect(fault_server.server.conninfo(), autocommit=True) as conn:
+            conn.execute("ALTER ROLE ecommerce_app VALID UNTIL 'infinity'")
+    assert run.result["checklist"]["app_connect"] == "failed", run.explain()
+    messages = " ".join(f["message"] for f in run.result["failures"] if f["checklist"] == "app_connect")
+    assert "password expired at 2001-01-01" in messages, messages
+    assert "as ecommerce_app" in messages, messages
+    assert "user=postgres" not in messages, messages

@@ -240,3 +240,64 @@ def test_the_record_reads_well_with_one_month_of_data(sample: Sample, tmp_path: 
     assert point is not None
     assert float(point.group(1)) < 100  # near the top of a 220 px chart, not flattened onto the axis
     assert len(re.findall(r'class="date-label"', chart.group(0))) == 1
+
+
+def test_a_run_that_cannot_reach_its_target_is_an_error_not_a_failed_backup_test(
+    fault_server: FaultServer, sample: Sample, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    """A mistyped password or a closed port tests no backup: outcome error (exit 7), recorded in the chain but never
+    counted as a test, and never a database of the record."""
+    from tests.conftest import _free_port
+
+    history = tmp_path / "record.jsonl"
+    wrong_password = (f"host=127.0.0.1 port={fault_server.server.port} dbname=pristine user=postgres "
+                      "password=not-the-password connect_timeout=5")
+    closed_port = f"host=127.0.0.1 port={_free_port()} dbname=prod user=postgres password=x connect_timeout=5"
+    for dsn in (wrong_password, closed_port):
+        run = run_suite(f"--target={dsn}", f"--expectations={sample.expectations}", f"--record={history}")
+        assert run.returncode == 7, run.explain()
+        assert run.result["outcome"] == "error", run.explain()
+        assert "could not be reached or logged into" in run.result["outcome_reason"], run.explain()
+        assert "not-the-password" not in run.output
+    lines = record.load(history)
+    assert [line["outcome"] for line in lines] == ["error", "error"]
+    overdue = subprocess.run([sys.executable, "-m", "restore", "record", f"--history={history}", "--overdue"],
+                             cwd=ROOT, capture_output=True, text=True, check=False)
+    assert overdue.returncode == 1  # no backup was ever tested: that is overdue, and says so
+    assert "pristine" not in overdue.stdout + overdue.stderr
+    assert "None" not in overdue.stdout + overdue.stderr
+    html_path, md_path = render_record(lines, tmp_path / "rendered")
+    assert "2 error(s)" in md_path.read_text()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (apt-get install chromium)")
+def test_the_failed_report_reads_on_a_desktop_and_a_phone(
+    sample: Sample, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    """A failed item lists all its failures in its checklist row (with a count), skipped tests show their reason
+    (not pytest's tuples), the page is laid out for a phone's width, and the runbook's Chinese has a CJK font."""
+    expectations = tmp_path / "expectations"
+    shutil.copytree(sample.expectations, expectations)
+    for n in (1, 2, 3):
+        (expectations / "business_rules" / f"broken_rule_{n}.sql").write_text(
+            f"SELECT id FROM public.orders WHERE id = {n}\n")
+    run = run_suite(f"--backup={sample.dump}", f"--globals={sample.globals_sql}", f"--expectations={expectations}")
+    assert run.failed_items() == {"business_rules"}, run.explain()
+    report = run.run_dir / "report.html"
+    for width in (1400, 390):
+        png = tmp_path / f"report-{width}.png"
+        profile = tmp_path / f"profile-{width}"
+        subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={width},1600",
+                        f"--screenshot={png}", report.as_uri()], capture_output=True, timeout=120, check=False)
+        assert png.stat().st_size > 10_000, f"{png} looks blank"
+    dom = _chromium(report, tmp_path / "dom.png")
+    row = re.search(r'<tr class="checklist-failed"><td>business_rules</td><td>failed \(3\)</td>.*?</tr>', dom, re.S)
+    assert row is not None, dom[:3000]
+    assert row.group(0).count("<li>") == 3, row.group(0)
+    assert "('/" not in dom  # a skipped test's reason, not pytest's (path, line, reason) tuple
+    assert '<meta name="viewport"' in dom
+    assert "Noto Sans CJK" in report.read_text()  # the runbook's wording has a CJK-capable font named
+    assert "((" not in re.sub(r"<[^>]+>", "", row.group(0) + dom[dom.index('id="checklist"'):][:20000])
+    # The terminal: after pytest's own progress, a failed run of the sample says what it must in a screenful.
+    tail = run.output.split("[100%]", 1)[-1]
+    assert len(tail.splitlines()) <= 40, tail
