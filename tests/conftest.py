@@ -65,6 +65,7 @@ class SuiteRun:
     output: str
     result: dict[str, Any]
     run_dir: Path
+    tmp: Path | None = None  # the run's TMPDIR (its fetches, its servers)
 
     def failed_items(self) -> set[str]:
         return {k for k, v in self.result["checklist"].items() if v == "failed"}
@@ -113,7 +114,7 @@ def run_suite(tmp_path: Path) -> Iterator[Callable[..., SuiteRun]]:
         result = json.loads(result_path.read_text())
         leftovers = [p.name for p in run_tmp.iterdir() if p.name.startswith("restore-verify-")]
         assert not leftovers, f"the run left its embedded server behind: {leftovers}"
-        return SuiteRun(proc.returncode, output, result, Path(result["run_dir"]))
+        return SuiteRun(proc.returncode, output, result, Path(result["run_dir"]), run_tmp)
 
     yield run
     for folder in temporaries:

@@ -37,7 +37,8 @@ def bucket(moto_env: dict[str, str], sample: Sample) -> object:
 
 
 def _no_fetch_left(run: SuiteRun) -> None:
-    tmp = Path(run.run_dir).parents[1] / f"tmp{run.run_dir.parent.name.removeprefix('reports')}"
+    assert run.tmp is not None
+    tmp = run.tmp
     assert not any(p.name.startswith("restore-verify-fetch-") for p in tmp.iterdir()), "download left behind"
 
 
