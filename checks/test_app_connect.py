@@ -81,7 +81,8 @@ def test_app_role_logs_in(app: AppExpectation, restored_db: PreparedDatabase, db
     """Log in as the application role over TCP with its password and run a read-only query, as the application
     would; say when its password has expired (VALID UNTIL)."""
     conninfo = app_conninfo(restored_db, app)
-    found = db_conn.execute("SELECT rolvaliduntil, rolcanlogin FROM pg_roles WHERE rolname = %s",
+    found = db_conn.execute("SELECT CASE WHEN rolvaliduntil IN ('infinity', '-infinity') THEN NULL "
+                            "ELSE rolvaliduntil END, rolcanlogin FROM pg_roles WHERE rolname = %s",
                             (app.role,)).fetchone()
     valid_until = found[0] if found else None
     record_property("valid_until", valid_until.isoformat() if valid_until is not None else "no expiry")

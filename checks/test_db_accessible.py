@@ -34,10 +34,13 @@ def test_db_accessible(
         failure = None
     except psycopg.Error as exc:
         one = row = None
-        failure = str(exc).strip()
+        # libpq's last line is the cause ("password authentication failed for user …", "Connection refused");
+        # the lines before it repeat the address.
+        failure = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()
     if failure is not None:
+        ends = "" if failure.endswith((".", "?", "!")) else "."
         pytest.fail(
-            f"Cannot connect to {prepared_db.target_display}: {failure}. Check that the server is up and the "
+            f"Cannot connect to {prepared_db.target_display}: {failure}{ends} Check that the server is up and the "
             "connection settings (--target / targets.toml, password environment variable) are right.",
             pytrace=False,
         )

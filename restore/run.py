@@ -201,7 +201,8 @@ class Run:
                 psycopg.connect(self._bounded(facts.prepared.conninfo)).close()
             except psycopg.OperationalError as exc:
                 facts.unreachable = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
-        if facts.prepared.conninfo is not None:
+                facts.catalog_error = f"{type(exc).__name__}: {facts.unreachable}"  # not waited for twice
+        if facts.prepared.conninfo is not None and facts.unreachable is None:
             try:
                 facts.catalog = read_catalog(self._bounded(facts.prepared.conninfo))
             except Exception as exc:  # recorded: db_accessible fails with it, the rest skip naming it
