@@ -264,8 +264,9 @@ def compare(src: Inventory, dst: Inventory, *, suite_extensions: tuple[str, ...]
     else:
         how = (f"pg_dump's inventory: {len(src['entries'])} objects of the backup compared with the restore by name "
                f"and owner; definitions not compared, because the backup's were written by pg_dump "
-               f"{src['pg_dump'] or 'unknown'} from PostgreSQL {src['server'] or 'unknown'} and the restore's by "
-               f"pg_dump {dst['pg_dump']} from PostgreSQL {dst['server']}, which write some definitions differently")
+               f"{_major(src['pg_dump']) or 'unknown'} from PostgreSQL {_major(src['server']) or 'unknown'} and the "
+               f"restore's by pg_dump {_major(dst['pg_dump'])} from PostgreSQL {_major(dst['server'])}, which write "
+               "some definitions differently")
     a, b = src["entries"], dst["entries"]
     a_defs: dict[str, str] | None = None
     b_defs: dict[str, str] | None = None
