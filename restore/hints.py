@@ -76,3 +76,8 @@ def refresh(schema: str, matview: str) -> str:
 def grant(privilege: str, kind: str, obj: str, role: str) -> str:
     """obj as app.toml writes it (already SQL text: schema.table or a function signature)."""
     return f"GRANT {privilege} ON {kind.upper()} {obj} TO {ident(role)};"
+
+
+def listed(items: Sequence[str], *, limit: int = 10) -> str:
+    """The first ``limit`` items, comma-separated, and an ellipsis when there are more."""
+    return ", ".join(items[:limit]) + (" …" if len(items) > limit else "")

@@ -33,6 +33,7 @@ import psycopg
 from psycopg import sql
 from typing_extensions import TypedDict
 
+from restore.hints import listed
 from restore.toc import RawEntry, RawToc, read_toc
 from restore.tools import clean_env, pg_tool, tool_version
 
@@ -367,10 +368,9 @@ def _lo_words(backup: str, restore: str) -> str:
     parts = []
     if missing:
         parts.append(f"{len(missing)} large object(s) of the backup are missing from the restore (ids "
-                     f"{', '.join(missing[:10])}{' …' if len(missing) > 10 else ''})")
+                     f"{listed(missing)})")
     if extra:
-        parts.append(f"{len(extra)} large object(s) are in the restore but not in the backup (ids "
-                     f"{', '.join(extra[:10])}{' …' if len(extra) > 10 else ''})")
+        parts.append(f"{len(extra)} large object(s) are in the restore but not in the backup (ids {listed(extra)})")
     return "; ".join(parts) + "." if parts else "large objects differ."
 
 

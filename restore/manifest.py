@@ -33,6 +33,7 @@ from typing_extensions import TypedDict
 from restore import fidelity, inventory
 from restore.archive import ArchiveInfo, inspect
 from restore.errors import ManifestMismatch
+from restore.hints import listed
 from restore.tools import clean_env, pg_tool
 
 FORMAT = "restore-verify-manifest"
@@ -298,11 +299,11 @@ def large_object_differences(src: LargeObjects, dst: LargeObjects, *, limit: int
     out = []
     if missing:
         out.append(f"{len(missing)} large object(s) of the backup are gone from the restore, with their content: "
-                   f"ids {', '.join(missing[:limit])}{' …' if len(missing) > limit else ''}")
+                   f"ids {listed(missing, limit=limit)}")
     if changed:
         out.append(f"{len(changed)} large object(s) hold other bytes than in the backup: ids "
-                   f"{', '.join(changed[:limit])}{' …' if len(changed) > limit else ''}. Fix: restore them from the "
-                   "backup (pg_restore restores large objects with the data)")
+                   f"{listed(changed, limit=limit)}. Fix: restore them from the backup (pg_restore restores large "
+                   "objects with the data)")
     compared = sum(1 for o, e in a.items() if e["md5"] and o in b and b[o]["md5"])
     return out, compared
 

@@ -217,6 +217,8 @@ def accept(errors: list[str], patterns: tuple[str, ...], outcome: RestoreOutcome
                                            f"--allow-restore-error={shlex.quote(pattern)}]")
 
 
+_CREATING = re.compile(r"pg_restore: creating [A-Z]")
+_FINISHED_ITEM = re.compile(r"finished item (\d+) TABLE DATA ")
 _POST_DATA = re.compile(r'(?:creating|finished item \d+) (INDEX|CONSTRAINT|FK CONSTRAINT|TRIGGER) "?([^"]+?)"?\s*$')
 
 
@@ -226,16 +228,31 @@ class RestoreProgress:
 
     def __init__(self, report: Callable[[str], None] | None, conninfo: str, total: int) -> None:
         self.report, self.conninfo, self.total = report, conninfo, total
-        self.done = 0
+        # Tables whose data arrived: items finished (parallel: pg_restore says "launching item" first), else
+        # tables started (serial). Both kinds of line name a table in parallel mode: counted once, by item number.
+        self.parallel = False
+        self.finished: set[str] = set()
+        self.started_tables = 0
+        self.created = 0  # schema objects created before the data (1,000 tables take a while)
         self.built = 0
         self.building: str | None = None
         self.started = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._tick, daemon=True)
 
+    @property
+    def done(self) -> int:
+        return len(self.finished) if self.parallel else self.started_tables
+
     def on_line(self, line: str) -> None:
-        if table_done(line):
-            self.done += 1
+        if "launching item" in line:
+            self.parallel = True
+        if finished := _FINISHED_ITEM.search(line):
+            self.finished.add(finished.group(1))
+        elif _PROCESSING_DATA.search(line):
+            self.started_tables += 1
+        elif not self.done and self.building is None and _CREATING.search(line):
+            self.created += 1
         elif found := _POST_DATA.search(line):
             if "finished item" in line:
                 self.built += 1
@@ -244,6 +261,8 @@ class RestoreProgress:
     def status(self, size_mb: float) -> str:
         elapsed = f"{size_mb:,.0f} MB written, {time.monotonic() - self.started:.0f} s"
         data = f"{min(self.done, self.total)}/{self.total} tables' data"
+        if self.building is None and not self.done and self.created:
+            return f"restoring: the schema ({self.created:,} objects created), then {data}, {elapsed}"
         if self.building is None:
             return f"restoring: {data}, {elapsed}"
         built = f" ({self.built} done)" if self.built else ""

@@ -265,3 +265,22 @@ def test_kubernetes_failures_read_as_clear_errors(status: int, says: str) -> Non
 
     with pytest.raises(AppError, match=says):
         _api(call, "get the scale of", "deployment 'web' in namespace 'prod'", "web", "prod")
+
+
+def test_restore_progress_counts_each_tables_data_once_as_it_arrives() -> None:
+    """pg_restore --jobs names a table twice (processing, finished) and tenants share table names: counted by item;
+    before the data, the schema being created is counted."""
+    from restore.pgrestore import RestoreProgress
+
+    progress = RestoreProgress(None, "", 3)
+    progress.on_line('pg_restore: creating TABLE "tenant_a.orders"\n')
+    progress.on_line('pg_restore: creating TABLE "tenant_b.orders"\n')
+    assert progress.status(0.0).startswith("restoring: the schema (2 objects created), then 0/3 tables' data")
+    for item, schema in ((101, "tenant_a"), (102, "tenant_b")):
+        progress.on_line(f"pg_restore: launching item {item} TABLE DATA orders\n")
+        progress.on_line(f'pg_restore: processing data for table "{schema}.orders"\n')
+        progress.on_line(f"pg_restore: finished item {item} TABLE DATA orders\n")
+    assert progress.done == 2
+    serial = RestoreProgress(None, "", 2)
+    serial.on_line('pg_restore: processing data for table "tenant_a.orders"\n')
+    assert serial.done == 1
