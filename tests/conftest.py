@@ -91,7 +91,7 @@ def run_suite(tmp_path: Path) -> Iterator[Callable[..., SuiteRun]]:
     counter = iter(range(100))
     temporaries: list[Path] = []
 
-    def run(*args: str, env: dict[str, str] | None = None, expect_result: bool = True) -> SuiteRun:
+    def run(*args: str, env: dict[str, str | None] | None = None, expect_result: bool = True) -> SuiteRun:
         n = next(counter)
         reports = tmp_path / f"reports{n}"
         result_path = tmp_path / f"result{n}.json"
@@ -105,7 +105,8 @@ def run_suite(tmp_path: Path) -> Iterator[Callable[..., SuiteRun]]:
         proc = subprocess.run(
             [sys.executable, "-m", "pytest", *args, f"--reports-dir={reports}", f"--result-json={result_path}"],
             cwd=ROOT, capture_output=True, text=True, timeout=600,
-            env={**os.environ, "TMPDIR": str(run_tmp), **(env or {})},
+            env={k: v for k, v in {**os.environ, "TMPDIR": str(run_tmp), **(env or {})}.items()
+                 if v is not None},  # None: not set in the run (as on a DBA's terminal)
         )
         output = proc.stdout + proc.stderr
         if not expect_result:
