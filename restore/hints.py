@@ -74,7 +74,10 @@ def refresh(schema: str, matview: str) -> str:
 
 
 def grant(privilege: str, kind: str, obj: str, role: str) -> str:
-    """obj as app.toml writes it (already SQL text: schema.table or a function signature)."""
+    """obj as app.toml writes it: ``schema.table`` (quoted here like every other hint's names) or, for a function,
+    its signature (SQL text, used as written)."""
+    if kind.lower() in ("table", "sequence", "schema", "database") and '"' not in obj and obj.count(".") <= 1:
+        obj = ident(*obj.split("."))
     return f"GRANT {privilege} ON {kind.upper()} {obj} TO {ident(role)};"
 
 

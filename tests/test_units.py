@@ -284,3 +284,13 @@ def test_restore_progress_counts_each_tables_data_once_as_it_arrives() -> None:
     serial = RestoreProgress(None, "", 2)
     serial.on_line('pg_restore: processing data for table "tenant_a.orders"\n')
     assert serial.done == 1
+
+
+def test_fix_hints_quote_names_one_way() -> None:
+    """Every hint names objects as psycopg quotes them, app.toml's own `schema.table` included."""
+    from restore import hints
+
+    assert hints.grant("UPDATE", "table", "public.orders", "app") == 'GRANT UPDATE ON TABLE "public"."orders" TO "app";'
+    assert '"public"."orders"' in hints.refresh("public", "orders")
+    assert hints.grant("EXECUTE", "function", "public.f(bigint)", "app").startswith(
+        "GRANT EXECUTE ON FUNCTION public.f(bigint)")  # a signature is SQL text, used as written
