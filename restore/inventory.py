@@ -249,12 +249,14 @@ def _cut(text: str, limit: int = FIX_CHARS) -> str:
     return text.strip().replace("\n", "\n      ")
 
 
-def compare(src: Inventory, dst: Inventory, *, suite_extensions: tuple[str, ...] = ()) -> Result:
+def compare(src: Inventory, dst: Inventory, *, suite_extensions: tuple[str, ...] = (),
+            dbname: str | None = None) -> Result:
     """Entry by entry: missing from the restore, extra in it, defined differently, owned by another role.
 
     Definitions are compared when both inventories were written by the same pg_dump major from servers of the same
     major: pg_dump writes some definitions differently per version. Otherwise objects and owners are compared, and
-    ``how`` says so. ``suite_extensions``: extensions this run installed into its own copy (amcheck).
+    ``how`` says so. ``suite_extensions``: extensions this run installed into its own copy (amcheck); ``dbname``:
+    the restored database's name, for the words.
     """
     same_dump = _major(src["pg_dump"]) == _major(dst["pg_dump"]) and _major(src["server"]) == _major(dst["server"])
     exact = bool(same_dump and src["pg_dump"] and src["server"])
@@ -354,6 +356,9 @@ def compare(src: Inventory, dst: Inventory, *, suite_extensions: tuple[str, ...]
         out.append(Difference(key, d["kind"], d["subject"] or key, "extra", _own_name(d),
                               f"{label(d)} is in the restore but not in the backup." if d["kind"] != LARGE_OBJECTS
                               else _lo_words("", defs()[1].get(key, ""))))
+    if dbname:  # the database's own name was read as a placeholder to compare; the words and fixes name it
+        out = [Difference(d.key, d.kind, d.subject, d.change, d.name,
+                          d.text.replace(":dbname", _quoted(dbname))) for d in out]
     return Result(exact=exact, how=how, compared=len(a), differences=out)
 
 

@@ -158,11 +158,6 @@ def _run_logged(
     return code, captured
 
 
-def table_done(line: str) -> bool:
-    """Whether a pg_restore --verbose line marks one table's data as loaded (parallel) or started (serial)."""
-    return bool(_FINISHED_DATA.search(line) or _PROCESSING_DATA.search(line))
-
-
 def run_pg_restore(archive: ArchiveInfo, conninfo: str, *, jobs: int, log: IO[str],
                    on_line: LineHook | None = None) -> ToolRun:
     # tar archives cannot be restored in parallel (pg_restore reads them sequentially)

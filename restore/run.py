@@ -319,7 +319,8 @@ class Run:
         # amcheck is the verifier's tool (this run installs it into its own copy; the README asks a DBA to create
         # it in a database verified in place): where the backup lacks it, it is not the database's.
         result = inventory.compare(source, restored, suite_extensions=(
-            *facts.prepared.restore.installed_extensions, *inventory.VERIFIER_EXTENSIONS))
+            *facts.prepared.restore.installed_extensions, *inventory.VERIFIER_EXTENSIONS),
+            dbname=facts.prepared.dbname)
         manifests = self.state.manifests()
         tables = set(manifests[0]["tables"]) if manifests is not None else set()
         routes = {d.key: inventory.route(d.key, source["entries"] | restored["entries"], tables)

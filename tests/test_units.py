@@ -294,3 +294,28 @@ def test_fix_hints_quote_names_one_way() -> None:
     assert '"public"."orders"' in hints.refresh("public", "orders")
     assert hints.grant("EXECUTE", "function", "public.f(bigint)", "app").startswith(
         "GRANT EXECUTE ON FUNCTION public.f(bigint)")  # a signature is SQL text, used as written
+
+
+def test_inventory_compares_entries_by_name_owner_and_definition_and_names_the_database() -> None:
+    import dataclasses
+
+    from restore import inventory
+    from restore.toc import RawEntry, RawToc
+
+    def toc(dbname: str, *entries: RawEntry) -> RawToc:
+        return RawToc(version=(1, 16), dbname=dbname, entries=entries, server_version="18.6", dump_version="18.6")
+
+    rule = RawEntry(3, "RULE", "app", "parent r1", "app_owner", "CREATE RULE r1 AS ON INSERT TO app.parent …;\n",
+                    None, (2,))
+    parent = RawEntry(2, "TABLE", "app", "parent", "app_owner", "CREATE TABLE app.parent (id integer);\n", None)
+    props = RawEntry(4, "DATABASE PROPERTIES", None, "shop", "app_owner", "ALTER DATABASE shop SET work_mem TO '64MB';",
+                     None)
+    backup = inventory.from_toc(toc("shop", parent, rule, props))
+    restored = inventory.from_toc(toc("shop_restored", dataclasses.replace(parent, owner="postgres")))
+    result = inventory.compare(backup, restored, dbname="shop_restored")
+    texts = {d.kind: d.text for d in result.differences}
+    assert texts["RULE"].startswith("RULE app.parent r1 is missing from the restore. Fix: CREATE RULE r1")
+    assert "owned by postgres in the restore, by app_owner in the backup" in texts["TABLE"]
+    assert "ALTER DATABASE shop_restored SET work_mem" in texts["DATABASE PROPERTIES"]
+    assert result.exact
+    assert inventory.route(inventory.key_of("RULE", "app", "parent r1"), backup["entries"], set()) == "app.parent"
