@@ -32,7 +32,7 @@ from reports.checklist import (
     item_status,
     plain_failure,
 )
-from restore import evidence, record
+from restore import evidence, record, signals
 from restore.outcome import PreparedDatabase
 from restore.run import RunState
 from restore.session import refused
@@ -249,6 +249,22 @@ def _item_verdicts(by_item: dict[str, list[TestResult]], selected: dict[str, int
     return checklist, reasons
 
 
+def _signal(state: RunState, result: dict[str, Any]) -> None:
+    """The heartbeat's end and the metrics file (--heartbeat, --metrics), said in result.json; never the verdict."""
+    cfg = state.config
+    if cfg.heartbeat:
+        verdict = f"backup test {result['outcome'].upper()}: {result['outcome_reason']}"
+        failed = signals.heartbeat(cfg.heartbeat, "" if result["outcome"] == "passed" else "fail", body=verdict)
+        result["heartbeat"] = {"calls": ["start", "success" if result["outcome"] == "passed" else "fail"],
+                               "errors": [*state.facts.heartbeat_errors, *([failed] if failed else [])]}
+    if cfg.metrics is not None:
+        try:
+            signals.write_metrics(result, cfg.metrics)
+            result["metrics"] = {"file": str(cfg.metrics), "error": None}
+        except Exception as exc:  # a full disk, a directory not writable: said, never the verdict
+            result["metrics"] = {"file": str(cfg.metrics), "error": f"{type(exc).__name__}: {exc}"}
+
+
 def _counted(checklist: dict[str, str], *, failed: bool) -> str:
     """What ran, said with numbers: "13 of 17 items ran, none failed; 4 skipped: rpo, …" (a skipped item is not a
     passed one, whatever the run's verdict)."""
@@ -409,6 +425,7 @@ class _RunReport:
         if state.prepared is None and exitstatus != pytest.ExitCode.INTERRUPTED:
             return  # a usage error before anything ran: pytest says it; there is no run to record
         collected.result_json = build_result(state, collected, exitstatus, narrowed=narrowed_by(session.config))
+        _signal(state, collected.result_json)
         # The exit code says the run's outcome: 0 only for a complete, passed backup test.
         session.exitstatus = collected.result_json["exit_status"]
         text = json.dumps(collected.result_json, indent=2, ensure_ascii=False) + "\n"

@@ -78,6 +78,8 @@ class RestoreConfig:
     lock_timeout_s: float = 30.0
     record_key: str | None = None
     ticket: str | None = None
+    metrics: Path | None = None  # --metrics: the Prometheus textfile to write
+    heartbeat: str | None = None  # --heartbeat: a healthchecks.io-style URL (may hold a token: never printed)
     parallel_workers: int | None = None  # --parallel-workers: per verification session
     label: str | None = None  # --label: what this run verifies, by name (a fleet's database)
 

@@ -23,7 +23,7 @@ import psycopg
 from pydantic import TypeAdapter
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
-from restore import inventory, janitor, manifest, record, retention
+from restore import inventory, janitor, manifest, record, retention, signals
 from restore.catalog import Catalog, read_catalog
 from restore.config import RestoreConfig
 from restore.conninfo import bounded, get_param, with_params
@@ -76,6 +76,7 @@ class RunFacts:
     # The database to verify could not be reached or logged into (nothing was restored by this run): the run
     # never tested a backup, and its outcome is "error" — recorded, never counted as a test (passed or failed).
     unreachable: str | None = None
+    heartbeat_errors: list[str] = field(default_factory=list)  # --heartbeat calls that failed (never the verdict)
     # Manifest comparison: the source (a manifest file, or a live baseline captured at the start) and the
     # restored database captured by the same code; files, so that every worker reads the same data.
     source_kind: str | None = None  # "manifest" | "baseline"
@@ -176,6 +177,11 @@ class Run:
         # The settings first: a run that hangs or dies in the restore has already said how it was configured.
         for line in cfg.header_lines():
             say(line.removeprefix("restore-verify: "))
+        if cfg.heartbeat:  # the scheduler's "it started": a run that then hangs is seen as one
+            failed = signals.heartbeat(cfg.heartbeat, "start")
+            if failed:
+                facts.heartbeat_errors.append(failed)
+                say(f"warning: {failed}")
         try:  # what earlier runs killed with -9 left behind (their watchdogs normally see to it first)
             janitor.sweep(report=lambda line: say(f"janitor: {line}"))
         except Exception as exc:  # a sweep that cannot read its folder (or anything else) must not cost the run
