@@ -214,6 +214,12 @@ def test_schema_matches(
     state = run_state_data
     _compared(state, record_property)
     if "inventory_error" in schema_object:
+        if "permission denied" in schema_object["inventory_error"]:
+            # pg_dump locks every table it lists (ACCESS SHARE): a verifying role that may not read one cannot list
+            # the database's objects. A gap in the proof, not a finding about the restore.
+            pytest.skip("cannot verify every object: pg_dump --schema-only was refused a privilege the verifying "
+                        f"role lacks ({schema_object['inventory_error'].splitlines()[0]}). GRANT pg_read_all_data TO "
+                        "<verifying role> (PostgreSQL 14+), or SELECT on every table and USAGE on every schema.")
         pytest.fail(f"pg_dump's inventory of the restore could not be compared with the backup's, so objects of "
                     f"kinds the manifest does not list were not verified: {schema_object['inventory_error']}",
                     pytrace=False)

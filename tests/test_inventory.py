@@ -208,3 +208,22 @@ def test_restore_from_15_into_18_compares_names_and_says_so(
     assert "definitions not compared" in reason, reason
     assert "PostgreSQL 15" in reason, reason
     assert not run.result["failures"], run.explain()
+
+
+def test_a_verifier_that_may_not_read_every_table_cannot_verify_objects_and_is_not_blamed(
+    kinds: Kinds, run_suite: Callable[..., SuiteRun]
+) -> None:
+    """pg_dump locks every table it lists: a role without SELECT on one cannot list the objects. That is a gap in
+    schema_matches' proof (incomplete, saying which GRANT), never a finding about the restore."""
+    dsn = kinds.copy("limited")
+    with psycopg.connect(kinds.server.conninfo(), autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS limited_verifier")
+        conn.execute("CREATE ROLE limited_verifier LOGIN PASSWORD 'limited-pw'")
+    _inject(dsn, "GRANT USAGE ON SCHEMA app, \"My Schema\" TO limited_verifier",
+            "GRANT SELECT ON ALL TABLES IN SCHEMA app TO limited_verifier")  # not the table in "My Schema"
+    verifier = (f"host=127.0.0.1 port={kinds.server.port} dbname=limited user=limited_verifier "
+                "password=limited-pw")
+    run = _verify(kinds, verifier, run_suite)
+    assert run.result["checklist"]["schema_matches"] in ("incomplete", "skipped"), run.explain()
+    assert not [f for f in run.result["failures"] if f["checklist"] == "schema_matches"], run.explain()
+    assert "cannot verify" in run.result["checklist_reasons"]["schema_matches"], run.explain()
