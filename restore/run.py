@@ -275,13 +275,20 @@ class Run:
             except Exception as exc:  # said as the inventory's error: schema_matches fails with it
                 restored.append(exc)
 
+        cfg, archive = self.state.config, facts.prepared.archive
+        # Listed only when there is something to hold the list against: a dump's own table of contents, or a
+        # manifest (the backup's, fetched with it, or a live baseline's).
+        comparable = bool((archive is not None and archive.restored_by_pg_restore) or cfg.manifest
+                          or facts.prepared.fetched_manifest or cfg.baseline)
         lister = Thread(target=list_restored, daemon=True)
-        lister.start()
+        if comparable:
+            lister.start()
         try:
             self._capture_manifest_files()
         finally:
-            lister.join()
-        self._compare_inventories(restored[0])
+            if comparable:
+                lister.join()
+        self._compare_inventories(restored[0] if restored else None)
 
     def _source_inventory(self) -> tuple[inventory.Inventory | None, str]:
         """The backup's inventory and where it came from, or None and why there is none."""
@@ -307,7 +314,7 @@ class Run:
         return None, ("pg_dump's object inventory not compared: no dump archive and no manifest to compare the "
                       "restore's objects with (--manifest=PATH)")
 
-    def _compare_inventories(self, restored: inventory.Inventory | BaseException) -> None:
+    def _compare_inventories(self, restored: inventory.Inventory | BaseException | None) -> None:
         facts, say = self.state.facts, self.say
         assert facts.prepared is not None
         try:
@@ -317,6 +324,9 @@ class Run:
             return
         if source is None:
             facts.inventory_not_compared = where
+            return
+        if restored is None:  # not listed: no source was expected (never with one found; said if it happens)
+            facts.inventory_error = f"the restore's objects were not listed, though {where} holds the backup's"
             return
         if isinstance(restored, BaseException):
             facts.inventory_error = f"the restore's objects could not be listed: {type(restored).__name__}: {restored}"
