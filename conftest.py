@@ -4,7 +4,8 @@ pytest_plugins = (
     "reports.plugin",  # first: fixtures.session imports it, and pytest rewrites only what it imports itself
     "fixtures.session",
     "fixtures.connections",
+    "fixtures.outcomes",  # before batches and params, which import it
+    "fixtures.batches",
     "fixtures.params",
-    "fixtures.outcomes",
     "fixtures.findings",
 )

@@ -25,6 +25,12 @@ end, promoted: what a DBA does by hand, nothing verified), the suite's full run 
 `--backup=basebackup:…` (pg_verifybackup, recovery, every check), and one checksum pass over the recovered copy;
 prints full / bare recovery, (full − recovery) / checksum and the WAL replay rate.
 
+--tenants SxT measures a schema-per-tenant database: S schemas of T tables each (a serial key, a unique column, two
+foreign keys to tables of the same schema, 50 rows): end to end, restore, verification, tests and objects, the
+verification's cost per object per worker, and the peak RSS of the pytest controller and of its largest worker.
+`--tenants 10x100` is the 1,000-table shape of issue #31, `--tenants 200x50` its 10,000-table shape; add
+`--batch-size 0` to measure one test per object.
+
 --one-big-table measures a database whose largest table holds > 95% of the data (scale 1 ≈ 1 GB in one table):
 the full run and a manifest capture with parallel query off (--parallel-workers=0) against the suite's settings
 (every core per query), as ratios in one run, and the workers the planner planned for the big table.
@@ -67,6 +73,115 @@ CREATE INDEX events_at_idx ON public.events (at);
 CREATE TABLE public.kinds (name text PRIMARY KEY);
 INSERT INTO public.kinds SELECT 'kind-' || k FROM generate_series(0, 16) k;
 """
+
+
+TENANTS_SQL = """
+DO $$
+BEGIN
+  EXECUTE format('CREATE SCHEMA tenant%s', :schema);
+  FOR t IN 1..:tables LOOP
+    EXECUTE format('CREATE TABLE tenant%1$s.t%2$s (id serial PRIMARY KEY, code text NOT NULL UNIQUE,'
+                   ' a int REFERENCES tenant%1$s.t%3$s, b int REFERENCES tenant%1$s.t%4$s, v numeric)',
+                   :schema, t, greatest(1, t - 1), greatest(1, t - 2));
+    EXECUTE format('INSERT INTO tenant%1$s.t%2$s (code, a, b, v) SELECT ''c'' || g, 1 + g %% 50,'
+                   ' 1 + (g * 7) %% 50, g * 1.5 FROM generate_series(1, 50) g', :schema, t);
+  END LOOP;
+END $$;
+"""
+
+
+def tenants_dump(shape: str, out: Path) -> tuple[Path, int, int]:
+    schemas, tables = (int(n) for n in shape.lower().split("x"))
+    dump = out / f"bench-tenants-{schemas}x{tables}.dump"
+    if not dump.exists():
+        script = out / f"tenants-{schemas}x{tables}.sql"
+        # One transaction per schema: one for all would hold a lock per table created.
+        script.write_text("".join(TENANTS_SQL.replace(":schema", str(s)).replace(":tables", str(tables))
+                                  for s in range(1, schemas + 1)) + "ANALYZE;\n")
+        _build(script, 0, dump)
+    return dump, schemas, tables
+
+
+class ProcessPeaks:
+    """Peak RSS (VmHWM) of a pytest controller and of each of its xdist workers, sampled from /proc."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peaks = pid, {}  # type: dict[int, int]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        pids = [self.pid]
+        try:
+            children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        except OSError:
+            return
+        pids += [int(c) for c in children if Path(f"/proc/{c}/comm").exists()
+                 and Path(f"/proc/{c}/comm").read_text().startswith("python")]
+        for pid in pids:
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            if "VmHWM:" not in status:  # exited, not yet reaped
+                continue
+            kb = int(status.split("VmHWM:")[1].split()[0])
+            self.peaks[pid] = max(self.peaks.get(pid, 0), kb)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            self._sample()
+
+    def __enter__(self) -> ProcessPeaks:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> tuple[float, float]:
+        """MB: the controller's peak, the largest worker's peak."""
+        workers = [kb for pid, kb in self.peaks.items() if pid != self.pid]
+        return self.peaks.get(self.pid, 0) / 1024, max(workers, default=0) / 1024
+
+
+def tenants(args: argparse.Namespace) -> None:
+    dump, schemas, tables = tenants_dump(args.tenants, args.out)
+    print(f"dump: {dump} ({schemas} schemas x {tables} tables = {schemas * tables:,} tables, "
+          f"{2 * schemas * tables:,} foreign keys), cores: {os.cpu_count()}, batch size: {args.batch_size}", flush=True)
+    cores = os.cpu_count() or 1
+    rows = []
+    for i in range(args.repeat):
+        result = args.out / "result.json"
+        empty = Path(tempfile.mkdtemp())
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-q", "-n", str(cores), f"--backup={dump}", f"--expectations={empty}",
+             f"--result-json={result}", f"--reports-dir={args.out / 'runs'}", "--no-record",
+             f"--batch-size={args.batch_size}"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        with ProcessPeaks(proc.pid) as peaks:
+            output, _ = proc.communicate()
+        wall = time.perf_counter() - start
+        data = json.loads(result.read_text())
+        if data["tests"]["failed"]:
+            raise SystemExit(f"the benchmark run failed checks: {data['failures'][:3]}")
+        # pytest's tests: junit.xml holds one case per test (a batch, or an object reported on its own)
+        collected = (Path(data["run_dir"]) / "junit.xml").read_text().count("<testcase ")
+        del output
+        restore = float(data["restore"]["duration_s"])
+        objects = sum(data["tests"].values())
+        controller, worker = peaks.summary()
+        rows.append((wall, restore, wall - restore, controller, worker))
+        print(f"run {i + 1}: end to end {wall:.1f} s (restore {restore:.1f} s, the rest {wall - restore:.1f} s); "
+              f"{collected} tests verifying {objects:,} objects ({data['tests']}); "
+              f"{(wall - restore) * cores / objects * 1000:.2f} ms per object per worker; "
+              f"peak RSS controller {controller:.0f} MB, largest worker {worker:.0f} MB; outcome {data['outcome']}",
+              flush=True)
+    med = [statistics.median(r[k] for r in rows) for k in range(5)]
+    print(f"\nmedians over {args.repeat} run(s): end to end {med[0]:.1f} s, restore {med[1]:.1f} s, "
+          f"the rest {med[2]:.1f} s; peak RSS controller {med[3]:.0f} MB, worker {med[4]:.0f} MB")
 
 
 def build_dump(scale: int, out: Path, *, many_tables: bool = False, one_big_table: bool = False) -> Path:
@@ -368,6 +483,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     parser.add_argument("--many-tables", action="store_true")
+    parser.add_argument("--tenants", metavar="SxT", help="S schemas of T tables (e.g. 200x50)")
+    parser.add_argument("--batch-size", type=int, default=100, help="with --tenants: the suite's --batch-size")
     parser.add_argument("--one-big-table", action="store_true",
                         help="parallel query off vs the suite's settings on one table holding > 95%% of the data")
     parser.add_argument("--physical", action="store_true",
@@ -378,6 +495,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.many_tables:
         many_tables(args)
+        return
+    if args.tenants:
+        tenants(args)
         return
     if args.one_big_table:
         one_big_table(args)

@@ -86,6 +86,8 @@ EXIT_CODES: dict[str, int] = {"passed": 0, "failed": 1, "interrupted": 2, "parti
 
 
 NOT_APPLICABLE = "not_applicable"  # the marker and user property of a skipped test that had nothing to check
+# The attribute of a batch test's call report (fixtures/batches.py): {"objects": N, "passed": [[nodeid, props, s]…]}
+BATCH = "batch"
 
 
 def is_not_applicable(report: pytest.TestReport) -> bool:

@@ -24,6 +24,7 @@ import pytest
 import restore
 from reports import pages
 from reports.checklist import (
+    BATCH,
     CHECKLIST,
     EXIT_CODES,
     RunOutcome,
@@ -53,6 +54,7 @@ class TestResult:
     origin: str | None = None  # of a finding: "backup" | "restore" | "unknown" (see restore/origin.py)
     accepted: str | None = None  # an inherited finding accepted by --accept-inherited
     finished: bool = False  # its teardown ran: the test did not stop half-way (an interrupted run)
+    batch: str | None = None  # the test that verified this object with others (fixtures/batches.py)
 
 
 @dataclass
@@ -65,6 +67,7 @@ class Collected:
     collected: list[str] | None = None  # every test id this run selected (xdist: as the workers collected it)
     deselected: int = 0
     collection_errors: int = 0
+    batches: set[str] = field(default_factory=set)  # batch tests whose objects are counted one by one
 
 
 def install(config: pytest.Config, state: RunState) -> None:
@@ -116,8 +119,13 @@ class _Collector:
         node = getattr(report, "node", None)  # set by xdist on reports a worker sent to the controller
         if node is not None:
             self.collected.workers.add(str(node.workerinput["workerid"]))
+        batch = getattr(report, BATCH, None)  # a batch test's call report (fixtures/batches.py)
+        if batch is not None or report.nodeid in self.collected.batches:
+            self._batch(report, batch)
+            return
         result = results.setdefault(report.nodeid, TestResult(
-            report.nodeid, _checklist_of(report) or checklist_id_of(report.nodeid)))
+            report.nodeid, _checklist_of(report) or checklist_id_of(report.nodeid),
+            batch=getattr(report, "batch_nodeid", None)))
         if report.when == "teardown":
             result.finished = True
         if report.failed:
@@ -129,20 +137,38 @@ class _Collector:
             result.message = _message(report)
             result.not_applicable = is_not_applicable(report)
         if report.when == "call":
-            props = dict(report.user_properties)
-            if "origin" in props:
-                result.origin = str(props["origin"])
-            if "accepted" in props:
-                result.accepted = f"{props['accepted']}: {props.get('offending') or ''}".rstrip(": ")
-            if "rows" in props and "::test_row_count[" in report.nodeid:
-                self.collected.row_counts[report.nodeid.rsplit("[", 1)[1].rstrip("]")] = int(str(props["rows"]))
-            for key in ("data_age_at_backup_s", "restore_duration_s"):
-                if key in props:
-                    self.collected.measurements[key] = float(str(props[key]))
-            result.duration_s = round(report.duration, 3)
-            result.verified_by = next((str(v) for k, v in report.user_properties if k == "verified_by"), None)
-            result.compared = next((str(v) for k, v in report.user_properties if k == "compared"), None)
-            result.proof = next((str(v) for k, v in report.user_properties if k == "proof"), None)
+            self._properties(result, report.user_properties, report.duration)
+
+    def _properties(self, result: TestResult, user_properties: list[Any], duration: float) -> None:
+        props = dict((k, v) for k, v in user_properties)
+        if "origin" in props:
+            result.origin = str(props["origin"])
+        if "accepted" in props:
+            result.accepted = f"{props['accepted']}: {props.get('offending') or ''}".rstrip(": ")
+        if "rows" in props and "::test_row_count[" in result.nodeid:
+            self.collected.row_counts[result.nodeid.rsplit("[", 1)[1].rstrip("]")] = int(str(props["rows"]))
+        for key in ("data_age_at_backup_s", "restore_duration_s"):
+            if key in props:
+                self.collected.measurements[key] = float(str(props[key]))
+        result.duration_s = round(duration, 3)
+        result.verified_by = str(props["verified_by"]) if "verified_by" in props else None
+        result.compared = str(props["compared"]) if "compared" in props else None
+        result.proof = str(props["proof"]) if "proof" in props else None
+
+    def _batch(self, report: pytest.TestReport, batch: dict[str, Any] | None) -> None:
+        """A batch test that verified its objects: they count one by one (those that failed or skipped arrived
+        as reports of their own); the batch itself is not a test of the checklist."""
+        results = self.collected.results
+        if report.when == "call" and batch is not None:
+            self.collected.batches.add(report.nodeid)
+            results.pop(report.nodeid, None)  # its setup report
+            checklist = _checklist_of(report) or checklist_id_of(report.nodeid)
+            for nodeid, props, duration in batch["passed"]:
+                result = results[nodeid] = TestResult(nodeid, checklist, finished=True, batch=report.nodeid)
+                self._properties(result, props, float(duration))
+        elif report.failed:  # its teardown failed after its objects were verified
+            results[report.nodeid] = TestResult(report.nodeid, _checklist_of(report), "failed",
+                                                f"error in {report.when}: {_message(report)}", finished=True)
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
@@ -212,17 +238,17 @@ def narrowed_by(config: pytest.Config) -> str | None:
     return None
 
 
-def _item_verdicts(by_item: dict[str, list[TestResult]], selected: dict[str, int], *, interrupted: bool,
+def _item_verdicts(by_item: dict[str, list[TestResult]], never_ran: dict[str, int], *, interrupted: bool,
                    narrowed: str | None) -> tuple[dict[str, str], dict[str, str]]:
     """Each item's state and one-line reason: passed only when every proof it has ran and found nothing."""
     checklist: dict[str, str] = {}
     reasons: dict[str, str] = {}
     for cid, results in by_item.items():
         unfinished = [r for r in results if not r.finished]
-        never_ran = max(0, selected.get(cid, 0) - len(results))
+        not_run = never_ran.get(cid, 0)
         gaps = [r for r in results if r.outcome == "skipped" and not r.not_applicable]
         status = item_status([r.outcome for r in results if r.finished],
-                             len(gaps) + len(unfinished) + never_ran)
+                             len(gaps) + len(unfinished) + not_run)
         checklist[cid] = status
         if not results:
             reasons[cid] = (f"not run: this run selected none of its tests ({narrowed})" if narrowed else
@@ -242,8 +268,8 @@ def _item_verdicts(by_item: dict[str, list[TestResult]], selected: dict[str, int
                 reasons[cid] = (f"{len(proofs)} of {len(results)} proven by one amcheck pass over their unique index "
                                 "(heapallindexed and checkunique, shared with no_corruption); the others scanned")
         elif status == "incomplete":
-            total = max(selected.get(cid, 0), len(results))
-            missing = len(gaps) + len(unfinished) + never_ran
+            total = len(results) + not_run
+            missing = len(gaps) + len(unfinished) + not_run
             why = (gaps[0].message if gaps else "the run was interrupted before they finished")
             reasons[cid] = f"{missing} of {total} proof(s) did not run: {why}"
     return checklist, reasons
@@ -263,6 +289,11 @@ def _signal(state: RunState, result: dict[str, Any]) -> None:
             result["metrics"] = {"file": str(cfg.metrics), "error": None}
         except Exception as exc:  # a full disk, a directory not writable: said, never the verdict
             result["metrics"] = {"file": str(cfg.metrics), "error": f"{type(exc).__name__}: {exc}"}
+    if cfg.pushgateway:
+        labels = signals.labels_of(result)
+        result["pushgateway"] = {"host": signals.host_of(cfg.pushgateway), "job": signals.PUSH_JOB,
+                                 "grouping": {"database": labels["database"]},
+                                 "error": signals.push_metrics(result, cfg.pushgateway)}
 
 
 def _counted(checklist: dict[str, str], *, failed: bool) -> str:
@@ -301,15 +332,18 @@ def build_result(state: RunState, collected: Collected, exitstatus: int, *,
     for result in collected.results.values():
         if result.checklist in by_item:
             by_item[result.checklist].append(result)
+    # Selected tests that never reported (an interrupted run): a batch counts as one, having none of its objects.
+    started = set(collected.results) | collected.batches | {r.batch for r in collected.results.values() if r.batch}
     selected: dict[str, int] = {}
+    never_ran: dict[str, int] = {}
     for nodeid in collected.collected or []:
         cid = checklist_id_of(nodeid)
         if cid:
             selected[cid] = selected.get(cid, 0) + 1
+            never_ran[cid] = never_ran.get(cid, 0) + (nodeid not in started)
     interrupted = int(exitstatus) == int(pytest.ExitCode.INTERRUPTED) or state.prepared is None
-    checklist, reasons = _item_verdicts(by_item, selected, interrupted=interrupted, narrowed=narrowed)
-    unfinished = sum(1 for r in collected.results.values() if not r.finished)
-    unfinished += sum(max(0, n - len(by_item.get(cid, []))) for cid, n in selected.items())
+    checklist, reasons = _item_verdicts(by_item, never_ran, interrupted=interrupted, narrowed=narrowed)
+    unfinished = sum(1 for r in collected.results.values() if not r.finished) + sum(never_ran.values())
     not_selected = [cid for cid, results in by_item.items() if not results and not selected.get(cid)]
     run_narrowed = narrowed or (f"no test of {', '.join(not_selected)} was selected" if not_selected else None)
     failed = any(r.outcome == "failed" for r in collected.results.values()) or collected.collection_errors > 0
@@ -363,6 +397,10 @@ def build_result(state: RunState, collected: Collected, exitstatus: int, *,
         "checklist": checklist,
         "checklist_reasons": reasons,
         "tests": tests,
+        "objectives": {"rto_s": state.config.rto_s, "rpo_s": state.config.rpo_s},
+        # Checks verified many objects per test (fixtures/batches.py): "tests" above counts objects either way.
+        "batching": {"batch_size": state.config.batch_size, "batch_tests": len(collected.batches),
+                     "objects_in_batches": sum(1 for r in collected.results.values() if r.batch)},
         "failures": [{"nodeid": r.nodeid, "checklist": r.checklist, "message": r.message,
                       "origin": r.origin or "unknown"}
                      for r in collected.results.values() if r.outcome == "failed"],

@@ -80,8 +80,10 @@ class RestoreConfig:
     ticket: str | None = None
     metrics: Path | None = None  # --metrics: the Prometheus textfile to write
     heartbeat: str | None = None  # --heartbeat: a healthchecks.io-style URL (may hold a token: never printed)
+    pushgateway: str | None = None  # --pushgateway: a Prometheus Pushgateway's URL (its host only is ever printed)
     parallel_workers: int | None = None  # --parallel-workers: per verification session
     label: str | None = None  # --label: what this run verifies, by name (a fleet's database)
+    batch_size: int = 100  # --batch-size: objects per test where a check has more (0: one test per object)
 
     def _recovery_note(self) -> str:
         return f" recovery_target={self.source.recovery}" if self.source and self.source.physical else ""

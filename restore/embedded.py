@@ -79,6 +79,9 @@ def tuned_settings(*, jobs: int, memory_bytes: int | None = None, cores: int | N
         "max_parallel_workers_per_gather": str(cores),
         "max_parallel_maintenance_workers": str(cores),
         "jit": "off",
+        # pg_dump (the inventory, a manifest) holds a lock on every table at once: 64 per connection (the default)
+        # runs out near 6,000 tables ("out of shared memory"); 1024 covers ~100,000 for ~30 MB of shared memory.
+        "max_locks_per_transaction": "1024",
         "lc_messages": "C",  # errors are parsed and shown; keep them in one language
     }
 
@@ -272,7 +275,8 @@ class EmbeddedServer:
         if self.base_dir == Path():
             return
         if self._running or (self.datadir / "postmaster.pid").exists():
-            for mode in ("fast", "immediate"):
+            # A cluster about to be deleted needs no shutdown checkpoint (seconds of writes after a big restore).
+            for mode in ("fast", "immediate") if self.keep else ("immediate",):
                 done = self._run_as_owner(
                     [self._tool("pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "-t", "60", "stop"]
                 )
