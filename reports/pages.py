@@ -67,7 +67,22 @@ def run_facts(r: dict[str, Any]) -> list[tuple[str, str]]:
                                         f"{len(restore['accepted_errors'])} accepted"))
     else:
         facts.append(("Duration", f"{total:,.0f} s (verification only: this run restored nothing)"))
+    signals = _signals(r)
+    if signals:
+        facts.append(("Signals", signals))
     return facts
+
+
+def _signals(r: dict[str, Any]) -> str:
+    """What the run told the outside world (--metrics, --pushgateway, --heartbeat), and what failed to reach it."""
+    said = []
+    if r.get("metrics"):
+        said.append(f"metrics file {r['metrics']['file']}: " + (r["metrics"]["error"] or "written"))
+    if r.get("pushgateway"):
+        said.append(f"Pushgateway {r['pushgateway']['host']}: " + (r["pushgateway"]["error"] or "pushed"))
+    if r.get("heartbeat"):
+        said.append("heartbeat: " + ("; ".join(r["heartbeat"]["errors"]) or "called"))
+    return " · ".join(said)
 
 
 def report_prefix(r: dict[str, Any]) -> str:

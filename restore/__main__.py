@@ -110,7 +110,7 @@ def _cleanup(*, dry_run: bool) -> int:
         print(f"RDS: not cleaned up — {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     verb = "would delete" if dry_run else "deleted"
-    print(f"RDS: {verb} {len(deleted)} expired instance(s): {', '.join(deleted) or 'none'}")
+    print(f"RDS: {verb} {len(deleted)} expired instance(s) and Aurora cluster(s): {', '.join(deleted) or 'none'}")
     return 0
 
 
@@ -162,7 +162,8 @@ def _fleet(args: argparse.Namespace) -> int:
 
             _Dumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
                 "tag:yaml.org,2002:str", value, style="|" if "\n" in value else None))
-            text = yaml.dump_all(fleet.indexed_job(members, args.fleet.read_text(), cronjob), Dumper=_Dumper,
+            text = yaml.dump_all(fleet.indexed_job(members, args.fleet.read_text(), cronjob, image=args.image),
+                                 Dumper=_Dumper,
                                  sort_keys=False)
             if args.output:
                 args.output.write_text(text)
@@ -194,6 +195,14 @@ def _overdue(args: argparse.Namespace) -> int:
     within = args.within_days or (members.overdue_after_days if members else 35.0)
     expected = [d.name for d in members.databases] if members else None
     rows = fleet.status(history, now=datetime.now(UTC), within_days=within, expected=expected)
+    if args.metrics is not None:
+        from restore import signals
+
+        signals.write_record_metrics(rows, args.metrics, within_days=within,
+                                     fleet=args.fleet.stem if args.fleet else "")
+        print(f"{len(rows)} database(s), {sum(r.overdue for r in rows)} overdue -> {args.metrics}")
+        if not args.overdue:
+            return 0
     if not rows:
         print(f"OVERDUE: {args.history} holds no runs at all (no data is a failure)", file=sys.stderr)
         return 1
@@ -251,15 +260,22 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--record-key", metavar="PEM|kms:KEY-ID", help="with annotate: sign the line")
     rec.add_argument("--overdue", action="store_true",
                      help="list each database's last complete passing run; exit 1 when one is overdue")
-    rec.add_argument("--fleet", type=Path, metavar="FILE", help="with --overdue: every database of this fleet.toml")
+    rec.add_argument("--metrics", type=Path, metavar="PATH",
+                     help="write the record's view as Prometheus metrics (textfile): every database (all of the "
+                          "fleet's, never-tested ones too), its last success and last run, overdue 0/1")
+    rec.add_argument("--fleet", type=Path, metavar="FILE",
+                     help="with --overdue or --metrics: every database of this fleet.toml")
     rec.add_argument("--within-days", type=float, metavar="DAYS",
-                     help="with --overdue: the policy window (default: the fleet's overdue_after_days, else 35)")
+                     help="with --overdue or --metrics: the policy window (default: the fleet's overdue_after_days, "
+                          "else 35)")
     fleet_cmd = command("fleet", "render the fleet's Indexed Job, or verify one database of it")
     fleet_cmd.add_argument("action", choices=("render", "run"))
     fleet_cmd.add_argument("--fleet", type=Path, required=True, metavar="FILE", help="the fleet file (fleet.toml)")
     fleet_cmd.add_argument("--cronjob", type=Path, metavar="YAML",
                            help="render: the CronJob manifest to take the pod from (deploy/kubernetes/…)")
     fleet_cmd.add_argument("--output", type=Path, metavar="FILE", help="render: write here (default: stdout)")
+    fleet_cmd.add_argument("--image", metavar="IMAGE",
+                           help="render: the pods' image (default: the fleet file's image, else the CronJob's)")
     fleet_cmd.add_argument("--index", type=int, metavar="N",
                            help="run: the database's index (default: $JOB_COMPLETION_INDEX, set by Kubernetes)")
     clean = command("cleanup", "remove left-over local servers and containers, and expired RDS instances")
@@ -269,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         return _cleanup(dry_run=args.dry_run)
     if args.command == "fleet":
         return _fleet(args)
-    if args.command == "record" and args.overdue:
+    if args.command == "record" and (args.overdue or args.metrics):
         return _overdue(args)
     if (args.command == "record" and not args.action and not str(args.history).startswith("s3://")
             and not Path(args.history).exists()):

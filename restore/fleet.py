@@ -7,6 +7,7 @@
     parallelism = 4                 # databases verified at once (pods of the Indexed Job)
     overdue_after_days = 35         # a database without a complete passing run for this long is overdue
     targets_file = "/config/targets.toml"
+    image = "registry.example.com/restore-verify:0.1.0"   # optional: the pods' image (default: the CronJob's)
 
     [databases.orders]              # one completion index per database, in the file's order
     backup = "s3://backups/orders/"
@@ -55,6 +56,7 @@ class Fleet:
     parallelism: int = 2
     overdue_after_days: float = 35.0
     targets_file: str | None = None
+    image: str | None = None  # the pods' image (default: the CronJob's, deploy/kubernetes: the Dockerfile's tag)
 
     def pytest_args(self, index: int) -> list[str]:
         """The suite's command line for the database at ``index`` (options written with ``=``)."""
@@ -96,17 +98,20 @@ def load(path: Path) -> Fleet:
     if parallelism < 1:
         raise ConfigError.invalid("parallelism", parallelism, f"{path} [fleet]", "Use 1 or more.")
     return Fleet(tuple(databases), str(head["record"]), parallelism, float(head.get("overdue_after_days", 35)),
-                 head.get("targets_file"))
+                 head.get("targets_file"), head.get("image"))
 
 
-def indexed_job(fleet: Fleet, fleet_text: str, cronjob: dict[str, Any]) -> list[dict[str, Any]]:
-    """A ConfigMap holding fleet.toml and an Indexed Job made from the CronJob's job template: same image, service
-    account, security context, secrets and volumes; one completion index per database."""
+def indexed_job(fleet: Fleet, fleet_text: str, cronjob: dict[str, Any], *,
+                image: str | None = None) -> list[dict[str, Any]]:
+    """A ConfigMap holding fleet.toml and an Indexed Job made from the CronJob's job template: same service account,
+    security context, secrets and volumes; one completion index per database. The image: ``image`` (--image), else
+    the fleet file's, else the CronJob's."""
     namespace = cronjob["metadata"].get("namespace", "default")
     job_spec = copy.deepcopy(cronjob["spec"]["jobTemplate"]["spec"])
     pod = job_spec["template"]["spec"]
     container = pod["containers"][0]
     container.pop("command", None)
+    container["image"] = image or fleet.image or container["image"]
     container["args"] = ["python", "-m", "restore", "fleet", "run", f"--fleet={FLEET_MOUNT}/fleet.toml"]
     container.setdefault("volumeMounts", []).append({"name": "fleet", "mountPath": FLEET_MOUNT, "readOnly": True})
     pod.setdefault("volumes", []).append({"name": "fleet", "configMap": {"name": JOB_NAME}})

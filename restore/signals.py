@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway, write_to_textfile
 from prometheus_client.parser import text_string_to_metric_families
 
 OUTCOMES = ("passed", "failed", "partial", "interrupted", "error")
@@ -53,6 +53,35 @@ def labels_of(result: dict[str, Any], *, fleet: str | None = None) -> dict[str, 
 def write_metrics(result: dict[str, Any], path: Path, *, fleet: str | None = None) -> None:
     """The run's metrics as a textfile, written to a temporary file and renamed (a scrape never reads half)."""
     labels = labels_of(result, fleet=fleet)
+    success = _timestamp(result.get("finished_at")) if result["outcome"] == "passed" else _previous_success(path,
+                                                                                                            labels)
+    registry = registry_of(result, labels, success)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_to_textfile(str(path), registry)  # writes PATH.tmp.<pid> and renames it
+
+
+PUSH_JOB = "restore-verify"
+
+
+def push_metrics(result: dict[str, Any], url: str, *, fleet: str | None = None) -> str | None:
+    """The same metrics pushed to a Pushgateway, grouped by job and database; returns the error in words, or None.
+
+    POST (``pushadd``), not PUT: a run that did not pass leaves out the last-success metric, and the Pushgateway
+    keeps the value a passed run pushed before (PUT would drop it, and the alert would read "never tested")."""
+    labels = labels_of(result, fleet=fleet)
+    success = _timestamp(result.get("finished_at")) if result["outcome"] == "passed" else None
+    registry = registry_of(result, labels, success)
+    try:
+        pushadd_to_gateway(url, job=PUSH_JOB, registry=registry, grouping_key={"database": labels["database"]},
+                           timeout=HEARTBEAT_TIMEOUT_S)
+        return None
+    except Exception as exc:  # refused, a timeout, an HTTP error: said, never raised
+        return (f"the push to the Pushgateway at {host_of(url)} failed: "
+                f"{type(exc).__name__}: {str(exc)[:200]}")
+
+
+def registry_of(result: dict[str, Any], labels: dict[str, str], success: float | None) -> CollectorRegistry:
+    """The run's metrics; ``success`` is the last complete passed run's time (None: never, or not known here)."""
     names = list(labels)
     registry = CollectorRegistry()
 
@@ -61,7 +90,6 @@ def write_metrics(result: dict[str, Any], path: Path, *, fleet: str | None = Non
 
     finished = _timestamp(result.get("finished_at"))
     gauge("restore_verify_last_run_timestamp_seconds", "When the last run finished").labels(**labels).set(finished)
-    success = finished if result["outcome"] == "passed" else _previous_success(path, labels)
     if success is not None:
         gauge(LAST_SUCCESS, "When the last complete, passed backup test finished").labels(**labels).set(success)
     outcome = gauge("restore_verify_outcome", "The last run's outcome (1 for the state it is in)", ("outcome",))
@@ -81,6 +109,12 @@ def write_metrics(result: dict[str, Any], path: Path, *, fleet: str | None = Non
     if restore.get("performed") and restore.get("duration_s") is not None:
         gauge("restore_verify_rto_seconds", "Measured restore time (fetch + restore + ready)").labels(
             **labels).set(restore_s)
+    objectives = result.get("objectives") or {}
+    for name, key in (("restore_verify_rto_objective_seconds", "rto_s"), ("restore_verify_rpo_objective_seconds",
+                                                                           "rpo_s")):
+        if objectives.get(key) is not None:
+            gauge(name, f"The run's {key[:3].upper()} objective (--{key[:3]})").labels(**labels).set(
+                float(objectives[key]))
     rpo = (result.get("measurements") or {}).get("data_age_at_backup_s")
     if rpo is not None:
         gauge("restore_verify_rpo_seconds", "Age of the newest data at backup time").labels(**labels).set(float(rpo))
@@ -92,8 +126,7 @@ def write_metrics(result: dict[str, Any], path: Path, *, fleet: str | None = Non
     for origin in ("backup", "restore", "unknown"):
         findings.labels(**labels, origin=origin).set(
             sum(1 for f in result["failures"] if (f.get("origin") or "unknown") == origin))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_to_textfile(str(path), registry)  # writes PATH.tmp.<pid> and renames it
+    return registry
 
 
 def _timestamp(iso: str | None) -> float:
@@ -113,4 +146,43 @@ def heartbeat(url: str, suffix: str = "", *, body: str = "") -> str | None:
         return None
     except Exception as exc:  # URLError, a timeout, an HTTP error: said, never raised
         # The host only: a heartbeat URL's path is often its secret (a check's token).
-        return f"the heartbeat to {urllib.parse.urlsplit(target).netloc or 'its URL'} failed: {type(exc).__name__}"
+        return f"the heartbeat to {host_of(target)} failed: {type(exc).__name__}"
+
+
+def host_of(url: str) -> str:
+    """host[:port] of a URL, never its user, password, path or query (they may hold a token)."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.hostname:
+        return "its URL"
+    return parts.hostname + (f":{parts.port}" if parts.port else "")
+
+
+def write_record_metrics(rows: list[Any], path: Path, *, within_days: float, fleet: str = "") -> None:
+    """The record's view (``python -m restore record --metrics``): one series per database the record or the fleet
+    knows, so that a database never tested is a series with no last success, not a missing one."""
+    from datetime import UTC, datetime
+
+    registry = CollectorRegistry()
+    names = ["database", "fleet"]
+    known = Gauge("restore_verify_record_database", "A database of the fleet (or of the record): always 1", names,
+                  registry=registry)
+    success = Gauge("restore_verify_record_last_success_timestamp_seconds",
+                    "Its last complete, passed backup test (absent: never)", names, registry=registry)
+    last_run = Gauge("restore_verify_record_last_run_timestamp_seconds", "Its last run of any outcome (absent: never)",
+                     names, registry=registry)
+    overdue = Gauge("restore_verify_record_overdue", "1 when it has no complete passing test within the window",
+                    names, registry=registry)
+    for row in rows:
+        labels = {"database": row.name, "fleet": fleet}
+        known.labels(**labels).set(1)
+        overdue.labels(**labels).set(1 if row.overdue else 0)
+        if row.last_passed:
+            success.labels(**labels).set(datetime.fromisoformat(row.last_passed).timestamp())
+        if row.last_run:
+            last_run.labels(**labels).set(datetime.fromisoformat(row.last_run).timestamp())
+    Gauge("restore_verify_record_window_seconds", "The overdue window (--within-days)", ["fleet"],
+          registry=registry).labels(fleet=fleet).set(within_days * 86400)
+    Gauge("restore_verify_record_exported_timestamp_seconds", "When this view was written", ["fleet"],
+          registry=registry).labels(fleet=fleet).set(datetime.now(UTC).timestamp())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_to_textfile(str(path), registry)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import restore
 from tests.conftest import ROOT, Sample
 
 BUCKET = "fleet-records"
@@ -40,9 +41,20 @@ def test_the_fleet_renders_an_indexed_job_that_validates(tmp_path: Path) -> None
     assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 2, 2)
     container = spec["template"]["spec"]["containers"][0]
     assert container["args"] == ["python", "-m", "restore", "fleet", "run", "--fleet=/fleet/fleet.toml"]
-    assert container["image"] == "registry.example.com/restore-verify:0.1.0"  # the CronJob's pod, reused
+    assert container["image"] == f"restore-verify:{restore.__version__}"  # the CronJob's: the Dockerfile's tag
     config = next(d for d in documents if d["kind"] == "ConfigMap")
     assert "[databases.billing]" in config["data"]["fleet.toml"]
+    # The image from one setting: the fleet file's image, and --image over it.
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text((ROOT / "examples/fleet.toml").read_text().replace(
+        "[fleet]\n", '[fleet]\nimage = "registry.example.com/restore-verify:7"\n', 1))
+    for extra, image in (((), "registry.example.com/restore-verify:7"),
+                         (("--image=registry.example.com/restore-verify:8",), "registry.example.com/restore-verify:8")):
+        done = _cli("fleet", "render", f"--fleet={fleet}",
+                    f"--cronjob={ROOT / 'deploy/kubernetes/restore-verify.yaml'}", f"--output={out}", *extra)
+        assert done.returncode == 0, done.stderr
+        job = next(d for d in yaml.safe_load_all(out.read_text()) if d and d["kind"] == "Job")
+        assert job["spec"]["template"]["spec"]["containers"][0]["image"] == image
 
 
 def test_each_index_verifies_its_database_and_overdue_fails_on_the_missing_ones(
