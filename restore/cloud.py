@@ -21,7 +21,7 @@ _SECRET_KEYS = re.compile(r"(?i)pass|secret|token|key")
 
 class CloudError(RestoreError):
     """A cloud API call failed; ``kind`` says how (not_found, access_denied, throttled, quota, invalid_state,
-    collision, unreachable, failed)."""
+    collision, kms, unreachable, failed)."""
 
     def __init__(self, message: str, *, kind: str, action: str, resource: str) -> None:
         super().__init__(message)
@@ -29,6 +29,8 @@ class CloudError(RestoreError):
 
 
 def _kind(code: str) -> str:
+    if code.startswith("KMS") or "KMSKey" in code:  # KMSKeyNotAccessibleFault, KMSAccessDeniedException …
+        return "kms"
     if code in ("Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
                 "SlowDown", "RequestThrottled", "PriorRequestNotComplete"):
         return "throttled"
@@ -62,6 +64,10 @@ def explain(kind: str, action: str, resource: str, detail: str) -> str:
                      "own it: python -m restore cleanup --dry-run lists the suite's expired instances.",
         "invalid_state": f"{resource} is not in a state that allows {action} ({detail}). Wait until it is "
                          "available, then run again.",
+        "kms": f"{action} on {resource} failed on its KMS key ({detail}): the key does not exist, is disabled, or "
+               "the suite's AWS identity may not use it. Allow the role kms:Decrypt, kms:DescribeKey and "
+               "kms:CreateGrant on that key (its key policy, or a grant), or set kms_key_id in targets.toml to a key "
+               "the role may use.",
         "unreachable": f"AWS could not be called for {action} on {resource} ({detail}). Set credentials and a "
                        "region (AWS_PROFILE, AWS_DEFAULT_REGION, or the instance role), and check the network path.",
     }.get(kind, f"{action} on {resource} failed ({detail}).")

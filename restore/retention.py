@@ -34,7 +34,7 @@ def _seconds(text: str, where: str) -> float:
 class RetentionRule:
     every: timedelta
     keep: timedelta
-    snapshot_type: str | None  # "automated", "manual", or None for either
+    snapshot_type: str | None  # "automated", "manual", "awsbackup" (taken by AWS Backup), or None for any
 
     @property
     def label(self) -> str:
@@ -55,8 +55,9 @@ class RetentionPolicy:
         for i, rule in enumerate(raw.get("rules", [])):
             at = f"{where} rules[{i}]"
             kind = rule.get("type")
-            if kind not in (None, "automated", "manual"):
-                raise ConfigError.invalid("snapshot type", kind, at, "Use automated or manual (or leave it out).")
+            if kind not in (None, "automated", "manual", "awsbackup"):
+                raise ConfigError.invalid("snapshot type", kind, at,
+                                          "Use automated, manual or awsbackup (AWS Backup's), or leave it out.")
             rules.append(RetentionRule(timedelta(seconds=_seconds(str(rule["every"]), at)),
                                        timedelta(seconds=_seconds(str(rule["keep"]), at)), kind))
         if not rules:
@@ -108,18 +109,21 @@ def check_rule(rule: RetentionRule, snapshots: list[dict[str, Any]], policy: Ret
 
 
 def list_snapshots(instance: str, rds: Any = None) -> list[dict[str, Any]]:
-    """Available snapshots of the instance, automated and manual, as plain data."""
+    """Available snapshots of the instance — automated, manual and AWS Backup's (listed only when asked for by
+    type) — as plain data."""
     if rds is None:
         import boto3
 
         rds = boto3.client("rds")
-    result = []
-    for page in rds.get_paginator("describe_db_snapshots").paginate(DBInstanceIdentifier=instance):
-        for s in page["DBSnapshots"]:
-            if s.get("Status") == "available":
-                result.append({"id": s["DBSnapshotIdentifier"], "type": s.get("SnapshotType", "manual"),
-                               "created": s["SnapshotCreateTime"]})
-    return result
+    result: dict[str, dict[str, Any]] = {}
+    for types in ({}, {"SnapshotType": "awsbackup"}):
+        for page in rds.get_paginator("describe_db_snapshots").paginate(DBInstanceIdentifier=instance, **types):
+            for s in page["DBSnapshots"]:
+                if s.get("Status") == "available":
+                    result[s["DBSnapshotIdentifier"]] = {"id": s["DBSnapshotIdentifier"],
+                                                         "type": s.get("SnapshotType", "manual"),
+                                                         "created": s["SnapshotCreateTime"]}
+    return list(result.values())
 
 
 def pitr_window(instance: str, rds: Any = None) -> dict[str, str | None]:

@@ -35,11 +35,53 @@ PHYSICAL_KINDS = ("basebackup", "pgbackrest", "barman-cloud")
 class RdsSource:
     kind: str  # "snapshot" | "pitr"
     snapshot: str | None = None  # id, or "latest"
-    instance: str | None = None  # source instance (pitr, or latest snapshot of it)
+    instance: str | None = None  # source instance or Aurora cluster (pitr, or latest snapshot of it)
     restore_time: datetime | None = None  # pitr; None = latest restorable
+    cluster: bool = False  # Aurora: a cluster snapshot or a cluster's point in time (restored into a new cluster)
+    recovery_point: str | None = None  # awsbackup:ARN: the AWS Backup recovery point the snapshot came from
+
+    @property
+    def label(self) -> str:
+        """The source kind as result.json's backup.format says it."""
+        if self.recovery_point:
+            return "awsbackup"
+        return f"{'aurora' if self.cluster else 'rds'}-{'snapshot' if self.kind == 'snapshot' else 'pitr'}"
+
+
+RDS_PREFIXES = ("rds-snapshot:", "rds-pitr:", "aurora-snapshot:", "aurora-pitr:", "awsbackup:")
+_RECOVERY_POINT = re.compile(r"arn:aws[a-z-]*:rds:[a-z0-9-]+:\d{12}:(snapshot|cluster-snapshot):(.+)")
+
+
+def parse_recovery_point(arn: str) -> RdsSource:
+    """An AWS Backup recovery point of RDS or Aurora is the snapshot itself: its ARN names the snapshot
+    (``…:snapshot:awsbackup:job-…`` or ``…:cluster-snapshot:awsbackup:job-…``)."""
+    m = _RECOVERY_POINT.fullmatch(arn)
+    if not m:
+        raise ConfigError.invalid(
+            "AWS Backup recovery point", arn, "--backup",
+            "Give the recovery point ARN of an RDS or Aurora backup: arn:aws:rds:REGION:ACCOUNT:snapshot:awsbackup:"
+            "job-… or …:cluster-snapshot:awsbackup:job-… (aws backup list-recovery-points-by-backup-vault shows "
+            "them); other resource types (EBS, EC2, S3 …) hold no PostgreSQL database this suite can restore.")
+    return RdsSource("snapshot", snapshot=m.group(2), cluster=m.group(1) == "cluster-snapshot", recovery_point=arn)
 
 
 def parse_rds(spec: str) -> RdsSource:
+    if spec.startswith("awsbackup:"):
+        return parse_recovery_point(spec.removeprefix("awsbackup:"))
+    if spec.startswith("aurora-snapshot:"):
+        rest = spec.removeprefix("aurora-snapshot:")
+        if rest.startswith("latest"):
+            m = re.fullmatch(r"latest\?cluster=([A-Za-z0-9-]+)", rest)
+            if not m:
+                raise ConfigError.invalid("Aurora source", spec, "--backup",
+                                          "Write aurora-snapshot:latest?cluster=CLUSTER.")
+            return RdsSource("snapshot", snapshot="latest", instance=m.group(1), cluster=True)
+        if not rest:
+            raise ConfigError.invalid("Aurora source", spec, "--backup", "Write aurora-snapshot:SNAPSHOT-ID.")
+        return RdsSource("snapshot", snapshot=rest, cluster=True)
+    if spec.startswith("aurora-pitr:"):
+        source = _pitr(spec, spec.removeprefix("aurora-pitr:"), "aurora-pitr:CLUSTER")
+        return RdsSource("pitr", instance=source.instance, restore_time=source.restore_time, cluster=True)
     if spec.startswith("rds-snapshot:"):
         rest = spec.removeprefix("rds-snapshot:")
         if rest.startswith("latest"):
@@ -49,9 +91,13 @@ def parse_rds(spec: str) -> RdsSource:
                                           "Write rds-snapshot:latest?instance=INSTANCE.")
             return RdsSource("snapshot", snapshot="latest", instance=m.group(1))
         return RdsSource("snapshot", snapshot=rest)
-    instance, _, when = spec.removeprefix("rds-pitr:").partition("@")
+    return _pitr(spec, spec.removeprefix("rds-pitr:"), "rds-pitr:INSTANCE")
+
+
+def _pitr(spec: str, rest: str, form: str) -> RdsSource:
+    instance, _, when = rest.partition("@")
     if not instance or not when:
-        raise ConfigError.invalid("RDS source", spec, "--backup", "Write rds-pitr:INSTANCE@ISO8601 or @latest.")
+        raise ConfigError.invalid("RDS source", spec, "--backup", f"Write {form}@ISO8601 or @latest.")
     if when == "latest":
         return RdsSource("pitr", instance=instance)
     try:
@@ -192,7 +238,7 @@ class Source:
         if value.startswith("s3://"):
             parse_s3(value)
             return cls(spec=value, kind="s3", pick=pick)
-        if value.startswith(("rds-snapshot:", "rds-pitr:")):
+        if value.startswith(RDS_PREFIXES):
             return cls(spec=value, kind="rds", rds=parse_rds(value))
         if value.startswith("basebackup:"):
             path_text, _, query = value.removeprefix("basebackup:").partition("?")
