@@ -198,7 +198,8 @@ def build_dump(scale: int, out: Path, *, many_tables: bool = False, one_big_tabl
 
 
 def _build(script: Path, scale: int, dump: Path) -> Path:
-    with EmbeddedServer(jobs=os.cpu_count() or 1) as server:
+    # pg_dump of the 10,000-table shape locks every table at once: room for them (restore/embedded.py locks_for)
+    with EmbeddedServer(jobs=os.cpu_count() or 1, settings={"max_locks_per_transaction": "1024"}) as server:
         with psycopg.connect(server.conninfo(), autocommit=True) as conn:
             conn.execute("CREATE DATABASE bench")
         subprocess.run([str(pg_tool("psql")), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", f"scale={scale}",

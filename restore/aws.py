@@ -260,23 +260,9 @@ class RdsRestore:
                    SourceDBSnapshotIdentifier=name, TargetDBSnapshotIdentifier=self.copy_id, KmsKeyId=key,
                    Tags=self._tags())
         self.copy_created = True
-        delay = 30 if "AWS_ENDPOINT_URL" not in os.environ else 1
-        status: dict[str, Any] = {}
-
-        def available() -> dict[str, Any] | None:
-            status.update(self._call(rds.describe_db_snapshots, "rds:DescribeDBSnapshots",
-                                     resource=f"snapshot copy {self.copy_id!r}", DBSnapshotIdentifier=self.copy_id,
-                                     summarize=lambda r: str(r["DBSnapshots"][0].get("Status")))["DBSnapshots"][0])
-            return status if status.get("Status") == "available" else None
-
-        def say(elapsed: float) -> None:
-            if self.progress:
-                self.progress(f"copying snapshot {name} under KMS key {key}: {status.get('PercentProgress', 0)} %, "
-                              f"{elapsed:.0f} s")
-
-        wait_until(available, timeout_s=self.config.wait_timeout_s, interval_s=delay, progress=say,
-                   on_timeout=lambda _: RdsError(f"The copy {self.copy_id} of snapshot {name} under KMS key {key} did "
-                                                 f"not become available within {self.config.wait_timeout_s:.0f} s."))
+        self._until_available(f"snapshot copy {self.copy_id} (of {name}, under KMS key {key})",
+                              rds.describe_db_snapshots, "rds:DescribeDBSnapshots", "DBSnapshots",
+                              DBSnapshotIdentifier=self.copy_id)
         return self.copy_id
 
     def _say_snapshot(self, snapshot: dict[str, Any]) -> None:
@@ -377,47 +363,36 @@ class RdsRestore:
         self.facts["port"] = int(cluster.get("Port") or 5432)
 
     def _wait_cluster(self) -> dict[str, Any]:
+        return self._until_available(f"Aurora cluster {self.cluster_id}", self._rds.describe_db_clusters,
+                                     "rds:DescribeDBClusters", "DBClusters", DBClusterIdentifier=self.cluster_id)
+
+    def _until_available(self, what: str, describe: Callable[..., Any], action: str, listed: str,
+                         status_field: str = "Status", **params: Any) -> dict[str, Any]:
+        """Poll ``what`` (an instance, a cluster, a snapshot copy) until it is available, with a status line every
+        poll: a 20-minute restore is not a silent terminal. Bounded by wait_timeout_minutes."""
         delay = 30 if "AWS_ENDPOINT_URL" not in os.environ else 1
         status: dict[str, Any] = {}
 
         def available() -> dict[str, Any] | None:
-            status.update(self._call(self._rds.describe_db_clusters, "rds:DescribeDBClusters",
-                                     resource=f"cluster {self.cluster_id!r}", DBClusterIdentifier=self.cluster_id,
-                                     summarize=lambda r: str(r["DBClusters"][0].get("Status")))["DBClusters"][0])
-            return status if status.get("Status") == "available" else None
+            status.update(self._call(describe, action, resource=what,
+                                     summarize=lambda r: str(r[listed][0].get(status_field)), **params)[listed][0])
+            return status if status.get(status_field) == "available" else None
 
         def say(elapsed: float) -> None:
             if self.progress:
-                self.progress(f"Aurora cluster {self.cluster_id}: {status.get('Status')}, {elapsed:.0f} s")
+                done = f" {status['PercentProgress']} %" if status.get("PercentProgress") is not None else ""
+                self.progress(f"{what}: {status.get(status_field)}{done}, {elapsed:.0f} s")
 
         return wait_until(available, timeout_s=self.config.wait_timeout_s, interval_s=delay, progress=say,
                           on_timeout=lambda _: RdsError(
-                              f"Aurora cluster {self.cluster_id} did not become available within "
-                              f"{self.config.wait_timeout_s:.0f} s (wait_timeout_minutes in targets.toml). It is "
-                              "deleted now; check the AWS console for its events."))
+                              f"{what} did not become available within {self.config.wait_timeout_s:.0f} s "
+                              "(wait_timeout_minutes in targets.toml). It is deleted now; check the AWS console for "
+                              "its events."))
 
     def _wait(self) -> None:
-        """Poll the new instance until it is available, with a status line every poll: a 20-minute restore is not
-        a silent terminal."""
-        delay = 30 if "AWS_ENDPOINT_URL" not in os.environ else 1
-        status: dict[str, Any] = {}
-
-        def available() -> dict[str, Any] | None:
-            status.update(self._call(self._rds.describe_db_instances, "rds:DescribeDBInstances",
-                                     resource=f"instance {self.instance_id!r}", DBInstanceIdentifier=self.instance_id,
-                                     summarize=lambda r: str(r["DBInstances"][0].get("DBInstanceStatus")),
-                                     )["DBInstances"][0])
-            return status if status.get("DBInstanceStatus") == "available" else None
-
-        def say(elapsed: float) -> None:
-            if self.progress:
-                self.progress(f"RDS instance {self.instance_id}: {status.get('DBInstanceStatus')}, {elapsed:.0f} s")
-
-        ready = wait_until(available, timeout_s=self.config.wait_timeout_s, interval_s=delay, progress=say,
-                           on_timeout=lambda _: RdsError(
-                               f"RDS instance {self.instance_id} did not become available within "
-                               f"{self.config.wait_timeout_s:.0f} s (wait_timeout_minutes in targets.toml). It is "
-                               "deleted now; check the AWS console for its events."))
+        ready = self._until_available(f"RDS instance {self.instance_id}", self._rds.describe_db_instances,
+                                      "rds:DescribeDBInstances", "DBInstances", "DBInstanceStatus",
+                                      DBInstanceIdentifier=self.instance_id)
         self.facts["endpoint"] = ready["Endpoint"]["Address"]
         self.facts["port"] = int(ready["Endpoint"]["Port"])
 

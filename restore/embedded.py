@@ -79,11 +79,18 @@ def tuned_settings(*, jobs: int, memory_bytes: int | None = None, cores: int | N
         "max_parallel_workers_per_gather": str(cores),
         "max_parallel_maintenance_workers": str(cores),
         "jit": "off",
-        # pg_dump (the inventory, a manifest) holds a lock on every table at once: 64 per connection (the default)
-        # runs out near 6,000 tables ("out of shared memory"); 1024 covers ~100,000 for ~30 MB of shared memory.
-        "max_locks_per_transaction": "1024",
         "lc_messages": "C",  # errors are parsed and shown; keep them in one language
     }
+
+
+def locks_for(info: ArchiveInfo | None) -> int:
+    """max_locks_per_transaction for a dump's restored copy. pg_dump (the inventory of the restored copy) locks every
+    table in one transaction, from a shared table of max_locks_per_transaction × ~100 connections: PostgreSQL's 64
+    runs out near 6,000 tables ("out of shared memory"). Room for twice the dump's tables and their indexes, never
+    below the default (a bigger table costs every backend a little at start: PostgreSQL 18 sizes its fast-path
+    slots from it)."""
+    relations = sum(1 for e in info.entries if e.desc in ("TABLE", "FOREIGN TABLE", "INDEX")) if info else 0
+    return max(64, -(-2 * relations // 100 // 64) * 64)
 
 
 class EmbeddedServer:
@@ -325,6 +332,7 @@ class EmbeddedTarget:
         if source is not None and source.physical:
             self._recover(source, log)
         else:
+            self.server.settings.setdefault("max_locks_per_transaction", str(locks_for(info)))
             self.server.start()
 
     def _recover(self, source: Source, log: IO[str]) -> None:

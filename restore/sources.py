@@ -68,30 +68,22 @@ def parse_recovery_point(arn: str) -> RdsSource:
 def parse_rds(spec: str) -> RdsSource:
     if spec.startswith("awsbackup:"):
         return parse_recovery_point(spec.removeprefix("awsbackup:"))
-    if spec.startswith("aurora-snapshot:"):
-        rest = spec.removeprefix("aurora-snapshot:")
-        if rest.startswith("latest"):
-            m = re.fullmatch(r"latest\?cluster=([A-Za-z0-9-]+)", rest)
+    for prefix, of, cluster in (("rds-snapshot:", "instance", False), ("aurora-snapshot:", "cluster", True)):
+        if spec.startswith(prefix):
+            rest = spec.removeprefix(prefix)
+            if not rest.startswith("latest"):
+                if not rest:
+                    raise ConfigError.invalid("backup source", spec, "--backup", f"Write {prefix}SNAPSHOT-ID.")
+                return RdsSource("snapshot", snapshot=rest, cluster=cluster)
+            m = re.fullmatch(rf"latest\?{of}=([A-Za-z0-9-]+)", rest)
             if not m:
-                raise ConfigError.invalid("Aurora source", spec, "--backup",
-                                          "Write aurora-snapshot:latest?cluster=CLUSTER.")
-            return RdsSource("snapshot", snapshot="latest", instance=m.group(1), cluster=True)
-        if not rest:
-            raise ConfigError.invalid("Aurora source", spec, "--backup", "Write aurora-snapshot:SNAPSHOT-ID.")
-        return RdsSource("snapshot", snapshot=rest, cluster=True)
-    if spec.startswith("aurora-pitr:"):
-        source = _pitr(spec, spec.removeprefix("aurora-pitr:"), "aurora-pitr:CLUSTER")
-        return RdsSource("pitr", instance=source.instance, restore_time=source.restore_time, cluster=True)
-    if spec.startswith("rds-snapshot:"):
-        rest = spec.removeprefix("rds-snapshot:")
-        if rest.startswith("latest"):
-            m = re.fullmatch(r"latest\?instance=([A-Za-z0-9-]+)", rest)
-            if not m:
-                raise ConfigError.invalid("RDS source", spec, "--backup",
-                                          "Write rds-snapshot:latest?instance=INSTANCE.")
-            return RdsSource("snapshot", snapshot="latest", instance=m.group(1))
-        return RdsSource("snapshot", snapshot=rest)
-    return _pitr(spec, spec.removeprefix("rds-pitr:"), "rds-pitr:INSTANCE")
+                raise ConfigError.invalid("backup source", spec, "--backup",
+                                          f"Write {prefix}latest?{of}={of.upper()}.")
+            return RdsSource("snapshot", snapshot="latest", instance=m.group(1), cluster=cluster)
+    cluster = spec.startswith("aurora-pitr:")
+    prefix, form = ("aurora-pitr:", "aurora-pitr:CLUSTER") if cluster else ("rds-pitr:", "rds-pitr:INSTANCE")
+    source = _pitr(spec, spec.removeprefix(prefix), form)
+    return RdsSource("pitr", instance=source.instance, restore_time=source.restore_time, cluster=cluster)
 
 
 def _pitr(spec: str, rest: str, form: str) -> RdsSource:
