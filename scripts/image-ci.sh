@@ -36,6 +36,12 @@ rm -rf build/wheels
   2> >(grep -v "^WARNING: Location" >&2)
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 log "building $image from $base (revision $revision)"
-docker build -q --build-arg BASE="$base" --build-arg PIP_ARGS="--no-index --find-links=/src/build/wheels" \
-  --build-arg VERSION="$version" --build-arg REVISION="$revision" -t "$image" . >/dev/null
+# The build's own output goes to a log (Docker 20.10's legacy builder prints a deprecation notice each time).
+buildlog=build/image-build.log
+if ! docker build --build-arg BASE="$base" --build-arg PIP_ARGS="--no-index --find-links=/src/build/wheels" \
+    --build-arg VERSION="$version" --build-arg REVISION="$revision" -t "$image" . >"$buildlog" 2>&1; then
+  tail -40 "$buildlog" >&2
+  log "docker build failed (whole output in $buildlog)"
+  exit 1
+fi
 echo "$image"

@@ -323,3 +323,19 @@ def test_retention_rules_accept_aws_backup_snapshots(stubbed: tuple[Any, Any]) -
     assert check_rule(daily, snapshots, RetentionPolicy("ecommerce-production", (daily,)), now) == []
     gap = [s for s in snapshots if s["id"] != "awsbackup:job-3"]
     assert check_rule(daily, gap, RetentionPolicy("ecommerce-production", (daily,)), now)
+
+
+def test_the_readmes_policy_document_grants_every_action_the_code_calls() -> None:
+    import re
+
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## RDS and Aurora", 1)[1].split("\n## ", 1)[0]
+    policy = json.loads(section.split("```json", 1)[1].split("```", 1)[0])
+    granted = {action for statement in policy["Statement"] for action in statement["Action"]}
+    called = set()
+    for module in ("restore/aws.py", "restore/retention.py", "restore/cloud.py"):
+        called |= set(re.findall(r'"((?:rds|kms|secretsmanager):[A-Z][A-Za-z]+)"', (ROOT / module).read_text()))
+    assert called, "no AWS action found in the code"
+    assert called <= granted, f"actions the code calls that the README's policy does not grant: {called - granted}"
