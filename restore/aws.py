@@ -179,15 +179,18 @@ class RdsRestore:
         return [{"Key": TAG, "Value": "true"}, {"Key": f"{TAG}:run-id", "Value": self.run_id},
                 {"Key": f"{TAG}:expires-at", "Value": expires.isoformat(timespec="seconds")}]
 
-    def _common(self) -> dict[str, Any]:
-        args: dict[str, Any] = {"DBInstanceClass": self.config.instance_class, "PubliclyAccessible": False,
-                                "MultiAZ": False, "DeletionProtection": False, "Tags": self._tags()}
+    def _common(self, *, cluster: bool = False) -> dict[str, Any]:
+        """Where a new instance (or Aurora cluster) lives, and its tags: from targets.toml."""
+        args: dict[str, Any] = {"DeletionProtection": False, "Tags": self._tags()}
+        if not cluster:
+            args |= {"DBInstanceClass": self.config.instance_class, "PubliclyAccessible": False, "MultiAZ": False}
         if self.config.subnet_group:
             args["DBSubnetGroupName"] = self.config.subnet_group
         if self.config.security_groups:
             args["VpcSecurityGroupIds"] = list(self.config.security_groups)
-        if self.config.parameter_group:
-            args["DBParameterGroupName"] = self.config.parameter_group
+        group = self.config.cluster_parameter_group if cluster else self.config.parameter_group
+        if group:
+            args["DBClusterParameterGroupName" if cluster else "DBParameterGroupName"] = group
         return args
 
     def _restore(self) -> None:
@@ -278,16 +281,6 @@ class RdsRestore:
             return {"KmsKeyId": self.config.kms_key_id}, f" (encrypted with KMS key {self.config.kms_key_id})"
         return {}, f" (encrypted with KMS key {key or 'of the source'})" if encrypted or key else ""
 
-    def _cluster_common(self) -> dict[str, Any]:
-        args: dict[str, Any] = {"DeletionProtection": False, "Tags": self._tags()}
-        if self.config.subnet_group:
-            args["DBSubnetGroupName"] = self.config.subnet_group
-        if self.config.security_groups:
-            args["VpcSecurityGroupIds"] = list(self.config.security_groups)
-        if self.config.cluster_parameter_group:
-            args["DBClusterParameterGroupName"] = self.config.cluster_parameter_group
-        return args
-
     def _restore_cluster(self) -> None:
         """Aurora: a new cluster from a cluster snapshot or a cluster's point in time, then one instance in it."""
         rds, src = self._rds, self.source
@@ -320,7 +313,7 @@ class RdsRestore:
             self._call(rds.restore_db_cluster_from_snapshot, "rds:RestoreDBClusterFromSnapshot",
                        resource=f"new cluster {self.cluster_id!r} from cluster snapshot {name!r}{kms_words}",
                        DBClusterIdentifier=self.cluster_id, SnapshotIdentifier=name, Engine=engine,
-                       **self._cluster_common(), **kms)
+                       **self._common(cluster=True), **kms)
         else:
             source = self._call(rds.describe_db_clusters, "rds:DescribeDBClusters",
                                 resource=f"source cluster {src.instance!r}", DBClusterIdentifier=src.instance,
@@ -342,7 +335,7 @@ class RdsRestore:
             self._call(rds.restore_db_cluster_to_point_in_time, "rds:RestoreDBClusterToPointInTime",
                        resource=f"new cluster {self.cluster_id!r} from cluster {src.instance!r}{kms_words}",
                        SourceDBClusterIdentifier=src.instance, DBClusterIdentifier=self.cluster_id, **when,
-                       **self._cluster_common(), **kms)
+                       **self._common(cluster=True), **kms)
         self.cluster_created = True
         self.facts["cluster"] = self.cluster_id
         # The instance's name: the cluster's, which is this run's own; "-1" as Aurora names a cluster's first.
