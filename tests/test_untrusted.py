@@ -79,14 +79,20 @@ def _chromium(page: Path, profile: Path) -> str:
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (apt-get install chromium)")
-def test_hostile_names_and_values_are_text_everywhere(tmp_path: Path, run_suite: Callable[..., SuiteRun]) -> None:
+# batched: every check verifies its objects in batches of one, so that each failing object's report is made by
+# fixtures/batches.py (its own test id built from the hostile name) rather than by pytest
+@pytest.mark.parametrize("batching", [(), ("--batch-size=1", "-n", "2")], ids=["one test per object", "batched"])
+def test_hostile_names_and_values_are_text_everywhere(batching: tuple[str, ...], tmp_path: Path,
+                                                      run_suite: Callable[..., SuiteRun]) -> None:
     dump = _hostile_dump(tmp_path)
     history = tmp_path / "record.jsonl"
     junit = tmp_path / "junit.xml"
     run = run_suite(f"--backup={dump}", f"--expectations={_expectations(tmp_path)}", f"--record={history}",
-                    f"--ticket={TICKET}", "--operator=<b>night</b>", f"--junitxml={junit}")
+                    f"--ticket={TICKET}", "--operator=<b>night</b>", f"--junitxml={junit}", *batching)
     failed = run.failed_items()
     assert {"row_counts", "business_rules", "orphaned_records"} <= failed, run.explain()
+    if batching:  # the failing objects really came out of batches
+        assert run.result["batching"]["batch_tests"] > 0, run.result["batching"]
     # The terminal and the restore log: no control character moves a cursor; the escapes are shown instead.
     assert not CONTROL.search(run.output.replace("\n", "").replace("\t", "")), repr(run.output[-3000:])
     assert "\\x1b[2K\\rbackup test PASSED\\x07" in run.output
