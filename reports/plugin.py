@@ -140,7 +140,7 @@ class _Collector:
             self._properties(result, report.user_properties, report.duration)
 
     def _properties(self, result: TestResult, user_properties: list[Any], duration: float) -> None:
-        props = dict((k, v) for k, v in user_properties)
+        props = dict(user_properties)
         if "origin" in props:
             result.origin = str(props["origin"])
         if "accepted" in props:

@@ -91,10 +91,10 @@ def _client(service: str) -> Any:
     return boto3.client(service)
 
 
-def latest_snapshot(rds: Any, instance: str, log: Callable[[str], None] | None = None, *,
-                    cluster: bool = False) -> dict[str, Any]:
-    """The newest available snapshot of an instance (or an Aurora cluster): automated, manual, or taken by AWS
-    Backup (SnapshotType awsbackup, which DescribeDB*Snapshots lists only when asked for by type)."""
+def available_snapshots(rds: Any, instance: str, log: Callable[[str], None] | None = None, *,
+                        cluster: bool = False) -> list[dict[str, Any]]:
+    """Every available snapshot of an instance (or an Aurora cluster): automated, manual, and taken by AWS Backup
+    (SnapshotType awsbackup, which DescribeDB*Snapshots lists only when asked for by type)."""
     operation, key, ident, what = (("describe_db_cluster_snapshots", "DBClusterSnapshots", "DBClusterIdentifier",
                                     "cluster") if cluster else
                                    ("describe_db_snapshots", "DBSnapshots", "DBInstanceIdentifier", "instance"))
@@ -110,10 +110,19 @@ def latest_snapshot(rds: Any, instance: str, log: Callable[[str], None] | None =
             for snapshot in page[key]:
                 if snapshot.get("Status") == "available":
                     found[snapshot_id(snapshot)] = snapshot
+    return list(found.values())
+
+
+def latest_snapshot(rds: Any, instance: str, log: Callable[[str], None] | None = None, *,
+                    cluster: bool = False) -> dict[str, Any]:
+    """The newest of :func:`available_snapshots`, whichever its kind."""
+    found = available_snapshots(rds, instance, log, cluster=cluster)
     if not found:
+        what, action = (("cluster", "rds:DescribeDBClusterSnapshots") if cluster else
+                        ("instance", "rds:DescribeDBSnapshots"))
         raise RdsError(f"No available snapshot of {what} {instance!r} (automated, manual or AWS Backup): checked "
                        f"with {action[4:]}. Is the name right, and does this role have {action}?")
-    return max(found.values(), key=lambda s: s["SnapshotCreateTime"])
+    return max(found, key=lambda s: s["SnapshotCreateTime"])
 
 
 def snapshot_id(snapshot: dict[str, Any]) -> str:

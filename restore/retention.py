@@ -111,19 +111,14 @@ def check_rule(rule: RetentionRule, snapshots: list[dict[str, Any]], policy: Ret
 def list_snapshots(instance: str, rds: Any = None) -> list[dict[str, Any]]:
     """Available snapshots of the instance — automated, manual and AWS Backup's (listed only when asked for by
     type) — as plain data."""
+    from restore.aws import available_snapshots
+
     if rds is None:
         import boto3
 
         rds = boto3.client("rds")
-    result: dict[str, dict[str, Any]] = {}
-    for types in ({}, {"SnapshotType": "awsbackup"}):
-        for page in rds.get_paginator("describe_db_snapshots").paginate(DBInstanceIdentifier=instance, **types):
-            for s in page["DBSnapshots"]:
-                if s.get("Status") == "available":
-                    result[s["DBSnapshotIdentifier"]] = {"id": s["DBSnapshotIdentifier"],
-                                                         "type": s.get("SnapshotType", "manual"),
-                                                         "created": s["SnapshotCreateTime"]}
-    return list(result.values())
+    return [{"id": s["DBSnapshotIdentifier"], "type": s.get("SnapshotType", "manual"),
+             "created": s["SnapshotCreateTime"]} for s in available_snapshots(rds, instance)]
 
 
 def pitr_window(instance: str, rds: Any = None) -> dict[str, str | None]:
