@@ -30,6 +30,23 @@ from restore.embedded import EmbeddedServer
 from restore.tools import clean_env, pg_tool
 
 ROOT = Path(__file__).resolve().parent.parent
+# A PostgreSQL 15 server for the cross-version self-tests (Debian's postgresql-15, whichever minor it is today).
+PG15_BIN = Path(os.environ.get("RESTORE_VERIFY_PG15_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+def restorable_into_18(conninfo: str) -> int:
+    """Make a PostgreSQL 15 source dump into something 18 can restore, whatever its minor; returns the columns changed.
+
+    Debian's PostgreSQL 15.20 stores an attribute option ``pg_attver=N`` on every column, and pg_dump writes it back
+    as ``ALTER COLUMN … SET (pg_attver=…)``, which no 18 server accepts. The cross-version proofs are about what an
+    18 server makes of a 15 database, not about that option (its own self-test keeps the diagnosis), so the source
+    drops it from the catalog before it is dumped: other column options stay. A minor without it changes nothing.
+    """
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        cur = conn.execute(
+            "UPDATE pg_catalog.pg_attribute SET attoptions = NULLIF(ARRAY(SELECT o FROM unnest(attoptions) AS o "
+            "WHERE o NOT LIKE 'pg\\_attver=%'), '{}') WHERE attoptions::text LIKE '%pg\\_attver=%'")
+        return cur.rowcount
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import pytest
 from restore.container import ContainerServer
 from restore.manifest import take_backup
 from restore.tools import clean_env, pg_tool
-from tests.conftest import ALL_PASSED, ROOT, Sample, SuiteRun
+from tests.conftest import ALL_PASSED, ROOT, Sample, SuiteRun, restorable_into_18
 
 IMAGES = ("local/postgres:15", "local/postgres:18")
 # /.dockerenv on these machines makes testcontainers think it runs inside a container; the engine is local.
@@ -114,6 +114,7 @@ def pg15_source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainerS
         subprocess.run([str(pg_tool("psql")), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d",
                         server.conninfo("ecommerce_production"), "-f", str(ROOT / "examples" / "sample.sql")],
                        check=True, env=clean_env(), capture_output=True)
+        restorable_into_18(server.conninfo("ecommerce_production"))  # whatever minor the image's 15 is
         yield server
     finally:
         with _docker_lock(tmp_path_factory):

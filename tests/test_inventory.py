@@ -25,10 +25,9 @@ from restore.embedded import EmbeddedServer
 from restore.manifest import take_backup
 from restore.toc import read_toc
 from restore.tools import clean_env, pg_tool
-from tests.conftest import SuiteRun
+from tests.conftest import PG15_BIN, SuiteRun, restorable_into_18
 
 SCHEMA = Path(__file__).with_name("kinds_schema.sql")
-PG15_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 @dataclass(frozen=True)
@@ -199,6 +198,7 @@ def test_restore_from_15_into_18_compares_names_and_says_so(
         with psycopg.connect(old.conninfo(), autocommit=True) as conn:
             conn.execute("CREATE DATABASE kinds")
         _build(old.conninfo("kinds"))
+        restorable_into_18(old.conninfo("kinds"))  # Debian's 15.20 pg_attver: see the helper
         dump, _ = take_backup(old.conninfo("kinds"), tmp_path / "from15.dump")
     empty = tmp_path / "no-expectations"
     empty.mkdir()
