@@ -14,6 +14,8 @@ def _require_restore(prepared_db: PreparedDatabase) -> RestoreOutcome:
     if not prepared_db.restore.performed:
         pytest.skip("existing target: this run restored nothing, so there is no restore to judge "
                     "(pass --backup to restore and verify)")
+    if prepared_db.restore.verifier_fault:  # not evidence either way: said once, in the verdict
+        pytest.skip("not run: the verifier could not restore the backup (see the verdict)")
     return prepared_db.restore
 
 
@@ -43,3 +45,16 @@ def test_no_unaccepted_restore_errors(prepared_db: PreparedDatabase) -> None:
             pytrace=False,
         )
     assert outcome.exit_code == 0 or accepted, f"restore exited with {outcome.exit_code} and no error text"
+
+
+def test_recovery_reached_the_end_of_the_archive(prepared_db: PreparedDatabase) -> None:
+    """Recovered to the end of its WAL: that end is the archive's, proven from a listing that holds every segment
+    recovery replayed (an empty or foreign listing proves nothing, and leaves the item incomplete)."""
+    outcome = _require_restore(prepared_db)
+    if outcome.refused:
+        not_applicable("the restore did not run (see test_backup_readable_and_restore_ran)")
+    archive = prepared_db.archive
+    if archive is None or archive.recovery_end_proven is None:
+        not_applicable("no recovery to the end of a WAL archive in this run")
+    if not archive.recovery_end_proven:
+        pytest.skip(archive.recovery_end or "the end of recovery could not be proven")

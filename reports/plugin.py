@@ -348,7 +348,12 @@ def build_result(state: RunState, collected: Collected, exitstatus: int, *,
     run_narrowed = narrowed or (f"no test of {', '.join(not_selected)} was selected" if not_selected else None)
     failed = any(r.outcome == "failed" for r in collected.results.values()) or collected.collection_errors > 0
     verdict = run_outcome(interrupted=interrupted, failed=failed, narrowed=run_narrowed, unfinished=unfinished)
-    if facts.unreachable and verdict != "interrupted":
+    # The verifier's own fault (an unreachable target, no credentials, a full disk, an unforeseen error): no
+    # evidence against the backup, so the run is an error, never a failed backup test.
+    fault = (f"the database to verify could not be reached or logged into ({facts.unreachable}); fix the target or "
+             "its credentials and run again" if facts.unreachable else
+             (outcome.refused or "").splitlines()[0] if outcome.verifier_fault else None)
+    if fault and verdict != "interrupted":
         verdict = "error"
     tests = {k: sum(1 for r in collected.results.values() if r.outcome == k) for k in ("passed", "failed", "skipped")}
     return {
@@ -359,9 +364,8 @@ def build_result(state: RunState, collected: Collected, exitstatus: int, *,
                                       f"{prepared.restore.refused.splitlines()[0]}" if prepared.restore.refused
                                       else _counted(checklist, failed=True)),
                            "partial": f"not a complete backup test: {run_narrowed or 'some tests did not run'}",
-                           "error": f"no backup was tested: the database to verify could not be reached or logged "
-                                    f"into ({facts.unreachable}); fix the target or its credentials and run again "
-                                    "(recorded as an error, not as a failed backup test)",
+                           "error": f"no backup was tested: {fault} (the verifier's own fault: recorded as an "
+                                    "error, not as a failed backup test)",
                            "passed": _counted(checklist, failed=False)}[verdict],
         "started_at": facts.started_at,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -383,11 +387,13 @@ def build_result(state: RunState, collected: Collected, exitstatus: int, *,
                    "recovery": None if archive is None or archive.recovery_target is None else {
                        "target": archive.recovery_target, "seconds": archive.recovery_s,
                        "wal_segments": archive.wal_segments_replayed,
+                       "end_proven": archive.recovery_end_proven, "end": archive.recovery_end,
                        "wal_mb_per_s": round(16 * (archive.wal_segments_replayed or 0)
                                              / max(archive.recovery_s or 0.001, 0.001), 1)}},
         "restore": {"duration_s": outcome.duration_s, "errors": outcome.errors,
                     "accepted_errors": outcome.accepted_errors, "performed": outcome.performed,
-                    "refused": outcome.refused, "exit_code": outcome.exit_code,
+                    "refused": outcome.refused, "verifier_fault": outcome.verifier_fault,
+                    "exit_code": outcome.exit_code,
                     "phases_s": outcome.phases_s, "jobs": outcome.jobs,
                     "roles_created": outcome.roles_created, "globals_file": outcome.globals_file,
                     "pg_restore_version": outcome.pg_restore_version,

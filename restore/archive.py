@@ -77,6 +77,8 @@ class BackupSummary:
     recovery_target_time: str | None = None  # ISO 8601, when the target was a time
     recovery_s: float | None = None  # copy, WAL replay and promotion
     wal_segments_replayed: int | None = None  # taken from the archive (16 MB each)
+    recovery_end_proven: bool | None = None  # recovered to the end of its WAL: that end proven the archive's end
+    recovery_end: str | None = None  # what proved it, or why it could not be proven
 
     @property
     def restored_by_pg_restore(self) -> bool:

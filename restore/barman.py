@@ -17,16 +17,18 @@ from __future__ import annotations
 import functools
 import json
 import os
+import posixpath
 import re
 import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
-from restore.errors import ArchiveUnreadable, ConfigError
+from restore.errors import ArchiveUnreadable, ConfigError, VerifierFault
 from restore.physical import RecoveryFailed, RecoveryTarget, RunAsOwner, prepare_recovery, recovery_settings
 from restore.tools import clean_env
 
@@ -48,6 +50,64 @@ def split_url(url: str) -> tuple[str, str]:
                                   "Write barman-cloud:s3://BUCKET/PREFIX/SERVER (the destination path and the server "
                                   "name barman-cloud-backup was given).")
     return source, server
+
+
+def s3_prefix(url: str, *parts: str) -> tuple[str, str]:
+    """(bucket, key prefix) of ``SERVER/parts…`` built exactly as Barman Cloud builds it: the destination path's
+    key without its leading slashes, joined with ``os.path.join`` (so ``s3://b/plugin//SERVER`` — a destination path
+    written with a trailing slash — is ``plugin/SERVER``, as Barman reads it, not ``plugin//SERVER``)."""
+    source, server = split_url(url)
+    parsed = urlparse(source)
+    return parsed.netloc, posixpath.join(parsed.path.lstrip("/"), server, *parts)
+
+
+# What Barman (boto3) says when the verifier's own world stops it: credentials, the network. Not the backup's fault.
+_VERIFIER_FAULTS = (
+    ("Unable to locate credentials", "no S3 credentials were found (boto3 looked for AWS_ACCESS_KEY_ID and "
+     "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws/credentials and an instance or pod role)"),
+    ("InvalidAccessKeyId", "the S3 store does not know the access key the verifier uses"),
+    ("SignatureDoesNotMatch", "the S3 secret key does not match its access key"),
+    ("ExpiredToken", "the verifier's S3 session token has expired"),
+    ("AccessDenied", "the verifier's S3 identity may not list or read this bucket (s3:ListBucket, s3:GetObject)"),
+    ("Access Denied", "the verifier's S3 identity may not list or read this bucket (s3:ListBucket, s3:GetObject)"),
+    ("Could not connect to the endpoint URL", "the S3 endpoint cannot be reached from here"),
+    ("EndpointConnectionError", "the S3 endpoint cannot be reached from here"),
+    ("Connect timeout", "the S3 endpoint did not answer in time"),
+    ("Read timeout", "the S3 endpoint did not answer in time"),
+)
+_LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:,\d+)? \[\d+\] [A-Z]+: ")
+
+
+def _last_words(output: str) -> str:
+    """The tool's last line without its log prefix (time stamp, process id, level): what it said, in its words."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    return _LOG_PREFIX.sub("", lines[-1]) if lines else "no output"
+
+
+def _verifier_fault(tool: str, url: str, output: str) -> VerifierFault | None:
+    """A Barman Cloud tool that failed because of the verifier's credentials or network, in words; else None."""
+    for words, meaning in _VERIFIER_FAULTS:
+        if words in output:
+            return VerifierFault(f"{tool} could not read {url}: {meaning}. This is the verifier's configuration, "
+                                 "not the backup: give the suite credentials that can list and read the bucket (the "
+                                 "AWS_* variables, a profile or a role) and a reachable endpoint (endpoint=URL or "
+                                 "AWS_ENDPOINT_URL), then run again.")
+    return None
+
+
+def by_end_time(backups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Listed backups, oldest first, by the moment each ended (parsed, not compared as text)."""
+    return sorted(backups, key=_ended)
+
+
+def _ended(backup: dict[str, Any]) -> datetime:
+    """When a listed backup ended, as a moment (Barman's ISO times may carry different UTC offsets, e.g. across a
+    daylight-saving change: compared as text, the newest could be the wrong one)."""
+    try:
+        ended = datetime.fromisoformat(str(backup.get("end_time_iso") or ""))
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+    return ended if ended.tzinfo else ended.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -80,16 +140,18 @@ class BarmanCloud:
         except json.JSONDecodeError:
             listed = None
         if listed is None:
-            lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
+            fault = _verifier_fault("barman-cloud-backup-list", self.url, done.stderr or done.stdout)
+            if fault is not None:
+                raise fault
             raise ArchiveUnreadable(f"barman-cloud-backup-list cannot read {self.url}: "
-                                    f"{lines[-1] if lines else 'no output'}. Check the URL (the destination path, "
+                                    f"{_last_words(done.stderr or done.stdout)}. Check the URL (the destination path, "
                                     "then the server name), the endpoint and the credentials.",
                                     detail=done.stderr)
         finished = [b for b in listed if b.get("status") == "DONE"]
         if not finished:
             raise ArchiveUnreadable(f"{self.url} holds no finished backup ({len(listed)} listed, none DONE): check "
                                     "the server name and that barman-cloud-backup completed.")
-        return sorted(finished, key=lambda b: str(b.get("end_time_iso", "")))
+        return by_end_time(finished)
 
     @functools.cached_property
     def chosen(self) -> dict[str, Any]:
@@ -98,7 +160,7 @@ class BarmanCloud:
         backups = self.backups()
         if self.target.time is None:
             return backups[-1]
-        before = [b for b in backups if datetime.fromisoformat(b["end_time_iso"]) < self.target.time]
+        before = [b for b in backups if _ended(b) < self.target.time]
         if not before:
             raise RecoveryFailed(f"The recovery target {self.target} is before the end of every backup in {self.url} "
                                  f"(the oldest ended at {backups[0]['end_time_iso']}): a backup recovers only to "
@@ -118,15 +180,15 @@ class BarmanCloud:
                 "are checked as they are restored, its WAL as recovery replays it"]
 
     def wal_segments(self) -> set[str] | None:
-        """Every WAL segment and history file under SERVER/wals/ (one S3 listing, boto3 as Barman Cloud reads it)."""
+        """Every WAL segment and history file under SERVER/wals/, listed where Barman Cloud reads them (one S3
+        listing, every page; the prefix built as Barman builds it)."""
         import boto3  # only Barman Cloud sources list S3 here
 
-        split_url(self.url)  # refuses a malformed URL in words
-        bucket, _, prefix = self.url.rstrip("/").removeprefix("s3://").partition("/")
+        bucket, prefix = s3_prefix(self.url, "wals")
         endpoint = self.endpoint or os.environ.get("AWS_ENDPOINT_URL")
         client = boto3.client("s3", **({"endpoint_url": endpoint} if endpoint else {}))
         names = set()
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/wals/"):
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/"):
             for item in page.get("Contents", []):
                 m = re.match(r"([0-9A-F]{24}|[0-9A-F]{8}\.history)(\.\w+)?$", item["Key"].rsplit("/", 1)[-1])
                 if m:
@@ -144,9 +206,11 @@ class BarmanCloud:
                               "Barman Cloud where every user can run it (a venv made with /usr/bin/python3 under /opt, "
                               "or apt install barman-cli-cloud).") from exc
         if done.returncode != 0:
-            lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
+            fault = _verifier_fault("barman-cloud-restore", self.url, done.stderr or done.stdout)
+            if fault is not None:
+                raise fault
             raise ArchiveUnreadable(f"barman-cloud-restore of backup {backup['backup_id']} from {self.url} failed: "
-                                    f"{lines[-1] if lines else 'no output'}.", detail=done.stderr)
+                                    f"{_last_words(done.stderr or done.stdout)}.", detail=done.stderr)
         prepare_recovery(datadir)
         command = shlex.join([_tool("barman-cloud-wal-restore"), *self._endpoint(), *self._where()]) + ' %f "%p"'
         return recovery_settings(command, self.target)

@@ -26,6 +26,8 @@ class CloudError(RestoreError):
     def __init__(self, message: str, *, kind: str, action: str, resource: str) -> None:
         super().__init__(message)
         self.kind, self.action, self.resource = kind, action, resource
+        # A missing snapshot or object is a finding; the suite's identity, quotas, network or keys are its own.
+        self.blame = "backup" if kind in ("not_found", "failed", "invalid_state") else "verifier"
 
 
 def _kind(code: str) -> str:

@@ -371,14 +371,15 @@ class EmbeddedTarget:
             log.write(server_log[-4000:])
             self.server.stop()
             raise physical.explain(server_log, backup.archive, source.recovery, backup.wal_segments) from exc
+        end: tuple[bool | None, str | None] = (None, None)
         if source.recovery.latest:  # to the end of the WAL: prove it was the archive's end, not a gap in it
             server_log = self.server.logfile.read_text(errors="replace")
             try:
-                proven = physical.prove_end(self.conninfo(), server_log, backup.archive, backup.wal_segments())
+                end = physical.prove_end(self.conninfo(), server_log, backup.archive, backup.wal_segments)
             except physical.RecoveryFailed:
                 log.write(server_log[-4000:])
                 raise
-            log.write(f"# {proven}\n")
+            log.write(f"# {end[1]}\n")
         replayed = physical.replayed_until(self.conninfo())
         recovery_s = round(time.monotonic() - started, 3)
         segments = physical.segments_restored(self.server.logfile.read_text(errors="replace"))
@@ -397,7 +398,8 @@ class EmbeddedTarget:
             dbname=source.database,
             recovery_target=str(source.recovery),
             recovery_target_time=source.recovery.time.isoformat() if source.recovery.time else None,
-            recovery_s=recovery_s, wal_segments_replayed=segments)
+            recovery_s=recovery_s, wal_segments_replayed=segments, recovery_end_proven=end[0],
+            recovery_end=end[1])
 
     def stop(self) -> None:
         self.server.__exit__(None, None, None)  # keeps a --keep-target cluster running

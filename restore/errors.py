@@ -6,7 +6,22 @@ from pathlib import Path
 
 
 class RestoreError(RuntimeError):
-    """Base of every error the restore library raises on purpose."""
+    """Base of every error the restore library raises on purpose.
+
+    ``blame`` says whose fault it is, decided where the error is raised (see docs/checks.md, "Whose fault"):
+    ``"backup"`` when it is evidence against the backup or its restore (the run fails), ``"verifier"`` when the
+    verifier's own world stopped it — its disk, memory, processes, network, credentials or tools (the run is an
+    ``error``, exit 7, never counted as a failed backup test). An error nobody anticipated is the verifier's too.
+    """
+
+    blame = "backup"
+
+
+class VerifierFault(RestoreError):
+    """The verifier's own world stopped the restore (no credentials, an unreachable store, a full disk): not a
+    finding about the backup."""
+
+    blame = "verifier"
 
 
 class ConfigError(RestoreError):
@@ -44,6 +59,8 @@ class ArchiveUnreadable(RestoreError):
 
 
 class ToolTooOld(RestoreError):
+    blame = "verifier"  # the verifier's pg_restore, not the archive
+
     @classmethod
     def for_archive(cls, tool: Path, tool_version: str, archive_version: str, stderr: str) -> ToolTooOld:
         return cls(
@@ -54,6 +71,8 @@ class ToolTooOld(RestoreError):
 
 
 class ServerStartFailed(RestoreError):
+    blame = "verifier"  # the verifier's server (a recovery that stops is worded as RecoveryFailed instead)
+
     @classmethod
     def with_log(cls, datadir: Path, reason: str, log_tail: str) -> ServerStartFailed:
         err = cls(

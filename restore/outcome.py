@@ -16,7 +16,8 @@ class RestoreOutcome:
 
     performed: bool = False
     logical: bool = False  # a dump was loaded with pg_restore or psql (not an RDS restore)
-    refused: str | None = None
+    refused: str | None = None  # why nothing usable was restored
+    verifier_fault: bool = False  # ``refused`` is the verifier's own fault, not the backup's (the run is an error)
     exit_code: int | None = None
     errors: list[str] = field(default_factory=list)
     accepted_errors: list[str] = field(default_factory=list)

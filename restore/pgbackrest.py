@@ -125,8 +125,9 @@ class PgBackRest:
     def wal_segments(self) -> set[str] | None:
         """Every WAL segment and history file in the stanza's archive (``pgbackrest repo-ls``)."""
         done = self._run("--log-level-console=error", "--recurse", "--output=text", "repo-ls", f"archive/{self.stanza}")
-        if done.returncode != 0:
-            return None
+        if done.returncode != 0:  # the end of recovery then stays unproven, saying this
+            raise ArchiveUnreadable(f"pgbackrest repo-ls archive/{self.stanza} failed: "
+                                    f"{_first_error(done.stderr or done.stdout)}")
         return {m.group(1) for line in done.stdout.splitlines()
                 if (m := re.search(r"(?:^|/)([0-9A-F]{24}|[0-9A-F]{8}\.history)(?:-[0-9a-f]{40})?(?:\.\w+)?$",
                                    line.strip()))}

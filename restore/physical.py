@@ -109,7 +109,8 @@ class PhysicalBackup(Protocol):
 
     def wal_segments(self) -> set[str] | None:
         """The names of the WAL segments (and timeline history files) the archive holds, to prove where the WAL
-        ends; None when there is no archive (a self-contained backup) or it cannot be listed."""
+        ends, listed where the restore command reads them; None when there is no archive (a self-contained backup).
+        Raises when the archive cannot be listed (the end of recovery then stays unproven)."""
         ...
 
 
@@ -406,26 +407,57 @@ def next_segment(name: str) -> str:
     return f"{timeline:08X}{log:08X}{seg:08X}"
 
 
-def prove_end(conninfo: str, server_log: str, archive: str, held: set[str] | None) -> str:
+def prove_end(conninfo: str, server_log: str, archive: str,
+              listing: Callable[[], set[str] | None]) -> tuple[bool, str]:
     """With no target, recovery must have replayed all the archive holds on its timeline: PostgreSQL takes the first
     segment it cannot fetch as the end of the archive and promotes, so a gap would silently lose every later
-    commit. Raises RecoveryFailed naming the first missing segment and what lies after it; returns what was proven
-    (for the restore log)."""
+    commit. Raises RecoveryFailed naming the first missing segment and what lies after it.
+
+    Returns (proven, what was found). The proof rests on ``listing`` (what the archive holds) only when that listing
+    holds every segment recovery restored from the archive: an empty listing, one of another prefix, one that a
+    permission or a cut-short page left partial cannot tell the archive's end, so the end is then *not* proven
+    (the item is incomplete), never taken as proven."""
+    try:
+        held = listing()
+    except Exception as exc:  # any listing failure: the end is unproven, the recovery itself stands
+        return False, (f"the end of recovery could not be proven: {archive} could not be listed "
+                       f"({type(exc).__name__}: {exc}); whether it holds WAL newer than what was replayed is unknown")
     if held is None:
-        return "end of recovery not compared with the archive: it holds no listable WAL (a self-contained backup)"
+        return True, ("end of recovery: the backup holds all the WAL it recovers (a self-contained backup, no "
+                      "archive), verified by pg_verifybackup")
     with psycopg.connect(conninfo, autocommit=True) as conn:
         row = conn.execute("SELECT pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp(), "
                            "current_setting('wal_segment_size')").fetchone()
+    replayed_to, last_commit, segment_size = row if row else (None, None, "16MB")
+    return judge_end(server_log, archive, held, replayed_to=replayed_to, last_commit=last_commit,
+                     segment_size=_size_bytes(str(segment_size)))
+
+
+def judge_end(server_log: str, archive: str, held: set[str], *, replayed_to: str | None,
+              last_commit: datetime | None, segment_size: int = 16 * 1024 * 1024) -> tuple[bool, str]:
+    """:func:`prove_end` once the archive is listed and the server asked where replay ended (``replayed_to``, an
+    LSN): proven, unproven, or RecoveryFailed for a gap."""
     promoted = re.findall(r"selected new timeline ID: (\d+)", server_log)
-    if row is None or row[0] is None or not promoted:
-        return "end of recovery not compared with the archive: the server did not say where recovery ended"
+    if replayed_to is None or not promoted:
+        return False, "the end of recovery could not be proven: the server did not say where recovery ended"
     restored = _SEGMENT.findall(server_log)
     # The last segment taken from the archive (the replay position can sit on the next one's first byte).
-    last = max(restored) if restored else _segment_name(int(promoted[-1]) - 1, str(row[0]), _size_bytes(str(row[2])))
+    last = max(restored) if restored else _segment_name(int(promoted[-1]) - 1, replayed_to, segment_size)
+    commit = f" (the last transaction replayed committed at {last_commit.isoformat()})" if last_commit else ""
+    unlisted = sorted(set(restored) - held)
+    if not restored or unlisted:
+        why = (f"recovery took no WAL segment from {archive}, so its listing cannot be shown to be the archive "
+               "recovery read" if not restored else
+               f"the listing of {archive} lacks {len(unlisted)} of the {len(set(restored))} segment(s) recovery "
+               f"restored from it ({unlisted[0]}{' …' if len(unlisted) > 1 else ''}), so it is not the whole archive "
+               "recovery read")
+        return False, (f"the end of recovery could not be proven: {why} (a prefix or path other than the one the "
+                       "restore command reads, a permission that hides objects, a listing cut short). Recovery "
+                       f"stopped at segment {last}{commit}; whether the archive holds newer WAL is unknown. Make the "
+                       "archive listable as the restore command reads it, then run again.")
     timeline = int(last[:8], 16)
     newer = sorted(n for n in held if len(n) == 24 and n[:8] == last[:8] and n > last)
     later = sorted(n for n in held if n.endswith(".history") and int(n[:8], 16) > timeline)
-    commit = f" (the last transaction replayed committed at {row[1].isoformat()})" if row[1] else ""
     if newer:
         raise RecoveryFailed(f"Recovery stopped at WAL segment {last}{commit}, but {archive} holds {len(newer)} newer "
                              f"segment(s) of the same timeline, up to {newer[-1]}: segment {next_segment(last)} is "
@@ -438,8 +470,8 @@ def prove_end(conninfo: str, server_log: str, archive: str, held: set[str] | Non
                              f"the history of a later timeline ({later[-1]}) that recovery did not follow: the WAL "
                              f"of that timeline is missing or unreadable. Find it, or recover to a target on timeline "
                              f"{timeline}. Nothing usable was restored.")
-    return (f"end of recovery proven: it replayed up to segment {last}, the newest {archive} holds on timeline "
-            f"{timeline}")
+    return True, (f"end of recovery proven: it replayed up to segment {last}, the newest {archive} holds on timeline "
+                  f"{timeline}; the archive's listing holds all {len(set(restored))} segment(s) recovery restored")
 
 
 def _size_bytes(setting: str) -> int:

@@ -152,6 +152,8 @@ class RunState:
         prepared = self.prepared
         if prepared is None:
             return "restore-verify is not active in this run"
+        if prepared.restore.refused and prepared.restore.verifier_fault:
+            return "not run: the verifier could not restore the backup (see the verdict)"  # said once, there
         if prepared.restore.refused:
             return "no database to verify: the restore was refused (see restore_succeeded)"  # said once, there
         if self.facts.catalog_error:
@@ -249,13 +251,15 @@ class Run:
                          f"{app.stop()} replica(s) recorded")
             except RestoreError as exc:  # AppError: the application could not be stopped, so nothing is restored
                 return refused(cfg.target, f"The application could not be stopped before the restore (--stop-app), "
-                                           f"so nothing was restored: {exc}", log_path=log_path)
+                                           f"so nothing was restored: {exc}", log_path=log_path,
+                               verifier_fault=True)
         try:
             return self.stack.enter_context(prepare(plan, run_id=facts.run_id))
         except ConfigError:
             raise
         except Exception as exc:  # outside the restore's own steps (opening or checking the target): said, not raised
-            return refused(cfg.target, unforeseen("preparing the target", exc), log_path=log_path)
+            return refused(cfg.target, unforeseen("preparing the target", exc), log_path=log_path,
+                           verifier_fault=True)
         finally:
             if app is not None:  # after the restore, whatever its outcome: the application comes back now
                 try:

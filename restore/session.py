@@ -84,10 +84,12 @@ class RestorePlan:
     manifest: Path | None = None  # the backup's manifest, checked against the backup before anything is restored
 
 
-def refused(target: TargetSpec, reason: str, *, log_path: Path, write_log: bool = True) -> PreparedDatabase:
+def refused(target: TargetSpec, reason: str, *, log_path: Path, write_log: bool = True,
+            verifier_fault: bool = False) -> PreparedDatabase:
     """A run that restored nothing because something before the restore failed: restore_succeeded fails with
-    ``reason`` and every other item is skipped naming it."""
-    outcome = RestoreOutcome(performed=target.needs_restore, refused=reason, log_path=str(log_path), duration_s=0.0)
+    ``reason`` (or, the verifier's own fault, does not run) and every other item is skipped naming it."""
+    outcome = RestoreOutcome(performed=target.needs_restore, refused=reason, log_path=str(log_path), duration_s=0.0,
+                             verifier_fault=verifier_fault)
     if write_log:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("a") as log:
@@ -183,14 +185,16 @@ def prepare(plan: RestorePlan, *, run_id: str = "run") -> Iterator[PreparedDatab
             raise
         except RestoreError as exc:
             outcome.refused = "\n".join([str(exc), *getattr(exc, "__notes__", [])])
+            outcome.verifier_fault = exc.blame == "verifier"
             detail = getattr(exc, "detail", "")
-            log.write(f"# refused: {exc}\n{detail}\n")
+            log.write(f"# refused ({'the verifier' if outcome.verifier_fault else 'the backup'}): {exc}\n{detail}\n")
             if detail:
                 outcome.refused += f"\n{detail}"
             dbname = None
-        except Exception as exc:  # what no one foresaw (a tool, a cloud SDK, a bug): a failed restore, never a crash
-            outcome.refused = unforeseen(step, exc)
-            log.write(f"# refused: {outcome.refused}\n{''.join(traceback.format_exception(exc))}\n")
+        except Exception as exc:  # what no one foresaw (a tool, a cloud SDK, a full disk, a bug): never a crash,
+            # and no evidence against the backup either: the run is an error, not a failed backup test
+            outcome.refused, outcome.verifier_fault = unforeseen(step, exc), True
+            log.write(f"# refused (the verifier): {outcome.refused}\n{''.join(traceback.format_exception(exc))}\n")
             dbname = None
         outcome.duration_s = round(time.monotonic() - started, 3)
         log.flush()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -114,19 +115,52 @@ def test_a_barman_cloud_backup_recovered_to_a_time_holds_exactly_the_rows_up_to_
     assert "testing" not in log  # the credentials reach the tools through the environment, never the log
 
 
+def _double_slash(url: str) -> str:
+    """``s3://barman/cluster-x//main``: a destination path written with a trailing slash (as CloudNativePG's plugin
+    documentation writes it) joined to the server name. Barman reads it as ``cluster-x/main``."""
+    head, _, server = url.rpartition("/")
+    return f"{head}//{server}"
+
+
+@pytest.mark.parametrize("slashes", ["single", "double"])
 def test_without_a_target_the_backup_recovers_all_its_wal(
-    archive: Archive, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+    slashes: str, archive: Archive, tmp_path: Path, run_suite: Callable[..., SuiteRun]
 ) -> None:
-    """The endpoint from AWS_ENDPOINT_URL, as for any S3 source."""
-    run = run_suite(f"--backup=barman-cloud:{archive.url}?db=shop",
+    """The endpoint from AWS_ENDPOINT_URL, as for any S3 source. The end of recovery is proven from a listing that
+    holds every segment replayed, under either spelling of the URL."""
+    url = archive.url if slashes == "single" else _double_slash(archive.url)
+    run = run_suite(f"--backup=barman-cloud:{url}?db=shop",
                     f"--expectations={events_expectations(tmp_path, 30)}", env=archive.env(endpoint=True))
     assert run.result["checklist"]["restore_succeeded"] == "passed", run.explain()
     assert run.result["checklist"]["row_counts"] == "passed", run.explain()
+    recovery = run.result["backup"]["recovery"]
+    assert recovery["end_proven"] is True, recovery
+    assert "end of recovery proven" in recovery["end"], recovery
 
 
-@pytest.mark.parametrize("with_target", [True, False], ids=["to-a-time", "to-the-end"])
+def test_without_credentials_the_run_is_an_error_of_the_verifier_not_a_failed_backup(
+    archive: Archive, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    """No S3 credentials: the verifier's configuration, said in words (no raw log line), exit 7, not counted."""
+    env: dict[str, str | None] = {**archive.env(endpoint=True), "AWS_ACCESS_KEY_ID": None,
+                                  "AWS_SECRET_ACCESS_KEY": None, "AWS_SESSION_TOKEN": None, "AWS_PROFILE": None,
+                                  "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+                                  "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_EC2_METADATA_DISABLED": "true"}
+    run = run_suite(f"--backup=barman-cloud:{archive.url}?db=shop",
+                    f"--expectations={events_expectations(tmp_path, 30)}", env=env)
+    assert run.returncode == 7, run.explain()
+    assert run.result["outcome"] == "error", run.explain()
+    assert "no S3 credentials were found" in run.result["outcome_reason"], run.result["outcome_reason"]
+    assert not run.failed_items(), run.explain()
+    assert run.result["restore"]["verifier_fault"] is True
+    assert not re.search(r"\[\d+\] ERROR", run.result["outcome_reason"]), run.result["outcome_reason"]
+
+
+@pytest.mark.parametrize(("with_target", "slashes"), [(True, "single"), (False, "single"), (False, "double")],
+                         ids=["to-a-time", "to-the-end", "to-the-end-double-slash"])
 def test_a_missing_wal_segment_fails_the_restore_naming_it(
-    with_target: bool, archive: Archive, tmp_path: Path, run_suite: Callable[..., SuiteRun]  # noqa: FBT001
+    with_target: bool, slashes: str, archive: Archive, tmp_path: Path,  # noqa: FBT001
+    run_suite: Callable[..., SuiteRun],
 ) -> None:
     """A gap in the archive: with a target, recovery cannot reach it; without one, PostgreSQL would take the gap for
     the end and promote with rows lost: the suite lists the archive on S3 and fails."""
@@ -143,7 +177,8 @@ def test_a_missing_wal_segment_fails_the_restore_naming_it(
             s3.copy_object(Bucket=BUCKET, Key=damaged + obj["Key"].removeprefix(source_prefix.split("/")[0]),
                            CopySource={"Bucket": BUCKET, "Key": obj["Key"]})
     target = f"@{archive.target.isoformat()}" if with_target else ""
-    run = run_suite(f"--backup=barman-cloud:s3://{BUCKET}/{damaged}/{SERVER}{target}?db=shop",
+    url = f"s3://{BUCKET}/{damaged}/{SERVER}" if slashes == "single" else f"s3://{BUCKET}/{damaged}//{SERVER}"
+    run = run_suite(f"--backup=barman-cloud:{url}{target}?db=shop",
                     f"--expectations={events_expectations(tmp_path, 20 if with_target else 30)}",
                     env=archive.env(endpoint=True))
     assert run.failed_items() == {"restore_succeeded"}, run.explain()
