@@ -49,6 +49,20 @@ def restorable_into_18(conninfo: str) -> int:
         return cur.rowcount
 
 
+RECORD_ENV = "RESTORE_VERIFY_RECORD"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Self-tests never write a record outside their temporary folders: every run of the suite they start (and
+    anything it starts) records, unless told otherwise with --record, into this session's own file, never the
+    checkout's reports/record.jsonl (a user's audit trail). xdist workers inherit the controller's."""
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        return  # a worker: the controller's setting, inherited
+    folder = Path(tempfile.mkdtemp(prefix="rv-selftest-record-"))
+    os.environ[RECORD_ENV] = str(folder / "record.jsonl")  # also over a user's own: a self-test is no backup test
+    config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
+
+
 @dataclass(frozen=True)
 class Sample:
     dump: Path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 from reports.checklist import CHECKLIST
 from reports.pages import render_record
 from restore import record
-from tests.conftest import ROOT, FaultServer, Sample, SuiteRun
+from tests.conftest import RECORD_ENV, ROOT, FaultServer, Sample, SuiteRun
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -303,3 +304,18 @@ def test_the_failed_report_reads_on_a_desktop_and_a_phone(
     # The terminal: after pytest's own progress, a failed run of the sample says what it must in a screenful.
     tail = run.output.split("[100%]", 1)[-1]
     assert len(tail.splitlines()) <= 40, tail
+
+
+def test_self_tests_never_write_the_checkouts_record(tmp_path: Path) -> None:
+    """A run started by a self-test without --record (the way a user would run it) records into the self-test
+    session's own file, never the checkout's reports/record.jsonl: the user's audit trail."""
+    checkout = ROOT / "reports" / "record.jsonl"
+    before = checkout.read_bytes() if checkout.exists() else None
+    session_record = Path(os.environ[RECORD_ENV])
+    lines_before = len(session_record.read_text().splitlines()) if session_record.exists() else 0
+    done = subprocess.run([sys.executable, "-m", "pytest", "--target=host=127.0.0.1 port=1 dbname=nothing",
+                           f"--reports-dir={tmp_path / 'reports'}", f"--result-json={tmp_path / 'result.json'}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 7, done.stdout[-3000:]  # nothing to reach: an error, recorded as one
+    assert (checkout.read_bytes() if checkout.exists() else None) == before
+    assert len(session_record.read_text().splitlines()) == lines_before + 1
