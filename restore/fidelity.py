@@ -490,6 +490,15 @@ def compare_default_privileges(src: list[dict[str, Any]], dst: list[dict[str, An
     return diffs
 
 
+def _worded(words: dict[Any, str], value: Any) -> Any:
+    """A catalog value in words where there are some; lists and other unhashable values (an event trigger's tags, a
+    publication's options) as they are."""
+    try:
+        return words.get(value, value)
+    except TypeError:
+        return value
+
+
 def compare_named_facts(kind: str, src: dict[str, Any], dst: dict[str, Any],
                         words: dict[str, dict[Any, str]] | None = None) -> list[str]:
     """Event triggers, publications: missing, extra, or a property that differs."""
@@ -502,8 +511,8 @@ def compare_named_facts(kind: str, src: dict[str, Any], dst: dict[str, Any],
         for key, value in s.items():
             if d.get(key) != value:
                 shown = words.get(key, {})
-                diffs.append(f"{kind} {name}: {key} was {shown.get(value, value)!r}, is "
-                             f"{shown.get(d.get(key), d.get(key))!r}")
+                diffs.append(f"{kind} {name}: {key} was {_worded(shown, value)!r}, is "
+                             f"{_worded(shown, d.get(key))!r}")
     diffs += [f"{kind} {name} is not in the backup" for name in dst if name not in src]
     return diffs
 

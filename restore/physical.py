@@ -182,7 +182,7 @@ class BaseBackup:
             return major_of(version.read_text())
         for archive in sorted(self.path.glob("base.tar*")):
             try:
-                with tarfile.open(archive, "r|*") as tar:
+                with tarfile.open(archive, "r:*") as tar:  # every gzip member (see _read_tar)
                     for member in tar:
                         if member.name in ("PG_VERSION", "./PG_VERSION"):
                             found = tar.extractfile(member)
@@ -233,6 +233,20 @@ def _damaged_tar(archive: Path, exc: BaseException, doing: str, *, members: int 
                              f"{exc or 'unexpected end of data'}) while {doing}: {how_far}, of "
                              f"{archive.stat().st_size:,} bytes. A base backup copied or uploaded only in part, or "
                              "a damaged disk; take a new base backup, or find a complete copy. Nothing was restored.")
+
+
+def _read_tar(archive: Path) -> None:
+    """Read every member of a tar (every gzip member too) to its end; raises the damaged-tar error naming it."""
+    members, last = 0, None
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar:
+                content = tar.extractfile(member)
+                while content is not None and content.read(1 << 20):
+                    pass
+                members, last = members + 1, member.name
+    except _TAR_DAMAGE as exc:
+        raise _damaged_tar(archive, exc, "reading it", members=members, last=last) from exc
 
 
 def _segment_name(timeline: int, lsn: str, segment_size: int = 16 * 1024 * 1024) -> str:
@@ -289,6 +303,9 @@ def verify(base: Path, wal_dir: Path | None, tools: Path | None = None) -> str:
     wal = ["--no-parse-wal"] if tar or not wal_dir else [f"--wal-directory={wal_dir}"]
     done = subprocess.run([str(verifier), *wal, str(base)], capture_output=True, text=True, env=clean_env())
     if done.returncode != 0:
+        if tar:  # its words for a cut archive ("COPY stream ended …") do not say which: read each to name it
+            for archive in sorted(base.glob("*.tar*")):
+                _read_tar(archive)
         raise ArchiveUnreadable(f"pg_verifybackup rejects the base backup {base}: "
                                 f"{(done.stderr or done.stdout).strip().splitlines()[0]}. A file of the backup, or a "
                                 "WAL segment it needs, is missing or damaged; take a new base backup, or find the "
@@ -323,7 +340,10 @@ def unpack(base: Path, datadir: Path, incrementals: tuple[Path, ...] = (), tools
             into.mkdir(exist_ok=True)
             members, last = 0, None
             try:
-                with tarfile.open(archive, "r|*") as tar:  # streamed: a truncated archive fails where it ends
+                # "r:*", not the streaming "r|*": pg_basebackup -z writes pg_wal.tar.gz as two gzip members, the
+                # first empty, and a streaming reader stops after it. Read in order, a truncated archive still
+                # fails where it ends. lz4 and zstd tars (pg_basebackup --compress=lz4|zstd) are not read here.
+                with tarfile.open(archive, "r:*") as tar:
                     for member in tar:
                         tar.extract(member, into, filter="data")
                         members, last = members + 1, member.name

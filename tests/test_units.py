@@ -319,3 +319,18 @@ def test_inventory_compares_entries_by_name_owner_and_definition_and_names_the_d
     assert "ALTER DATABASE shop_restored SET work_mem" in texts["DATABASE PROPERTIES"]
     assert result.exact
     assert inventory.route(inventory.key_of("RULE", "app", "parent r1"), backup["entries"], set()) == "app.parent"
+
+
+def test_named_facts_of_every_value_shape_are_named_never_an_exception() -> None:
+    """An event trigger's tags and a publication's options are lists and dicts: a change is named, not a TypeError."""
+    from restore.fidelity import compare_named_facts
+
+    src = {"audit_ddl": {"tags": ["CREATE TABLE", "ALTER TABLE"], "enabled": "O", "options": {"publish": "insert"},
+                         "none": None}}
+    dst = {"audit_ddl": {"tags": ["CREATE TABLE"], "enabled": "D", "options": {"publish": "insert, update"},
+                         "none": None}}
+    diffs = compare_named_facts("EVENT TRIGGER", src, dst, {"enabled": {"O": "enabled", "D": "disabled"}})
+    assert any("tags was ['CREATE TABLE', 'ALTER TABLE'], is ['CREATE TABLE']" in d for d in diffs), diffs
+    assert any("enabled was 'enabled', is 'disabled'" in d for d in diffs), diffs
+    assert any("options was {'publish': 'insert'}" in d for d in diffs), diffs
+    assert len(diffs) == 3, diffs
