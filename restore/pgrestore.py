@@ -197,6 +197,35 @@ def run_psql_file(path: Path, conninfo: str, *, log: IO[str], plain_dump: bool,
     return run
 
 
+def apply_database_entries(conninfo: str, info: ArchiveInfo, dbname: str, *, log: IO[str]) -> list[str]:
+    """What ``pg_restore --create`` would apply to the database itself — its settings (``ALTER DATABASE … SET``,
+    ``ALTER ROLE … IN DATABASE … SET``: the DATABASE PROPERTIES entry), its comment, security labels and grants —
+    applied to the database this restore created (pg_restore without --create skips them all). Returns the errors,
+    as pg_restore's would be."""
+    created = next((e.tag for e in info.entries if e.desc == "DATABASE"), None)
+    entries = [e for e in info.entries if e.defn.strip() and created is not None and (
+        e.desc == "DATABASE PROPERTIES" or (e.desc in ("COMMENT", "SECURITY LABEL", "ACL")
+                                            and e.tag == f"DATABASE {created}"))]
+    if not entries:
+        return []
+    if created != dbname:  # their text names the backup's database; this one has another name
+        log.write(f"# database-level entries not applied: they name database {created!r}, the restore is "
+                  f"{dbname!r}\n")
+        return [f"[database] the backup's settings, comment and grants for database {created} were not applied to "
+                f"{dbname}: restore under the backup's own database name"]
+    errors = []
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for entry in entries:
+            log.write(f"# as pg_restore --create would: {entry.desc} {entry.tag}\n{entry.defn}")
+            try:
+                conn.execute(entry.defn.encode())  # pg_dump's own text, as pg_restore would run it
+            except psycopg.Error as exc:
+                message = (exc.diag.message_primary or str(exc)).strip()
+                errors.append(f"[database] {entry.desc} {entry.tag}: {message}")
+                log.write(f"# error: {message}\n")
+    return errors
+
+
 # --- around a restore: accepted errors, what errors mean, progress, roles -----------------------------------
 
 def accept(errors: list[str], patterns: tuple[str, ...], outcome: RestoreOutcome, *, prefix: str = "",

@@ -32,7 +32,15 @@ from restore.archive import ArchiveInfo, inspect, verify_readable
 from restore.conninfo import get_param
 from restore.errors import ConfigError, ManifestMismatch, RestoreError
 from restore.outcome import PreparedDatabase, RestoreOutcome
-from restore.pgrestore import RestoreProgress, ToolRun, accept, create_roles, diagnose, run_psql_file
+from restore.pgrestore import (
+    RestoreProgress,
+    ToolRun,
+    accept,
+    apply_database_entries,
+    create_roles,
+    diagnose,
+    run_psql_file,
+)
 from restore.sources import Source
 from restore.targets import Target, TargetSpec, open_target
 from restore.tools import clean_env, pg_tool, tool_version
@@ -260,4 +268,7 @@ def load_dump(target: Target, info: ArchiveInfo, outcome: RestoreOutcome, clock:
              "--dbname", target.conninfo(dbname)],
             check=False, capture_output=True, env=clean_env(),
         )
+    if not plain:  # last: a database set read-only by the backup would refuse the steps above
+        with clock.phase("database"):
+            accept(apply_database_entries(target.conninfo(dbname), info, dbname, log=log), allowed_errors, outcome)
     return dbname

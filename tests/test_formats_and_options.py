@@ -17,7 +17,7 @@ import pytest
 
 from examples.build_sample import build
 from restore.embedded import SYSTEM_USER_AS_ROOT
-from restore.tools import pg_tool
+from restore.tools import clean_env, pg_tool
 from tests.conftest import (
     ALL_ITEMS,
     ALL_PASSED,
@@ -275,3 +275,44 @@ def test_help_is_plain_and_a_typo_names_the_flag_meant(tmp_path: Path, run_suite
     assert "did you mean --backup=VALUE?" in run.output
     run = run_suite("--keep-targt", expect_result=False)
     assert "did you mean --keep-target?" in run.output
+
+
+@pytest.mark.parametrize("with_manifest", [True, False], ids=["manifest", "no-manifest"])
+def test_database_settings_comment_and_grants_come_back_as_pg_restore_create_would(
+    with_manifest: bool, tmp_path: Path, run_suite: Callable[..., SuiteRun]  # noqa: FBT001
+) -> None:
+    """ALTER DATABASE … SET, a role's settings in the database, its comment and a grant: the backup holds them, and
+    the suite's own restore (pg_restore into a database it created, without --create) applies them, as a restore
+    with --create would: schema_matches stays green with and without the manifest."""
+    from restore.embedded import EmbeddedServer
+    from restore.manifest import take_backup
+
+    with EmbeddedServer(jobs=1) as source:
+        with psycopg.connect(source.conninfo(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE tenant_db")
+            conn.execute("DROP ROLE IF EXISTS tenant_app")
+            conn.execute("CREATE ROLE tenant_app LOGIN")
+            conn.execute("ALTER DATABASE tenant_db SET search_path TO app, public")
+            conn.execute("ALTER DATABASE tenant_db SET app.tenant TO 'acme'")
+            conn.execute("ALTER ROLE tenant_app IN DATABASE tenant_db SET work_mem TO '8MB'")
+            conn.execute("COMMENT ON DATABASE tenant_db IS 'tenant acme'")
+            conn.execute("GRANT CONNECT ON DATABASE tenant_db TO tenant_app")
+        with psycopg.connect(source.conninfo("tenant_db"), autocommit=True) as conn:
+            conn.execute("CREATE SCHEMA app")
+            conn.execute("CREATE TABLE app.accounts (id int PRIMARY KEY, name text)")
+            conn.execute("INSERT INTO app.accounts SELECT g, 'a' || g FROM generate_series(1, 50) g")
+        dump, manifest_path = take_backup(source.conninfo("tenant_db"), tmp_path / "tenant.dump")
+        globals_sql = tmp_path / "globals.sql"
+        globals_sql.write_text(subprocess.run(
+            [str(pg_tool("pg_dumpall")), "--globals-only", "-d", source.conninfo()], check=True,
+            env=clean_env(), capture_output=True, text=True).stdout)
+    if not with_manifest:
+        manifest_path.unlink()
+    empty = tmp_path / "no-expectations"
+    empty.mkdir()
+    run = run_suite(f"--backup={dump}", f"--globals={globals_sql}", f"--expectations={empty}")
+    assert run.result["checklist"]["schema_matches"] == "passed", run.explain()
+    assert run.result["checklist"]["restore_succeeded"] == "passed", run.explain()
+    assert not run.failed_items(), run.explain()
+    log = (run.run_dir / "restore.log").read_text()
+    assert "as pg_restore --create would: DATABASE PROPERTIES tenant_db" in log, log[-3000:]
