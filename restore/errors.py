@@ -59,8 +59,6 @@ class ArchiveUnreadable(RestoreError):
 
 
 class ToolTooOld(RestoreError):
-    blame = "verifier"  # the verifier's pg_restore, not the archive
-
     @classmethod
     def for_archive(cls, tool: Path, tool_version: str, archive_version: str, stderr: str) -> ToolTooOld:
         return cls(
