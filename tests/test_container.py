@@ -17,6 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from restore import janitor
 from restore.container import ContainerServer
 from restore.manifest import take_backup
 from restore.tools import clean_env, pg_tool
@@ -52,7 +53,10 @@ def targets(tmp_path: Path) -> Path:
 
 
 def _containers() -> set[str]:
-    out = subprocess.run(["docker", "ps", "-aq"], capture_output=True, text=True, check=True).stdout
+    """The suite's own containers (its run label): a container another test starts meanwhile (the image
+    self-test's `docker run`) is none of this count's business."""
+    out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={janitor.LABEL_RUN}"], capture_output=True,
+                         text=True, check=True).stdout
     return set(out.split())
 
 
