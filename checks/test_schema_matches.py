@@ -185,7 +185,7 @@ def _inventory_differences(object_id: str, state: RunState, catalog_diffs: list[
         return []
     out = []
     for d in found["differences"]:
-        if d["route"] != object_id:
+        if d["route"] != object_id or d["change"] == "layout":
             continue
         if catalog_compared and d["kind"] in CATALOG_DECIDES:
             continue
@@ -194,6 +194,20 @@ def _inventory_differences(object_id: str, state: RunState, catalog_diffs: list[
             continue  # a catalog comparison already said it, in its own words
         out.append(d["text"])
     return out
+
+
+def _layout(object_id: str, state: RunState, record_property: Callable[[str, object], None]) -> list[str]:
+    """Layout-only differences (inventory.LAYOUT_ONLY): a note under the item, or differences with
+    --strict-layout (pytest owns --strict)."""
+    found = state.inventory()
+    layout = [d["text"] for d in (found or {"differences": []})["differences"]
+              if d["route"] == object_id and d["change"] == "layout"]
+    if not layout or state.config.strict:
+        return [f"{text}\n    (layout only; a failure because of --strict-layout)" for text in layout]
+    record_property("note", f"{object_id} differs in layout only, which changes no row, result, permission or "
+                            f"maintenance (not a failure; --strict-layout makes it one): "
+                            + "; ".join(text.splitlines()[0].rstrip(":") for text in layout))
+    return []
 
 
 def _compared(state: RunState, record_property: Callable[[str, object], None]) -> None:
@@ -232,6 +246,7 @@ def test_schema_matches(
         if gone:
             not_applicable(f"{route} is missing altogether (see tables_present)")
         diffs = _inventory_differences(route, state, [], catalog_compared=False)
+        diffs += _layout(route, state, record_property)
         label = route if "." in route else f"Objects of kind {route}" if route.upper() not in (
             k.upper() for k in SCHEMA_CATEGORIES) else route.replace("_", " ").capitalize()
         _fail_inventory(diffs, label, state, record_property)
@@ -267,6 +282,7 @@ def test_schema_matches(
     else:
         record_property("not_recorded", fidelity.NOT_RECORDED.format(what="privileges, ownership and behaviour"))
     diffs += _inventory_differences(table, state, diffs, catalog_compared=True)
+    diffs += _layout(table, state, record_property)
     _fail(diffs, f"Table {table}", comparison, record_property)
 
 

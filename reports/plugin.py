@@ -53,6 +53,7 @@ class TestResult:
     not_applicable: bool = False  # skipped with nothing to check: not a gap in its item's proof
     origin: str | None = None  # of a finding: "backup" | "restore" | "unknown" (see restore/origin.py)
     accepted: str | None = None  # an inherited finding accepted by --accept-inherited
+    note: str | None = None  # a difference that does not fail its item (layout only), said under it
     finished: bool = False  # its teardown ran: the test did not stop half-way (an interrupted run)
     batch: str | None = None  # the test that verified this object with others (fixtures/batches.py)
 
@@ -154,6 +155,7 @@ class _Collector:
         result.verified_by = str(props["verified_by"]) if "verified_by" in props else None
         result.compared = str(props["compared"]) if "compared" in props else None
         result.proof = str(props["proof"]) if "proof" in props else None
+        result.note = str(props["note"]) if "note" in props else None
 
     def _batch(self, report: pytest.TestReport, batch: dict[str, Any] | None) -> None:
         """A batch test that verified its objects: they count one by one (those that failed or skipped arrived
@@ -262,7 +264,11 @@ def _item_verdicts(by_item: dict[str, list[TestResult]], never_ran: dict[str, in
         elif status == "passed":
             compared = next((r.compared for r in results if r.compared), None)
             proofs = [r for r in results if r.proof]
-            if compared:
+            notes = [r for r in results if r.note]
+            if notes:  # said first: what a DBA must read of a passed item (see "notes" in result.json)
+                reasons[cid] = f"passed with {len(notes)} note(s): {notes[0].note}" + (f"; {compared}" if compared
+                                                                                         else "")
+            elif compared:
                 reasons[cid] = compared
             elif proofs:
                 reasons[cid] = (f"{len(proofs)} of {len(results)} proven by one amcheck pass over their unique index "
@@ -420,6 +426,9 @@ def build_result(state: RunState, collected: Collected, exitstatus: int, *,
                               for r in collected.results.values() if r.verified_by],
         "proofs": [{"nodeid": r.nodeid, "checklist": r.checklist, "reason": r.proof}
                    for r in collected.results.values() if r.proof],
+        # Differences that do not fail an item (layout only, docs/checks.md): said, never hidden.
+        "notes": [{"nodeid": r.nodeid, "checklist": r.checklist, "note": r.note}
+                  for r in collected.results.values() if r.note],
         "depth": state.config.depth,
         "row_counts": dict(sorted(collected.row_counts.items())),
         "measurements": collected.measurements,
@@ -565,6 +574,14 @@ def print_checklist(reporter: Any, result: dict[str, Any]) -> None:
                     reporter.write_line(f"{'':37} {line}")
             if len(mine) > FAILURES_SHOWN:
                 reporter.write_line(f"{'':35}   and {len(mine) - FAILURES_SHOWN} more — see the report")
+    for note in result.get("notes", [])[:FAILURES_SHOWN]:
+        reporter.write(f"{'NOTE':10} ", cyan=True)
+        lines = _wrapped(note["note"], width)
+        reporter.write_line(f"{note['checklist']:24} {lines[0]}")
+        for line in lines[1:2]:
+            reporter.write_line(f"{'':35} {line}")
+    if len(result.get("notes", [])) > FAILURES_SHOWN:
+        reporter.write_line(f"{'':35} and {len(result['notes']) - FAILURES_SHOWN} more notes — see the report")
     reporter.write_line(f"report: {result['run_dir']}/report.html   result: {result['run_dir']}/result.json")
     verdict = result["outcome"]
     markup = {"passed": {"green": True, "bold": True}}.get(verdict, {"red": True, "bold": True})

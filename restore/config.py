@@ -84,6 +84,7 @@ class RestoreConfig:
     parallel_workers: int | None = None  # --parallel-workers: per verification session
     label: str | None = None  # --label: what this run verifies, by name (a fleet's database)
     batch_size: int = 100  # --batch-size: objects per test where a check has more (0: one test per object)
+    strict: bool = False  # --strict-layout: layout-only differences fail schema_matches (otherwise a note)
 
     def _recovery_note(self) -> str:
         return f" recovery_target={self.source.recovery}" if self.source and self.source.physical else ""
@@ -104,7 +105,8 @@ class RestoreConfig:
             f"lock_timeout={self.lock_timeout_s:g}s "
             f"parallel_workers={_or_default(self.session_parallel_workers)} "
             f"allowed_errors={list(self.allowed_errors)}",
-            f"restore-verify: depth={self.depth} manifest={self.manifest} baseline="
+            f"restore-verify: depth={self.depth}{' strict_layout' if self.strict else ''} manifest={self.manifest} "
+            "baseline="
             f"{self.baseline.redacted() if self.baseline else None} baseline_tolerance={self.baseline_tolerance}",
         ]
 

@@ -222,7 +222,7 @@ class Difference:
     key: str
     kind: str
     subject: str  # the key of the object it belongs to, or its own key
-    change: str  # "missing" | "extra" | "changed" | "owner"
+    change: str  # "missing" | "extra" | "changed" | "owner" | "layout" (LAYOUT_ONLY: a note unless --strict)
     name: str  # the object's own name, for explanations that name it
     text: str
 
@@ -241,6 +241,27 @@ class Result:
 
 DIFF_LINES = 24
 FIX_CHARS = 600
+
+# Layout-only statements: how a table's rows are placed on disk, never what a query returns, who may read it or how
+# the server maintains it (docs/checks.md "Layout-only differences"). pg_dump writes each as a statement of its own:
+# a column's storage strategy (TOAST placement), its compression method (how new values are compressed; old ones
+# are read either way), and the index a table was last CLUSTERed on (the order of its pages is not data). A
+# difference made only of these is a note, not a failure (``--strict-layout`` makes it one). Identifiers are matched as
+# pg_dump writes them (quoted or plain), so a name holding a newline or ";" cannot end a statement early.
+_IDENT = r'(?:"(?:[^"]|"")*"|[A-Za-z_][A-Za-z0-9_$]*)'
+_REL = rf"{_IDENT}(?:\.{_IDENT})?"
+LAYOUT_ONLY = {
+    "column storage strategy": rf"ALTER TABLE ONLY {_REL} ALTER COLUMN {_IDENT} SET STORAGE "
+                               r"(?:PLAIN|EXTERNAL|EXTENDED|MAIN|DEFAULT);",
+    "column compression method": rf"ALTER TABLE ONLY {_REL} ALTER COLUMN {_IDENT} SET COMPRESSION {_IDENT};",
+    "clustered-index mark": rf"ALTER TABLE {_REL} CLUSTER ON {_IDENT};",
+}
+_LAYOUT = re.compile("|".join(f"^(?:{p})$" for p in LAYOUT_ONLY.values()), re.M)
+_LAYOUT_KINDS = frozenset({"TABLE", "INDEX"})  # where pg_dump writes them (a column's, an index's entry)
+
+
+def _without_layout(text: str) -> str:
+    return "\n".join(line for line in _LAYOUT.sub("", text).splitlines() if line.strip())
 
 
 def _cut(text: str, limit: int = FIX_CHARS) -> str:
@@ -342,6 +363,13 @@ def compare(src: Inventory, dst: Inventory, *, suite_extensions: tuple[str, ...]
                                              lineterm="", n=1))[2:]
             shown = "\n".join(f"      {line}" for line in diff[:DIFF_LINES])
             more = f"\n      … and {len(diff) - DIFF_LINES} more line(s)" if len(diff) > DIFF_LINES else ""
+            if s["kind"] in _LAYOUT_KINDS and _without_layout(a_text) == _without_layout(b_text):
+                kinds = [what for what, pattern in LAYOUT_ONLY.items()
+                         if sorted(re.findall(f"(?m)^{pattern}$", a_text))
+                         != sorted(re.findall(f"(?m)^{pattern}$", b_text))]
+                out.append(Difference(key, s["kind"], subject, "layout", _own_name(s),
+                                      f"{label(s)} differs in layout only ({', '.join(kinds)}):\n{shown}{more}"))
+                continue
             out.append(Difference(key, s["kind"], subject, "changed", _own_name(s),
                                   f"{label(s)} is defined differently in the restore:\n{shown}{more}\n"
                                   f"    Fix (the backup's definition): {_cut(a_text)}"))

@@ -137,3 +137,34 @@ def test_an_older_manifest_still_verifies_and_says_what_it_lacks(
     not_recorded = [s for s in run.result["skips"] if "not recorded in this manifest" in s["reason"]]
     assert {s["nodeid"].rsplit("[", 1)[1].rstrip("]") for s in not_recorded} >= {
         "sequences", "default_privileges", "event_triggers", "publications", "roles"}, run.explain()
+
+
+LAYOUT = ["CLUSTER public.orders USING orders_customer_created_idx",
+          "ALTER TABLE public.customers ALTER COLUMN full_name SET STORAGE EXTERNAL",
+          "ALTER TABLE public.customers ALTER COLUMN email SET COMPRESSION pglz"]
+
+
+def test_layout_only_maintenance_is_a_note_and_fails_with_strict_layout(
+    fault_server: FaultServer, sample: Sample, no_expectations: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    """CLUSTER, SET STORAGE and SET COMPRESSION on a copy change no row, result or permission: schema_matches
+    passes with a note naming each (docs/checks.md "Layout-only differences"); --strict-layout makes it fail."""
+    dsn = fault_server.copy("fidelity_layout")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for statement in LAYOUT:
+            conn.execute(statement.encode())
+    run = run_suite(f"--target={dsn}", f"--manifest={sample.manifest}", f"--expectations={no_expectations}")
+    assert run.result["checklist"]["schema_matches"] == "passed", run.explain()
+    notes = " ".join(n["note"] for n in run.result["notes"])
+    for said in ("public.orders differs in layout only", "clustered-index mark", "public.customers differs in "
+                 "layout only", "column storage strategy", "column compression method"):
+        assert said in notes, notes
+    assert "passed with 2 note(s)" in run.result["checklist_reasons"]["schema_matches"], run.explain()
+    assert "NOTE" in run.output
+    assert "layout only" in run.output
+    strict = run_suite(f"--target={dsn}", f"--manifest={sample.manifest}", f"--expectations={no_expectations}",
+                       "--strict-layout")
+    assert strict.failed_items() == {"schema_matches"}, strict.explain()
+    messages = "\n".join(f["message"] for f in strict.result["failures"])
+    assert "a failure because of --strict-layout" in messages, messages
+    assert "CLUSTER ON" in messages, messages
