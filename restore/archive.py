@@ -103,6 +103,7 @@ class TocEntry:
     relkind: str | None = None
     table: str | None = None
     name: str | None = None
+    dump_id: int | None = None  # pg_dump's id of the entry (archives only): pg_restore's messages name it
 
     @property
     def qualified(self) -> str:
@@ -349,7 +350,7 @@ def _exact_entries(path: Path) -> list[TocEntry]:
                 table, name = parent.tag, e.tag[len(parent.tag) + 1:]
                 break
         entries.append(TocEntry(desc=e.desc, schema=e.namespace, tag=e.tag, owner=e.owner, defn=e.defn,
-                                relkind=e.relkind, table=table, name=name))
+                                relkind=e.relkind, table=table, name=name, dump_id=e.dump_id))
     return entries
 
 

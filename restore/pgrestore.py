@@ -20,7 +20,7 @@ from typing import IO
 import psycopg
 from psycopg import sql
 
-from restore.archive import ArchiveInfo, open_plain, referenced_roles
+from restore.archive import ArchiveInfo, TocEntry, open_plain, referenced_roles
 from restore.outcome import RestoreOutcome
 from restore.tools import SUPERUSER, clean_env, pg_tool, tool_version
 from restore.untrusted import visible
@@ -36,6 +36,7 @@ class ToolRun:
     data_processed: list[str] = field(default_factory=list)
     data_failed: list[str] = field(default_factory=list)
     reported_error_count: int = 0
+    output: str = field(default="", repr=False)  # pg_restore's whole stderr, for data_seen (names may span lines)
     where: str | None = None  # "host (pg_restore 18.1)", "container postgres:15 (pg_restore 15.8)"
     version: str | None = None  # of the tool that ran
 
@@ -63,7 +64,10 @@ def _chunks(line: str) -> str:
 
 
 def parse_pg_restore_log(lines: Iterable[str], run: ToolRun) -> None:
-    """Fill ``run.errors`` / ``run.data_*`` from pg_restore ``--verbose`` stderr."""
+    """Fill ``run.errors`` / ``run.data_*`` from pg_restore ``--verbose`` stderr (``run.data_*`` by line, which a
+    name holding a line break splits: :func:`data_seen` decides them from ``run.output`` and the archive)."""
+    lines = list(lines)
+    run.output = "".join(lines)
     current: list[str] | None = None
     pending_context: str | None = None
     for raw in lines:
@@ -97,6 +101,31 @@ def parse_pg_restore_log(lines: Iterable[str], run: ToolRun) -> None:
     if missing > 0:  # interleaved output hid some; the count pg_restore printed is authoritative
         run.errors.append(f"pg_restore reported {run.reported_error_count} errors; {missing} could not be "
                           "told apart in its parallel output: see the restore log")
+
+
+def _one_line_breaks(text: str) -> str:
+    """Line breaks as a text-mode pipe reads them (a "\\r" in a name arrives as a line break)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def data_seen(output: str, entries: Iterable[TocEntry]) -> tuple[list[str], list[str]]:
+    """Which TABLE DATA entries pg_restore loaded, and which it reported an error for (``schema.table``).
+
+    Decided from the archive's own entries, each looked up by its exact words in pg_restore's whole output — never
+    by cutting names out of its lines, which a name holding a line break, a tab or a trailing space would split."""
+    text = _one_line_breaks(output)
+    processed, failed = [], []
+    for e in entries:
+        if e.desc != "TABLE DATA":
+            continue
+        name = _one_line_breaks(e.qualified)
+        if f'processing data for table "{name}"\n' in text:
+            processed.append(e.qualified)
+        tag, owner = _one_line_breaks(e.tag), _one_line_breaks(e.owner or "")
+        number = str(e.dump_id) if e.dump_id is not None else r"\d+"  # the id tells two schemas' "orders" apart
+        if re.search(rf"from TOC entry {number}; \d+ \d+ TABLE DATA {re.escape(tag)} {re.escape(owner)}\n", text):
+            failed.append(e.qualified)
+    return processed, failed
 
 
 def parse_psql_log(lines: Iterable[str], run: ToolRun) -> None:

@@ -38,6 +38,7 @@ from restore.pgrestore import (
     accept,
     apply_database_entries,
     create_roles,
+    data_seen,
     diagnose,
     run_psql_file,
 )
@@ -251,8 +252,8 @@ def load_dump(target: Target, info: ArchiveInfo, outcome: RestoreOutcome, clock:
             outcome.pg_restore_version = run.version or outcome.pg_restore_version
     outcome.exit_code = run.exit_code
     outcome.command = run.command
-    outcome.data_processed = run.data_processed
-    outcome.data_failed = run.data_failed
+    outcome.data_processed, outcome.data_failed = (data_seen(run.output, info.entries) if run.output and not plain
+                                                   else (run.data_processed, run.data_failed))
     accept(run.errors, allowed_errors, outcome)
     outcome.diagnosis = diagnose(outcome.errors, dumped_from=info.dumped_from, server=target.server_label())
     with clock.phase("ready"):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from examples.build_sample import build
 from restore.embedded import SYSTEM_USER_AS_ROOT
@@ -316,3 +317,42 @@ def test_database_settings_comment_and_grants_come_back_as_pg_restore_create_wou
     assert not run.failed_items(), run.explain()
     log = (run.run_dir / "restore.log").read_text()
     assert "as pg_restore --create would: DATABASE PROPERTIES tenant_db" in log, log[-3000:]
+
+
+BROKEN_NAMES = ["a\rb", "c\nd", "e\tf ", "trailing "]
+
+
+@pytest.mark.parametrize("fmt", ["custom", "tar"])
+def test_names_with_line_breaks_tabs_and_trailing_spaces_load_and_pass(
+    fmt: str, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    """Legal names that span lines in pg_restore's output: which TABLE DATA entries were loaded is decided from the
+    archive's own entries, not cut out of pg_restore's lines (custom with its manifest: a parallel restore; tar
+    without one: a serial restore)."""
+    from restore.embedded import EmbeddedServer
+    from restore.manifest import take_backup
+
+    with EmbeddedServer(jobs=1) as source:
+        with psycopg.connect(source.conninfo(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE line_breaks")
+        with psycopg.connect(source.conninfo("line_breaks"), autocommit=True) as conn:
+            for n, name in enumerate(BROKEN_NAMES):
+                table = sql.Identifier("public", name)
+                conn.execute(sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, v text)").format(table))
+                conn.execute(sql.SQL("INSERT INTO {} SELECT g, 'v' || g FROM generate_series(1, {}) g").format(
+                    table, sql.Literal(10 + n)))
+        if fmt == "custom":
+            dump, _ = take_backup(source.conninfo("line_breaks"), tmp_path / "line_breaks.dump")
+        else:
+            dump = tmp_path / "line_breaks.tar"
+            subprocess.run([str(pg_tool("pg_dump")), "-Ft", "-f", str(dump), "-d", source.conninfo("line_breaks")],
+                           check=True, env=clean_env(), capture_output=True)
+    empty = tmp_path / "no-expectations"
+    empty.mkdir()
+    run = run_suite(f"--backup={dump}", f"--expectations={empty}", "--restore-jobs=2")
+    assert not run.failed_items(), run.explain()
+    for item in ("restore_succeeded", "tables_present", "schema_matches", "no_corruption"):
+        assert run.result["checklist"][item] == "passed", run.explain()
+    if fmt == "custom":  # counted against the manifest
+        assert run.result["checklist"]["row_counts"] == "passed", run.explain()
+        assert len(run.result["row_counts"]) == len(BROKEN_NAMES), run.result["row_counts"]

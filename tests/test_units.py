@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from fixtures.options import parse_duration
-from restore.archive import _parse_toc_body, roles_in_sql
+from restore.archive import TocEntry, _parse_toc_body, roles_in_sql
 from restore.conninfo import redact, with_params
 from restore.errors import ConfigError
 from restore.expectations import load
-from restore.pgrestore import ToolRun, parse_pg_restore_log, parse_psql_log
+from restore.pgrestore import ToolRun, data_seen, parse_pg_restore_log, parse_psql_log
 from restore.targets import looks_like_dsn, resolve_target
 from tests.conftest import ROOT
 
@@ -79,6 +79,24 @@ def test_pg_restore_errors_keep_their_toc_entry() -> None:
     assert len(run.errors) == 1
     assert run.errors[0].startswith("[TABLE DATA order_items owner] COPY failed")
     assert "CONTEXT:  COPY order_items, line 3" in run.errors[0]
+
+
+def test_loaded_and_failed_table_data_are_told_by_the_archives_entries() -> None:
+    """Names spanning lines (a text pipe turns "\\r" into a line break) and two schemas' "orders" told apart by
+    the entry's id in pg_restore's "from TOC entry" line."""
+    entries = [TocEntry("TABLE DATA", "public", "a\rb", "o", dump_id=11),
+               TocEntry("TABLE DATA", "public", "orders", "o", dump_id=12),
+               TocEntry("TABLE DATA", "shop", "orders", "o", dump_id=13),
+               TocEntry("TABLE DATA", "public", "never", "o", dump_id=14),
+               TocEntry("TABLE", "public", "orders", "o", dump_id=2)]
+    output = ('pg_restore: processing data for table "public.a\nb"\n'
+              'pg_restore: processing data for table "public.orders"\n'
+              'pg_restore: processing data for table "shop.orders"\n'
+              "pg_restore: from TOC entry 13; 0 16389 TABLE DATA orders o\n"
+              'pg_restore: error: COPY failed for table "orders": ERROR:  invalid input syntax\n')
+    processed, failed = data_seen(output, entries)
+    assert processed == ["public.a\rb", "public.orders", "shop.orders"]
+    assert failed == ["shop.orders"]
 
 
 def test_psql_errors_are_split_and_copy_failures_named() -> None:
