@@ -46,17 +46,39 @@ def app(expectations: Expectations) -> AppExpectation:
     return expectations.app
 
 
-def app_conninfo(prepared: PreparedDatabase, app: AppExpectation) -> str:
-    """How the application would connect: password login over TCP, never the suite's own credentials."""
+def _verifiers_path(prepared: PreparedDatabase, app: AppExpectation) -> str:
+    """The verifier's own way to the server (its host or socket), as the application's role."""
     assert prepared.conninfo is not None
-    base = with_params(prepared.conninfo, password=None, passfile=None, options=None, user=app.role,
+    return with_params(prepared.conninfo, password=None, passfile=None, options=None, user=app.role,
                        dbname=app.database or prepared.dbname)
+
+
+def _tcp_instead_of_socket(prepared: PreparedDatabase, app: AppExpectation) -> bool:
+    """The verifier reaches an existing target through a Unix socket and app.toml names no host: the login is
+    tried over TCP on loopback instead (where the server asks for the password)."""
+    return not prepared.owned and app.host is None and (
+        get_param(_verifiers_path(prepared, app), "host") or "/").startswith("/")
+
+
+def app_conninfo(prepared: PreparedDatabase, app: AppExpectation, *, over_socket: bool = False) -> str:
+    """How the application would connect: password login over TCP, never the suite's own credentials.
+    ``over_socket``: the verifier's own path instead (when TCP was refused; the password is then not proven)."""
+    base = _verifiers_path(prepared, app)
+    if over_socket:  # the verifier's host or socket, as it is
+        return _with_password(base, app)
     if prepared.owned:  # our embedded server: superuser uses its socket; applications come in over loopback
         base = with_params(base, host=prepared.app_host, port=prepared.app_port)
-    elif (get_param(base, "host") or "/").startswith("/"):
+    elif app.host is not None:  # where the application connects, as app.toml says
+        base = with_params(base, host=app.host, hostaddr=None, port=app.port or get_param(base, "port"))
+    elif _tcp_instead_of_socket(prepared, app):
         # The verifier may use the server's Unix socket (often trust); an application logs in over TCP with its
         # password, where an expired or wrong password shows.
         base = with_params(base, host="127.0.0.1", hostaddr=None)
+    return _with_password(base, app)
+
+
+def _with_password(base: str, app: AppExpectation) -> str:
+    """The application's password from app.toml's source, passed explicitly."""
     if app.password_env:
         password = os.environ.get(app.password_env)
         if password is None:
@@ -88,13 +110,23 @@ def test_app_role_logs_in(app: AppExpectation, restored_db: PreparedDatabase, db
     record_property("valid_until", valid_until.isoformat() if valid_until is not None else "no expiry")
     where = (f"{get_param(conninfo, 'host')}:{get_param(conninfo, 'port') or 5432}/"
              f"{get_param(conninfo, 'dbname')} as {app.role}")
-    try:
-        with psycopg.connect(conninfo, connect_timeout=15) as conn:
-            conn.read_only = True
-            row = conn.execute("SELECT current_user, current_database()").fetchone()
-        failure = None
-    except psycopg.OperationalError as exc:
-        row, failure = None, (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+    row, failure, unreached = _log_in(conninfo)
+    if unreached and _tcp_instead_of_socket(restored_db, app):
+        # No TCP listener where the verifier's socket is: not the role's fault. The verifier's own path proves the
+        # role logs in, not the password (a socket is often trusted): a gap in the proof, said with its fix.
+        socket_row, socket_failure, socket_unreached = _log_in(app_conninfo(restored_db, app, over_socket=True))
+        tcp = f"TCP to {get_param(conninfo, 'host')}:{get_param(conninfo, 'port') or 5432} was refused ({failure})"
+        if socket_row is not None and socket_row[0] == app.role:
+            pytest.skip(f"the application's password is not proven: {tcp}, so the role {app.role!r} logged in "
+                        "over the verifier's own Unix socket instead, where the server may not ask for a password. "
+                        "To prove it, set host = \"…\" (and port) in app.toml to where the application connects.")
+        if socket_unreached:
+            pytest.skip(f"not proven: {tcp}, and the verifier's own socket refused the role too ({socket_failure})."
+                        " Set host = \"…\" (and port) in app.toml to where the application connects.")
+        failure, where = socket_failure, f"the verifier's socket as {app.role} (after {tcp})"
+    elif unreached:
+        pytest.skip(f"not proven: the application's way in ({where}) could not be reached: {failure}. Nothing "
+                    "was learnt about the role; check host/port in app.toml (or the target's TCP listener).")
     if failure is not None:
         if valid_until is not None and valid_until < datetime.now(UTC):
             pytest.fail(f"The application role {app.role!r} cannot log in ({where}): its password expired at "
@@ -113,6 +145,21 @@ def test_app_role_logs_in(app: AppExpectation, restored_db: PreparedDatabase, db
         )
     assert row is not None
     assert row[0] == app.role
+
+
+def _log_in(conninfo: str) -> tuple[tuple[Any, ...] | None, str | None, bool]:
+    """(current_user and database, or None; libpq's last words; whether the server was never reached — no TCP
+    listener, a socket that does not exist, a timeout — as opposed to a login the server refused)."""
+    try:
+        with psycopg.connect(conninfo, connect_timeout=15) as conn:
+            conn.read_only = True
+            return conn.execute("SELECT current_user, current_database()").fetchone(), None, False
+    except psycopg.OperationalError as exc:
+        words = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+        # A server that answered says why with an SQLSTATE (28P01 wrong password, 28000 no such role or no LOGIN);
+        # libpq's own "no password supplied" means the server asked for one.
+        unreached = exc.sqlstate is None and "password" not in str(exc)
+        return None, words, unreached
 
 
 @privileges

@@ -257,8 +257,7 @@ class EmbeddedServer:
 
     def _launch(self, settings: dict[str, str]) -> EmbeddedServer:
         self.port = _free_loopback_port()
-        settings = settings | self.settings | {
-            "listen_addresses": "'127.0.0.1'",
+        settings = settings | {"listen_addresses": "'127.0.0.1'"} | self.settings | {
             "port": str(self.port),
             "unix_socket_directories": f"'{self.socket_dir}'",
         }

@@ -64,6 +64,8 @@ class AppExpectation:
     password_env: str | None
     passfile: str | None
     privileges: tuple[Privilege, ...]
+    host: str | None = None  # where the application connects (an existing target): its password proven there
+    port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,8 @@ def _app(path: Path) -> AppExpectation | None:
     return AppExpectation(
         role=raw["role"], database=raw.get("database"), password_env=raw.get("password_env"),
         passfile=passfile, privileges=tuple(privileges),
+        host=None if raw.get("host") is None else str(raw["host"]),
+        port=None if raw.get("port") is None else int(raw["port"]),
     )
 
 

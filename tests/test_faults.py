@@ -276,3 +276,24 @@ def test_an_expired_application_password_is_said_as_expiry_over_tcp(
     assert "password expired at 2001-01-01" in messages, messages
     assert "as ecommerce_app" in messages, messages
     assert "user=postgres" not in messages, messages
+
+
+def test_a_server_without_tcp_leaves_the_application_password_unproven_not_blamed(
+    sample: Sample, run_suite: Callable[..., SuiteRun]
+) -> None:
+    """A server that listens on its Unix socket only: the application's TCP login is refused by the machine, not
+    by the role. app_connect is incomplete (the role logged in over the verifier's socket, the password unproven)
+    and says how to prove it (host in app.toml); never "check that the role exists with LOGIN"."""
+    from restore.embedded import EmbeddedServer
+    from tests.conftest import restore_sample_into
+
+    with EmbeddedServer(jobs=1, settings={"listen_addresses": "''"}) as server:
+        restore_sample_into(server, sample, "socket_only")
+        run = run_suite(*_existing_target_args(server.conninfo("socket_only"), sample))
+    assert run.result["checklist"]["app_connect"] == "incomplete", run.explain()
+    reason = run.result["checklist_reasons"]["app_connect"]
+    assert "password is not proven" in reason, reason
+    assert "was refused" in reason, reason
+    assert 'set host = "…"' in reason, reason
+    assert "LOGIN" not in reason, reason
+    assert not run.result["failures"], run.explain()
