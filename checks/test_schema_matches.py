@@ -187,8 +187,8 @@ def _inventory_differences(object_id: str, state: RunState, catalog_diffs: list[
     for d in found["differences"]:
         if d["route"] != object_id or d["change"] == "layout":
             continue
-        if catalog_compared and d["kind"] in CATALOG_DECIDES:
-            continue
+        if catalog_compared and (d["kind"] in CATALOG_DECIDES or object_id == "database" and d["kind"] == "COMMENT"):
+            continue  # the database's comment: compare_database words it
         if catalog_diffs and (d["kind"] in TABLE_PARTS and "." in object_id
                               or any(d["name"] in text for text in catalog_diffs)):
             continue  # a catalog comparison already said it, in its own words

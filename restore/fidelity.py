@@ -445,6 +445,13 @@ def compare_owned_objects(kind: str, src: dict[str, Any], dst: dict[str, Any], *
     return diffs
 
 
+# A database's own properties travel with its DATABASE entry: a gap in the restore procedure, not in the backup.
+CREATE_ONLY = ("A gap in the restore procedure: pg_restore without --create does not restore a database's own "
+               "settings, comment and grants (ALTER DATABASE … SET, ALTER ROLE … IN DATABASE … SET, COMMENT ON "
+               "DATABASE); restore with --create, or apply them after the restore.")
+LEFT_OUT = " (pg_restore without --create leaves it out)"
+
+
 def compare_database(src: dict[str, Any], dst: dict[str, Any], *, dbname: str,
                      ignore: frozenset[str] = frozenset(), verifier: str | None = None) -> list[str]:
     """``verifier``: the role verifying the restore; a privilege it holds only in the restore is its own (the
@@ -454,21 +461,28 @@ def compare_database(src: dict[str, Any], dst: dict[str, Any], *, dbname: str,
                          [[g, p] for g, p, _ in src["acl"]]]
     diffs = _acl_diffs("the database", on, src["acl"], [a for a in dst["acl"] if a not in extra_to_verifier],
                        ignore=ignore)
-    diffs += _comment_diff("the database", on, src.get("comment"), dst.get("comment"))
+    if src.get("comment") is not None and dst.get("comment") is None:
+        diffs.append(f"the database: its comment is in the backup, not in the restore{LEFT_OUT}. Apply: COMMENT ON "
+                     f"{on} IS {literal(src['comment'])};")
+    else:
+        diffs += _comment_diff("the database", on, src.get("comment"), dst.get("comment"))
     diffs += _settings_diff("the database", on, src.get("settings") or [], dst.get("settings") or [])
     for role in sorted(set(src.get("role_settings") or {}) | set(dst.get("role_settings") or {})):
         diffs += _settings_diff(f"role {role} in this database", f"ROLE {ident(role)} IN DATABASE {ident(dbname)}",
                                 (src.get("role_settings") or {}).get(role) or [],
                                 (dst.get("role_settings") or {}).get(role) or [])
+    if any(LEFT_OUT in d for d in diffs):  # the procedure's gap said once, above what it left out
+        diffs.insert(0, CREATE_ONLY)
     return diffs
 
 
 def _settings_diff(what: str, on: str, src: list[str], dst: list[str]) -> list[str]:
     s = dict(x.partition("=")[::2] for x in src)
     d = dict(x.partition("=")[::2] for x in dst)
-    diffs = [f"{what}: setting {k} was {v!r} in the backup, is {d.get(k, 'not set')!r} in the restore (ALTER ... "
-             f"SET lives outside the dump's tables: restore it with pg_dump --create or by hand). Fix: ALTER {on} "
-             f"SET {k} = {literal(v)};" for k, v in sorted(s.items()) if d.get(k) != v]
+    diffs = [f"{what}: setting {k} = {v!r} is in the backup, not in the restore{LEFT_OUT}. Apply: ALTER {on} SET "
+             f"{k} = {literal(v)};" for k, v in sorted(s.items()) if k not in d]
+    diffs += [f"{what}: setting {k} was {v!r} in the backup, is {d[k]!r} in the restore. Fix: ALTER {on} SET {k} = "
+              f"{literal(v)};" for k, v in sorted(s.items()) if k in d and d[k] != v]
     diffs += [f"{what}: setting {k} = {v!r} is in the restore, not in the backup. Fix: ALTER {on} RESET {k};"
               for k, v in sorted(d.items()) if k not in s]
     return diffs
