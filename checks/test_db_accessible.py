@@ -8,6 +8,7 @@ import psycopg
 import pytest
 
 from fixtures.connections import check_conninfo
+from fixtures.outcomes import not_run
 from restore.config import RestoreConfig
 from restore.outcome import PreparedDatabase
 from restore.run import RunState
@@ -40,12 +41,10 @@ def test_db_accessible(
         # the lines before it repeat the address.
         failure = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()
     if failure is not None:
+        # The database to verify could not be reached or logged into: nothing was learnt about the backup.
         ends = "" if failure.endswith((".", "?", "!")) else "."
-        pytest.fail(
-            f"Cannot connect to {prepared_db.target_display}: {failure}{ends} Check that the server is up and the "
-            "connection settings (--target / targets.toml, password environment variable) are right.",
-            pytrace=False,
-        )
+        not_run(f"cannot connect to {prepared_db.target_display}: {failure}{ends} Check that the server is up and "
+                "the connection settings (--target / targets.toml, password environment variable) are right.")
     assert one == (1,), f"SELECT 1 returned {one!r}"
     assert row is not None
     version, encoding, collate, ctype, read_only = row

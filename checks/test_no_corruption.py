@@ -16,6 +16,7 @@ from fixtures.params import Param, full_depth, manifest_params, parameters, rest
 from restore import hints
 from restore.catalog import Catalog
 from restore.config import RestoreConfig
+from restore.errors import verifier_world
 from restore.manifest import bucket_differences, large_object_differences
 from restore.outcome import PreparedDatabase
 from restore.run import RunState
@@ -147,6 +148,8 @@ def test_index(
     except (psycopg.errors.QueryCanceled, psycopg.errors.InsufficientPrivilege, psycopg.errors.LockNotAvailable):
         raise  # a statement_timeout or a missing privilege is not corruption; each shows as what it is
     except psycopg.Error as exc:
+        if verifier_world(exc):
+            raise  # a lost connection, a server out of disk: not run (fixtures/outcomes.py), never corruption
         failure = f"{exc.diag.message_primary} {exc.diag.message_detail or ''}".strip()
     if failure is not None:
         _fail_index(db_conn, i, failure)

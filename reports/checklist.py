@@ -86,6 +86,7 @@ EXIT_CODES: dict[str, int] = {"passed": 0, "failed": 1, "interrupted": 2, "parti
 
 
 NOT_APPLICABLE = "not_applicable"  # the marker and user property of a skipped test that had nothing to check
+VERIFIER_FAULT = "verifier_fault"  # the user property of a test the verifier's own world stopped (its words)
 # The attribute of a batch test's call report (fixtures/batches.py): {"objects": N, "passed": [[nodeid, props, s]…]}
 BATCH = "batch"
 

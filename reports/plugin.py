@@ -27,6 +27,7 @@ from reports.checklist import (
     BATCH,
     CHECKLIST,
     EXIT_CODES,
+    VERIFIER_FAULT,
     RunOutcome,
     checklist_id_of,
     is_not_applicable,
@@ -54,6 +55,7 @@ class TestResult:
     origin: str | None = None  # of a finding: "backup" | "restore" | "unknown" (see restore/origin.py)
     accepted: str | None = None  # an inherited finding accepted by --accept-inherited
     note: str | None = None  # a difference that does not fail its item (layout only), said under it
+    fault: str | None = None  # the verifier's own world stopped it (fixtures/outcomes.py): the run is an error
     finished: bool = False  # its teardown ran: the test did not stop half-way (an interrupted run)
     batch: str | None = None  # the test that verified this object with others (fixtures/batches.py)
 
@@ -137,6 +139,7 @@ class _Collector:
             result.outcome = "skipped"
             result.message = _message(report)
             result.not_applicable = is_not_applicable(report)
+            result.fault = next((str(v) for k, v in report.user_properties if k == VERIFIER_FAULT), None)
         if report.when == "call":
             self._properties(result, report.user_properties, report.duration)
 
@@ -277,7 +280,7 @@ def _item_verdicts(by_item: dict[str, list[TestResult]], never_ran: dict[str, in
             total = len(results) + not_run
             missing = len(gaps) + len(unfinished) + not_run
             why = (gaps[0].message if gaps else "the run was interrupted before they finished")
-            reasons[cid] = f"{missing} of {total} proof(s) did not run: {why}"
+            reasons[cid] = f"{missing} of {total} proof(s) did not run: {why.removeprefix('not run: ')}"
     return checklist, reasons
 
 
@@ -356,9 +359,12 @@ def build_result(state: RunState, collected: Collected, exitstatus: int, *,
     verdict = run_outcome(interrupted=interrupted, failed=failed, narrowed=run_narrowed, unfinished=unfinished)
     # The verifier's own fault (an unreachable target, no credentials, a full disk, an unforeseen error): no
     # evidence against the backup, so the run is an error, never a failed backup test.
+    stopped = [r for r in collected.results.values() if r.fault]
     fault = (f"the database to verify could not be reached or logged into ({facts.unreachable}); fix the target or "
              "its credentials and run again" if facts.unreachable else
-             (outcome.refused or "").splitlines()[0] if outcome.verifier_fault else None)
+             (outcome.refused or "").splitlines()[0] if outcome.verifier_fault else
+             f"{stopped[0].fault} ({len(stopped)} test(s) not run, first {stopped[0].nodeid.split('::')[-1]})"
+             if stopped else None)
     if fault and verdict != "interrupted":
         verdict = "error"
     tests = {k: sum(1 for r in collected.results.values() if r.outcome == k) for k in ("passed", "failed", "skipped")}
@@ -547,6 +553,10 @@ def print_checklist(reporter: Any, result: dict[str, Any]) -> None:
         reporter.write_line(lines[0])
         for line in lines[1:]:
             reporter.write_line(f"{'':11}{line}")
+    if result["outcome"] == "error":  # the cause is the verdict's, said once below: the items are only named
+        _print_error_items(reporter, result, full)
+        _print_verdict(reporter, result)
+        return
     # Items skipped because there was no database say so once (the reason is restore_succeeded's).
     no_db = [cid for cid, status in result["checklist"].items() if status == "skipped"
              and result["checklist_reasons"].get(cid, "").startswith(NO_DATABASE)]
@@ -582,6 +592,30 @@ def print_checklist(reporter: Any, result: dict[str, Any]) -> None:
             reporter.write_line(f"{'':35} {line}")
     if len(result.get("notes", [])) > FAILURES_SHOWN:
         reporter.write_line(f"{'':35} and {len(result['notes']) - FAILURES_SHOWN} more notes — see the report")
+    _print_verdict(reporter, result)
+
+
+def _print_error_items(reporter: Any, result: dict[str, Any], full: int) -> None:
+    """An error run's items that did not pass, by what stopped them: not run (the verdict's cause), or skipped and
+    incomplete for their own reasons (in the report)."""
+    stopped = {s["checklist"] for s in result["skips"] if str(s["reason"]).startswith("not run:")}
+    groups: dict[str, list[str]] = {}
+    for cid, status in result["checklist"].items():
+        if status == "passed":
+            continue
+        label = "NOT RUN" if cid in stopped else status.upper()
+        groups.setdefault(label, []).append(cid)
+    for label, items in groups.items():
+        said = ("stopped by the verifier's own fault (the verdict below)" if label == "NOT RUN"
+                else "their reasons are in the report")
+        lines = _wrapped(f"({len(items)}) {', '.join(items)}: {said}", full - 12)
+        reporter.write(f"{label:10} ", yellow=True)
+        reporter.write_line(lines[0])
+        for line in lines[1:]:
+            reporter.write_line(f"{'':11}{line}")
+
+
+def _print_verdict(reporter: Any, result: dict[str, Any]) -> None:
     reporter.write_line(f"report: {result['run_dir']}/report.html   result: {result['run_dir']}/result.json")
     verdict = result["outcome"]
     markup = {"passed": {"green": True, "bold": True}}.get(verdict, {"red": True, "bold": True})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 
@@ -100,3 +101,48 @@ class ManifestMismatch(RestoreError):
             "restored. Pass the manifest written with this backup (python -m restore backup writes "
             "<dump>.manifest.json beside each dump) with --manifest=PATH."
         )
+
+
+# The server's words for "not the data": its connection broke or was refused (class 08), it shut down or crashed
+# (57P01-57P03), it ran out of disk, memory or connections (class 53). Everything else a query raises is the data's
+# or the schema's answer: evidence.
+_GONE = ("57P01", "57P02", "57P03")
+_RESOURCE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.ENOMEM, errno.EMFILE, errno.ENFILE})
+
+
+def verifier_world(exc: BaseException) -> str | None:
+    """Words for an exception a check met that says nothing about the backup: the verifier's own world (a lost
+    connection, a server gone, no disk or memory, a bug in restore-verify). None: evidence, or a check's own verdict
+    (an assertion, pytest's fail/skip), which stay as they are. One rule, used by every check (docs/checks.md)."""
+    import psycopg  # here: restore/errors.py is imported where psycopg is not needed
+
+    if isinstance(exc, AssertionError) or not isinstance(exc, Exception):
+        return None  # a check's verdict (AssertionError, pytest's outcomes), Ctrl-C, exit
+    if isinstance(exc, psycopg.Error):
+        state = exc.sqlstate or ""
+        words = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()
+        if isinstance(exc, psycopg.OperationalError) and (not state or state.startswith("08") or state in _GONE):
+            return (f"the connection to the database was lost ({words}): the server went away (stopped, killed, "
+                    "restarted) or the network failed; run again when it is back")
+        if state.startswith("53"):
+            return (f"the database server ran out of a resource ({words}): disk, memory or connections; free it "
+                    "and run again")
+        return None
+    if isinstance(exc, OSError) and exc.errno in _RESOURCE_ERRNOS:
+        return f"the verifier's machine ran out of a resource ({exc}); free it and run again"
+    if isinstance(exc, MemoryError):
+        return "the verifier ran out of memory; give it more and run again"
+    where = _innermost_frame(exc)
+    return (f"restore-verify's own error ({type(exc).__name__}: {str(exc)[:300]}{where}): the backup was not "
+            "judged by this check; please report it")
+
+
+def _innermost_frame(exc: BaseException) -> str:
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb
+        tb = tb.tb_next
+    if last is None:
+        return ""
+    return f" at {Path(last.tb_frame.f_code.co_filename).name}:{last.tb_lineno}"

@@ -18,6 +18,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from restore.errors import verifier_world
+
 SAMPLE_LIMIT = 10
 
 
@@ -328,6 +330,8 @@ def unique_index_pass(conn: psycopg.Connection[Any], ext_schema: str, schema: st
         except (psycopg.errors.QueryCanceled, psycopg.errors.InsufficientPrivilege, psycopg.errors.LockNotAvailable):
             raise  # not a result: each check says what it is; the next asker runs the pass itself
         except psycopg.Error as exc:
+            if verifier_world(exc):
+                raise  # a lost connection is not an index's result (and is not kept for the next asker)
             message = f"{exc.diag.message_primary} {exc.diag.message_detail or ''}".strip()
             found = IndexPass(ok=False, error=message, duplicates="uniqueness is violated" in message)
             conn.rollback()

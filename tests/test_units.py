@@ -352,3 +352,32 @@ def test_named_facts_of_every_value_shape_are_named_never_an_exception() -> None
     assert any("enabled was 'enabled', is 'disabled'" in d for d in diffs), diffs
     assert any("options was {'publish': 'insert'}" in d for d in diffs), diffs
     assert len(diffs) == 3, diffs
+
+
+def test_what_a_check_meets_is_evidence_or_the_verifiers_world() -> None:
+    """One rule (restore/errors.py verifier_world): the data's answers stay evidence; a lost connection, a server
+    out of disk, the verifier's machine out of space and a bug of the suite's own are not about the backup."""
+    import errno
+
+    import psycopg
+
+    from restore.errors import verifier_world
+
+    assert verifier_world(AssertionError("rows differ")) is None
+    assert verifier_world(psycopg.errors.DataCorrupted("invalid page in block 3")) is None
+    assert verifier_world(psycopg.errors.UndefinedTable('relation "x" does not exist')) is None
+    lost = verifier_world(psycopg.OperationalError("server closed the connection unexpectedly"))
+    assert lost is not None
+    assert lost.startswith("the connection to the database was lost (server closed the connection unexpectedly)")
+    disk = verifier_world(psycopg.errors.DiskFull("could not extend file: No space left on device"))
+    assert disk is not None
+    assert "ran out of a resource" in disk
+    machine = verifier_world(OSError(errno.ENOSPC, "No space left on device"))
+    assert machine is not None
+    assert "verifier's machine" in machine
+    try:
+        {}[["a"]]  # type: ignore[index]
+    except TypeError as exc:
+        bug = verifier_world(exc)
+    assert bug is not None
+    assert bug.startswith("restore-verify's own error (TypeError: unhashable type: 'list' at test_units.py:")

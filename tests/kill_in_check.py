@@ -1,0 +1,43 @@
+"""A plugin for self-tests: ``-p tests.kill_in_check`` with ``RV_KILL_PID=PID``, ``RV_KILL_AT=CHECKLIST_ID`` and
+``RV_KILL_ONCE=PATH`` kills PID with SIGKILL (as the OOM killer does) just before the first test of that item runs,
+in whichever worker gets there first, and waits until it is gone: the fault lands at a known point, never a race.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A killed child of another process lingers as a zombie until reaped: gone for every client.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    at, pid, once = os.environ.get("RV_KILL_AT"), os.environ.get("RV_KILL_PID"), os.environ.get("RV_KILL_ONCE")
+    marker = item.get_closest_marker("checklist")
+    if not (at and pid and once) or marker is None or marker.args[0] != at:
+        return
+    try:
+        os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return  # another worker killed it
+    os.kill(int(pid), signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while _alive(int(pid)):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"process {pid} still alive 60 s after SIGKILL")
+        time.sleep(0.05)
