@@ -28,6 +28,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
@@ -611,6 +612,12 @@ class RdsTarget:
     def server_label(self) -> str:
         engine = self.restore.facts.get("engine_version") if self.restore else None
         return f"{'Aurora' if self.restore and self.restore.cluster_id else 'RDS'} PostgreSQL {engine or '?'}"
+
+    def room(self) -> tuple[Path, int] | None:
+        return None  # the data lives elsewhere (a container engine's storage, RDS)
+
+    def trouble(self) -> str | None:
+        return None
 
     def backup_summary(self) -> BackupSummary | None:
         facts = self.restore.facts if self.restore else {}

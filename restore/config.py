@@ -85,6 +85,7 @@ class RestoreConfig:
     label: str | None = None  # --label: what this run verifies, by name (a fleet's database)
     batch_size: int = 100  # --batch-size: objects per test where a check has more (0: one test per object)
     strict: bool = False  # --strict-layout: layout-only differences fail schema_matches (otherwise a note)
+    server_dir: Path | None = None  # --server-dir: where the embedded server writes its cluster (default: TMPDIR)
 
     def _recovery_note(self) -> str:
         return f" recovery_target={self.source.recovery}" if self.source and self.source.physical else ""

@@ -236,6 +236,12 @@ class ContainerTarget:
     def server_label(self) -> str:
         return self._server().image
 
+    def room(self) -> tuple[Path, int] | None:
+        return None  # the data lives elsewhere (a container engine's storage, RDS)
+
+    def trouble(self) -> str | None:
+        return None
+
     def backup_summary(self) -> BackupSummary | None:
         return None
 

@@ -26,7 +26,7 @@ import psycopg
 from restore import janitor
 from restore.archive import BackupSummary
 from restore.conninfo import redact, with_params
-from restore.errors import ServerStartFailed
+from restore.errors import ServerStartFailed, VerifierFault
 from restore.pgrestore import ToolRun, run_pg_restore
 from restore.tools import SUPERUSER, clean_env, pg_tool, tool_version
 
@@ -139,6 +139,44 @@ class EmbeddedServer:
     def tcp_conninfo(self, *, user: str, dbname: str) -> str:
         """A password login over loopback, the way an application connects."""
         return with_params("", host="127.0.0.1", port=self.port, user=user, dbname=dbname)
+
+    def room(self) -> tuple[Path, int]:
+        """Where the cluster is (or will be) written, and the bytes free there."""
+        where = self.base_dir if self.base_dir != Path() else (self._given_base or Path(tempfile.gettempdir()))
+        probe = where
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        return where, shutil.disk_usage(probe).free
+
+    def trouble(self) -> str | None:
+        """Why the server stopped serving, when it is the verifier's world: its disk is full, a process of it was
+        killed (the OOM killer's SIGKILL), or the whole server is gone without a word in its log."""
+        if self.base_dir == Path():
+            return None
+        log = self.logfile.read_text(errors="replace")[-200_000:] if self.logfile.exists() else ""
+        where, free = self.room()
+        if full := re.search(r"^.*No space left on device.*$", log, re.M):
+            return (f"the disk where the embedded server writes ({where}) is full ({free / 1e6:,.0f} MB free now); "
+                    f"the server said: {full.group(0).strip()[:300]}. Give it more space (--server-dir=PATH on a "
+                    "larger volume, or free space there)")
+        # SIGKILL only: a crash on its own (SIGSEGV, SIGABRT) may be the data's doing, and stays the restore's error.
+        if killed := re.search(r"server process \(PID (\d+)\) was terminated by signal 9\b", log):
+            return (f"a process of the embedded server (PID {killed.group(1)}) was killed with SIGKILL: the OOM "
+                    "killer (see dmesg) or an operator; give the machine more memory or run fewer restores at once")
+        if re.search(r"out of memory", log, re.I):
+            return "the embedded server ran out of memory (its log says so); give the machine more memory"
+        if self._running and not self._postmaster_alive():
+            return ("the embedded server is gone: it stopped without a word in its log, as a process killed with "
+                    "SIGKILL does (the OOM killer, see dmesg, or an operator)")
+        return None
+
+    def _postmaster_alive(self) -> bool:
+        try:
+            pid = int((self.datadir / "postmaster.pid").read_text().split()[0])
+            with open(f"/proc/{pid}/stat") as stat:
+                return stat.read().split(") ", 1)[1][:1] != "Z"
+        except (OSError, ValueError, IndexError):
+            return False
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def _tool(self, name: str) -> str:
@@ -317,9 +355,10 @@ class EmbeddedTarget:
     restores = True
     loads_dumps = True
 
-    def __init__(self, name: str, *, jobs: int, keep: bool, run_id: str, cores: int | None = None) -> None:
+    def __init__(self, name: str, *, jobs: int, keep: bool, run_id: str, cores: int | None = None,
+                 base_dir: Path | None = None) -> None:
         self.name = name
-        self.server = EmbeddedServer(jobs=jobs, keep=keep, run_id=run_id, cores=cores)
+        self.server = EmbeddedServer(jobs=jobs, keep=keep, run_id=run_id, cores=cores, base_dir=base_dir)
         self.database = "postgres"  # a recovered base backup: the database to verify
         self.summary: BackupSummary | None = None
 
@@ -362,6 +401,9 @@ class EmbeddedTarget:
         except ServerStartFailed as exc:  # the server stopped during recovery; its log's tail is in the notes
             server_log = "\n".join(getattr(exc, "__notes__", []))
             log.write(server_log)
+            if (why := self.server.trouble()) is not None:  # its disk, a SIGKILL: not the backup's WAL
+                raise VerifierFault(f"The recovery was stopped by the verifier's own world, not by the backup: "
+                                    f"{why}.") from exc
             raise physical.explain(server_log, backup.archive, source.recovery, backup.wal_segments) from exc
         try:
             physical.wait_promoted(self.conninfo(), self.server.start_timeout_s)
@@ -402,6 +444,12 @@ class EmbeddedTarget:
 
     def stop(self) -> None:
         self.server.__exit__(None, None, None)  # keeps a --keep-target cluster running
+
+    def room(self) -> tuple[Path, int] | None:
+        return self.server.room()
+
+    def trouble(self) -> str | None:
+        return self.server.trouble()
 
     def conninfo(self, dbname: str | None = None) -> str:
         return self.server.conninfo(dbname or self.database)

@@ -158,7 +158,8 @@ SELECT DISTINCT r FROM (
 DATABASE_SQL = """
 SELECT current_database() AS name, pg_encoding_to_char(encoding) AS encoding, datcollate AS collate,
        datctype AS ctype, current_setting('server_version') AS server_version,
-       current_setting('server_version_num')::int AS server_version_num
+       current_setting('server_version_num')::int AS server_version_num,
+       pg_database_size(current_database()) AS size_bytes
 FROM pg_database WHERE datname = current_database()
 """
 
@@ -173,6 +174,7 @@ class DatabaseFacts(TypedDict, total=False):
     ctype: str
     server_version: str
     server_version_num: int
+    size_bytes: int  # on disk when captured: what a restore needs room for (restore/session.py space_needed)
 
 
 class TableEntry(TypedDict, total=False):

@@ -240,7 +240,8 @@ class Run:
         log_path = facts.run_dir / "restore.log"
         plan = RestorePlan(target=cfg.target, source=cfg.source, jobs=cfg.restore_jobs, log_path=log_path,
                            globals_file=cfg.globals_file, allowed_errors=cfg.allowed_errors,
-                           keep_target=cfg.keep_target, progress=self.progress, manifest=cfg.manifest)
+                           keep_target=cfg.keep_target, progress=self.progress, manifest=cfg.manifest,
+                           server_dir=cfg.server_dir)
         app = None
         if cfg.stop_app and cfg.target.app is not None:
             try:

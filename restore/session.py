@@ -30,7 +30,7 @@ from psycopg import sql
 from restore import manifest
 from restore.archive import ArchiveInfo, inspect, verify_readable
 from restore.conninfo import get_param
-from restore.errors import ConfigError, ManifestMismatch, RestoreError
+from restore.errors import ConfigError, ManifestMismatch, RestoreError, VerifierFault
 from restore.outcome import PreparedDatabase, RestoreOutcome
 from restore.pgrestore import (
     RestoreProgress,
@@ -91,6 +91,7 @@ class RestorePlan:
     keep_target: bool = False
     progress: Callable[[str], None] | None = None  # told how the restore stands, about once a second
     manifest: Path | None = None  # the backup's manifest, checked against the backup before anything is restored
+    server_dir: Path | None = None  # --server-dir: where an embedded server writes (default: TMPDIR)
 
 
 def refused(target: TargetSpec, reason: str, *, log_path: Path, write_log: bool = True,
@@ -108,19 +109,67 @@ def refused(target: TargetSpec, reason: str, *, log_path: Path, write_log: bool 
                             archive=None, restore=outcome)
 
 
-def _check_manifest(path: Path | None, info: ArchiveInfo) -> None:
-    """A truncated manifest, or one of another backup, is refused before the restore spends its time."""
+def _check_manifest(path: Path | None, info: ArchiveInfo) -> int | None:
+    """A truncated manifest, or one of another backup, is refused before the restore spends its time. Returns the
+    database's size on disk when the manifest was taken (newer manifests record it)."""
     if path is None:
-        return
+        return None
     try:
         data = manifest.load(path)
     except (OSError, ValueError) as exc:
         raise ManifestMismatch.unreadable(path, str(exc)) from exc
     manifest.check_belongs_to(data, path, info)
+    size = data.get("database", {}).get("size_bytes")
+    return int(size) if isinstance(size, int) else None
+
+
+# Room a restore needs beyond the database itself: a new cluster (about 40 MB) and some WAL.
+CLUSTER_OVERHEAD_BYTES = 64 * 1024 * 1024
+# The restored database is never smaller than its compressed archive, and rarely bigger than three times it (a
+# guess, stated); a manifest's size is the source's on disk, bloat included, so a restore may well need less.
+LIKELY_ARCHIVE_FACTOR = 3.0
+
+
+def space_needed(info: ArchiveInfo, database_bytes: int | None) -> tuple[int, int, str]:
+    """Bytes a restore of ``info`` needs where the server writes: at least (below it, it cannot fit), likely (below
+    it, it may not), and how that was estimated."""
+    size = info.path.stat().st_size if info.path.is_file() else sum(
+        p.stat().st_size for p in info.path.rglob("*") if p.is_file())
+    if database_bytes:
+        return (max(size, database_bytes // 2) + CLUSTER_OVERHEAD_BYTES,
+                int(database_bytes * 1.1) + CLUSTER_OVERHEAD_BYTES,
+                f"the database was {database_bytes / 1e6:,.0f} MB on disk when its manifest was taken (a restore "
+                f"without its bloat needs at least half of that), plus {CLUSTER_OVERHEAD_BYTES // 2**20} MB for a "
+                "new cluster")
+    return (size + CLUSTER_OVERHEAD_BYTES, int(size * LIKELY_ARCHIVE_FACTOR) + CLUSTER_OVERHEAD_BYTES,
+            f"no manifest records the database's size: at least the {info.format} archive's {size / 1e6:,.0f} MB, "
+            f"likely up to {LIKELY_ARCHIVE_FACTOR:g} times it, plus {CLUSTER_OVERHEAD_BYTES // 2**20} MB for a new "
+            "cluster")
+
+
+def _check_room(target: Target, info: ArchiveInfo, database_bytes: int | None, log: IO[str],
+                progress: Callable[[str], None] | None) -> None:
+    """Refuse early, as the verifier's own fault, a restore that cannot fit where the server writes; say when it
+    may not."""
+    room = target.room()
+    if room is None:
+        return
+    where, free = room
+    least, likely, how = space_needed(info, database_bytes)
+    fix = "--server-dir=PATH (ini server_dir) on a larger volume, or free space there"
+    if free < least:
+        raise VerifierFault(
+            f"Not enough disk space to restore: the restore needs at least about {least / 1e6:,.0f} MB ({how}), and "
+            f"{where} has {free / 1e6:,.0f} MB free. Nothing was restored. Give it more space: {fix}.")
+    said = (f"room: {where} has {free / 1e6:,.0f} MB free; the restore needs at least {least / 1e6:,.0f} MB, likely "
+            f"{likely / 1e6:,.0f} MB ({how})")
+    log.write(f"# {said}\n")
+    if free < likely and progress is not None:
+        progress(f"warning: the restore may not fit: {said}. If it runs out, give it more space: {fix}")
 
 
 def _read_backup(plan: RestorePlan, source: Source, outcome: RestoreOutcome, clock: Clock,
-                 stack: contextlib.ExitStack) -> ArchiveInfo:
+                 stack: contextlib.ExitStack) -> tuple[ArchiveInfo, int | None]:
     """Fetch the dump (an S3 object into a temporary directory removed at the end), read its table of contents,
     prove it readable and check that its manifest is its own."""
     with clock.phase("fetch"):
@@ -134,8 +183,9 @@ def _read_backup(plan: RestorePlan, source: Source, outcome: RestoreOutcome, clo
     with clock.phase("verify_archive"):
         info = inspect(fetched.path)
         verify_readable(info)
-        _check_manifest(plan.manifest or (Path(outcome.fetched_manifest) if outcome.fetched_manifest else None), info)
-    return info
+        size = _check_manifest(plan.manifest or (Path(outcome.fetched_manifest) if outcome.fetched_manifest else None),
+                               info)
+    return info, size
 
 
 def _describe_backup(plan: RestorePlan, source: Source) -> ArchiveInfo:
@@ -156,7 +206,8 @@ def _describe_backup(plan: RestorePlan, source: Source) -> ArchiveInfo:
 @contextlib.contextmanager
 def prepare(plan: RestorePlan, *, run_id: str = "run") -> Iterator[PreparedDatabase]:
     """Restore the backup into the target (for an existing target, only describe it) and yield the database."""
-    target = open_target(plan.target, jobs=plan.jobs, keep=plan.keep_target, run_id=run_id, progress=plan.progress)
+    target = open_target(plan.target, jobs=plan.jobs, keep=plan.keep_target, run_id=run_id, progress=plan.progress,
+                         server_dir=plan.server_dir)
     target.check(plan.source)
     source = plan.source
     info: ArchiveInfo | None = None
@@ -178,7 +229,9 @@ def prepare(plan: RestorePlan, *, run_id: str = "run") -> Iterator[PreparedDatab
         try:
             if source is not None and source.logical:
                 outcome.jobs, outcome.pg_restore_version = plan.jobs, tool_version("pg_restore")
-                info = _read_backup(plan, source, outcome, clock, stack)
+                info, database_bytes = _read_backup(plan, source, outcome, clock, stack)
+                if target.loads_dumps:
+                    _check_room(target, info, database_bytes, log, plan.progress)
             step = "starting the target" + (" and recovering the backup" if source and source.physical else "")
             with clock.phase("start_target"):
                 stack.callback(target.stop)
@@ -202,7 +255,10 @@ def prepare(plan: RestorePlan, *, run_id: str = "run") -> Iterator[PreparedDatab
             dbname = None
         except Exception as exc:  # what no one foresaw (a tool, a cloud SDK, a full disk, a bug): never a crash,
             # and no evidence against the backup either: the run is an error, not a failed backup test
-            outcome.refused, outcome.verifier_fault = unforeseen(step, exc), True
+            why = target.trouble()  # the server's own account, when it went away (killed, out of disk)
+            outcome.refused = (f"The restore was stopped by the verifier's own world while {step}, not by the "
+                               f"backup: {why} ({type(exc).__name__}: {exc})." if why else unforeseen(step, exc))
+            outcome.verifier_fault = True
             log.write(f"# refused (the verifier): {outcome.refused}\n{''.join(traceback.format_exception(exc))}\n")
             dbname = None
         outcome.duration_s = round(time.monotonic() - started, 3)
@@ -250,6 +306,12 @@ def load_dump(target: Target, info: ArchiveInfo, outcome: RestoreOutcome, clock:
                 run = target.restore_dump(info, dbname, jobs=jobs, log=log, on_line=ticker.on_line)
             outcome.pg_restore_where = run.where
             outcome.pg_restore_version = run.version or outcome.pg_restore_version
+    if run.exit_code != 0 or run.errors:
+        # A server that went away or filled its disk under the restore: the verifier's world, not the backup's
+        # (its errors are no evidence, and --allow-restore-error must never be the fix for them).
+        if (why := target.trouble()) is not None:
+            raise VerifierFault(f"The restore was stopped by the verifier's own world while loading the dump, not "
+                                f"by the backup: {why}.")
     outcome.exit_code = run.exit_code
     outcome.command = run.command
     outcome.data_processed, outcome.data_failed = (data_seen(run.output, info.entries) if run.output and not plain

@@ -72,6 +72,13 @@ class Target(Protocol):
     def backup_summary(self) -> BackupSummary | None:
         """What the target itself learned of the backup (an RDS restore's facts); None for a dump."""
 
+    def room(self) -> tuple[Path, int] | None:
+        """Where a restore into this target writes on this machine, and the bytes free there (None: not here)."""
+
+    def trouble(self) -> str | None:
+        """Why the server stopped serving, from its own log and process, when the verifier's world is the cause
+        (killed, out of disk); None when it is up or this target cannot tell."""
+
 
 @dataclass(frozen=True)
 class TargetSpec:
@@ -252,17 +259,24 @@ class ExistingTarget:
     def server_label(self) -> str:
         return self.spec.redacted()
 
+    def room(self) -> tuple[Path, int] | None:
+        return None  # nothing is restored
+
+    def trouble(self) -> str | None:
+        return None
+
     def backup_summary(self) -> BackupSummary | None:
         return None
 
 
 def open_target(spec: TargetSpec, *, jobs: int, keep: bool, run_id: str,
-                progress: Callable[[str], None] | None = None) -> Target:
+                progress: Callable[[str], None] | None = None, server_dir: Path | None = None) -> Target:
     """The implementation of ``spec``'s kind (nothing is started yet)."""
     if spec.kind == "rds" and spec.rds is None:
         raise ConfigError(f"Target {spec.name!r} has kind = \"rds\" but no RDS settings.")
     kinds: dict[str, Callable[[], Target]] = {
-        "embedded": lambda: EmbeddedTarget(spec.name, jobs=jobs, keep=keep, run_id=run_id, cores=spec.cores),
+        "embedded": lambda: EmbeddedTarget(spec.name, jobs=jobs, keep=keep, run_id=run_id, cores=spec.cores,
+                                           base_dir=server_dir),
         "container": lambda: ContainerTarget(spec.name, image=spec.image, jobs=jobs, keep=keep, run_id=run_id,
                                              cores=spec.cores),
         "rds": lambda: RdsTarget(spec.name, spec.rds or RdsTargetConfig(), keep=keep, run_id=run_id,

@@ -1,0 +1,107 @@
+"""The verifier's own world around a sound backup: a full disk where the server writes, the server killed under the
+restore. Each run is an error (exit 7) naming the cause once, never a failed backup test; nothing is left behind.
+(An existing target killed during the checks and a silent server: tests/test_faults.py, tests/test_janitor.py.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from restore.embedded import EmbeddedServer
+from restore.tools import clean_env, pg_tool
+from tests.conftest import Sample, SuiteRun
+
+
+@pytest.fixture
+def small_disk() -> Iterator[Callable[[int], Path]]:
+    """A tmpfs of a given size in MB (root only: mount), unmounted at the end."""
+    mounts: list[Path] = []
+
+    def make(megabytes: int) -> Path:
+        if os.geteuid() != 0 or shutil.which("mount") is None:
+            pytest.skip("a small disk needs root (mount -t tmpfs): run the self-tests as root to prove this")
+        where = Path(tempfile.mkdtemp(prefix="rv-small-disk-", dir="/tmp"))
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m,mode=1777", "tmpfs", str(where)],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            where.rmdir()
+            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): a small disk cannot be proven")
+        mounts.append(where)
+        return where
+
+    yield make
+    for where in mounts:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True, check=False)
+        shutil.rmtree(where, ignore_errors=True)
+
+
+def _assert_error_said_once(run: SuiteRun, *said: str) -> None:
+    assert run.returncode == 7, run.explain()
+    assert run.result["outcome"] == "error", run.explain()
+    for words in said:
+        assert words in run.result["outcome_reason"], run.explain()
+    assert not run.failed_items(), run.explain()
+    assert run.result["checklist"]["restore_succeeded"] == "skipped", run.explain()
+    assert "--allow-restore-error" not in run.output, run.output[-3000:]
+    assert "Traceback" not in run.output, run.output[-3000:]
+    after = run.output.split("restore-verify checklist", 1)[1].splitlines()
+    assert len(after) <= 15, run.output[-3000:]
+
+
+def test_a_disk_too_small_for_the_manifests_database_is_refused_before_restoring(
+    sample: Sample, small_disk: Callable[[int], Path], tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    """The manifest records the database's size; where the server would write has far less free: refused at once,
+    saying how much is needed, how much is free, and the option that moves it."""
+    disk = small_disk(80)
+    dump = tmp_path / "big.dump"
+    shutil.copy(sample.dump, dump)
+    manifest = json.loads(sample.manifest.read_text())
+    assert manifest["database"]["size_bytes"] > 0  # recorded by python -m restore backup
+    manifest["database"]["size_bytes"] = 600 * 10**6  # as a production database's would be
+    (tmp_path / "big.dump.manifest.json").write_text(json.dumps(manifest))
+    run = run_suite(f"--backup={dump}", f"--server-dir={disk}", f"--globals={sample.globals_sql}",
+                    f"--expectations={sample.expectations}")
+    _assert_error_said_once(run, "Not enough disk space to restore", "needs at least about 367 MB",
+                            f"{disk} has", "--server-dir=PATH")
+    assert not list(disk.iterdir()), "the refused run left something on the small disk"
+
+
+def test_a_disk_that_fills_during_the_restore_is_the_verifiers_error(
+    small_disk: Callable[[int], Path], tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    """A dump that compresses well (no manifest to say its size) passes the early estimate and fills the disk while
+    loading: an error naming the directory and its free space, never a failed backup or --allow-restore-error."""
+    with EmbeddedServer(jobs=1) as source:
+        with psycopg.connect(source.conninfo(), autocommit=True) as conn:
+            conn.execute("CREATE TABLE public.notes (id int PRIMARY KEY, body text)")
+            conn.execute("INSERT INTO public.notes SELECT g, repeat('x', 300) FROM generate_series(1, 300000) g")
+        dump = tmp_path / "compressible.dump"
+        subprocess.run([str(pg_tool("pg_dump")), "-Fc", "-f", str(dump), "-d", source.conninfo()], check=True,
+                       env=clean_env(), capture_output=True)
+    disk = small_disk(110)
+    empty = tmp_path / "no-expectations"
+    empty.mkdir()
+    run = run_suite(f"--backup={dump}", f"--server-dir={disk}", f"--expectations={empty}")
+    _assert_error_said_once(run, "stopped by the verifier's own world", f"the disk where the embedded server "
+                            f"writes ({disk}/", "is full", "--server-dir=PATH")
+    assert not list(disk.iterdir()), "the run left its cluster on the small disk"
+
+
+def test_the_embedded_server_killed_during_the_restore_is_the_verifiers_error(
+    sample: Sample, run_suite: Callable[..., SuiteRun]
+) -> None:
+    """SIGKILL to the server while pg_restore loads the data (as the OOM killer does): an error that says the server
+    is gone and why that is the verifier's world; nothing is recorded against the backup."""
+    run = run_suite("-p", "tests.kill_in_restore", *sample.restore_args())
+    _assert_error_said_once(run, "stopped by the verifier's own world while loading the dump",
+                            "the embedded server is gone", "SIGKILL")
