@@ -196,7 +196,13 @@ class Run:
         if cfg.target.needs_restore:
             say(f"restoring {cfg.source.spec if cfg.source else None} into {cfg.target.redacted()} with "
                 f"{cfg.restore_jobs} job(s)")
-        facts.prepared = self._restore_around_app()
+        try:
+            facts.prepared = self._restore_around_app()
+        except ConfigError:
+            raise
+        except Exception as exc:  # around the restore's own steps (its plan, the application): never INTERNALERROR
+            facts.prepared = refused(cfg.target, unforeseen("preparing the restore", exc),
+                                     log_path=facts.run_dir / "restore.log", verifier_fault=True)
         outcome = facts.prepared.restore
         if outcome.performed:
             status = "REFUSED" if outcome.refused else f"{len(outcome.errors)} error(s)"
