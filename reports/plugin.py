@@ -140,6 +140,7 @@ class _Collector:
             result.message = _message(report)
             result.not_applicable = is_not_applicable(report)
             result.fault = next((str(v) for k, v in report.user_properties if k == VERIFIER_FAULT), None)
+            result.finished = result.finished or (result.fault is not None and report.when not in ("setup", "call"))
         if report.when == "call":
             self._properties(result, report.user_properties, report.duration)
 
@@ -198,6 +199,16 @@ class _XdistCollection:
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         if not self.collected.collected:
             self.collected.collected = list(ids)
+
+    def pytest_handlecrashitem(self, crashitem: str, report: pytest.TestReport, sched: Any) -> None:
+        """A worker that died under a test (SIGKILL from the OOM killer or an operator, a crash of the Python
+        process) says nothing about the backup: the test did not run, and the run is an error naming it. xdist
+        replaces the worker and the other tests go on; the lost one is not rerun (it may kill the next one too)."""
+        words = (f"the pytest-xdist worker running it died ({report.longrepr}): killed (the OOM killer, see dmesg, "
+                 "or an operator) or crashed; run again, with fewer workers (-n) if memory is short")
+        report.outcome = "skipped"
+        report.longrepr = (crashitem.split("::")[0], 0, f"not run: {words}")
+        report.user_properties.append((VERIFIER_FAULT, words))
 
 
 @functools.cache

@@ -1,6 +1,7 @@
 """A plugin for self-tests: ``-p tests.kill_in_check`` with ``RV_KILL_PID=PID``, ``RV_KILL_AT=CHECKLIST_ID`` and
-``RV_KILL_ONCE=PATH`` kills PID with SIGKILL (as the OOM killer does) just before the first test of that item runs,
-in whichever worker gets there first, and waits until it is gone: the fault lands at a known point, never a race.
+``RV_KILL_ONCE=PATH`` kills PID (``self``: the pytest-xdist worker running the test) with SIGKILL, as the OOM
+killer does, just before the first test of that item runs, in whichever worker gets there first, and waits until
+it is gone: the fault lands at a known point, never a race.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def pytest_runtest_call(item: pytest.Item) -> None:
         os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
     except FileExistsError:
         return  # another worker killed it
+    if pid == "self":  # this worker itself, as the OOM killer would pick it
+        os.kill(os.getpid(), signal.SIGKILL)
     os.kill(int(pid), signal.SIGKILL)
     deadline = time.monotonic() + 60
     while _alive(int(pid)):

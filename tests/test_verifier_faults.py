@@ -105,3 +105,20 @@ def test_the_embedded_server_killed_during_the_restore_is_the_verifiers_error(
     run = run_suite("-p", "tests.kill_in_restore", *sample.restore_args())
     _assert_error_said_once(run, "stopped by the verifier's own world while loading the dump",
                             "the embedded server is gone", "SIGKILL")
+
+
+def test_a_worker_killed_during_the_checks_is_the_verifiers_error(
+    sample: Sample, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    """A pytest-xdist worker killed (-9) while it runs a check: that test did not run (never "failed"), the other
+    tests go on in a fresh worker, and the run is an error naming the worker's death."""
+    run = run_suite("-p", "tests.kill_in_check", "-n", "2", *sample.restore_args(),
+                    env={"RV_KILL_AT": "row_counts", "RV_KILL_PID": "self", "RV_KILL_ONCE": str(tmp_path / "killed")})
+    assert (tmp_path / "killed").exists(), run.explain()
+    assert run.returncode == 7, run.explain()
+    assert run.result["outcome"] == "error", run.explain()
+    assert "worker running it died" in run.result["outcome_reason"], run.explain()
+    assert not run.failed_items(), run.explain()
+    assert not run.result["failures"], run.explain()
+    assert run.result["checklist"]["row_counts"] == "incomplete", run.explain()
+    assert run.result["checklist"]["no_corruption"] == "passed", run.explain()  # the others went on
