@@ -204,7 +204,8 @@ def _overdue(args: argparse.Namespace) -> int:
         if not args.overdue:
             return 0
     if not rows:
-        print(f"OVERDUE: {args.history} holds no runs at all (no data is a failure)", file=sys.stderr)
+        print(f"OVERDUE: {args.history} holds no complete run of any database (no data is a failure)",
+              file=sys.stderr)
         return 1
     width = max(28, *(len(row.name) + 1 for row in rows))
     print(f"{'':8}{'database':{width}} {'last complete passing run':26} {'RTO s':>8} {'RPO s':>8}  last run")

@@ -43,6 +43,8 @@ CONTROLS: dict[str, tuple[str, ...]] = {
     "retention": ("ISO 27001 A.8.13", "HIPAA 164.316(b)(2)"),
 }
 
+# --keep-target: the server outlives the run (and may be changed after it): the record says so.
+KEPT = "throwaway server kept running after the run for inspection (--keep-target): it may have been changed since"
 ISOLATION = {"embedded": "throwaway embedded PostgreSQL (deleted after the run)",
              "container": "throwaway container (removed after the run)",
              "rds": "new RDS instance (deleted after the run)",
@@ -242,6 +244,15 @@ def follow_ups(run: dict[str, Any]) -> list[str]:
     return [x for x in [run.get("ticket"), *(a.get("remediation") for a in run.get("annotations", []))] if x]
 
 
+def _shown(value: Any) -> str:
+    """A value of an exported cell: what is not known is a dash, never Python's None."""
+    return "—" if value is None or value == "" else str(value)
+
+
+def _seconds(value: Any) -> str:
+    return "—" if value is None else f"{float(value):,.0f}"
+
+
 def export(history: Iterable[dict[str, Any]], year: str, fmt: str) -> str:
     """One year of runs as evidence an auditor can file: every run's identity, scope, result and follow-up."""
     runs = [h for h in history if str(h.get("date", "")).startswith(year)]
@@ -273,8 +284,11 @@ def export(history: Iterable[dict[str, Any]], year: str, fmt: str) -> str:
         rto = (r["rto"] or {}).get("measured_s")
         rpo = (r["rpo"] or {}).get("measured_s")
         follow = "; ".join(r["follow_up"]) or "—"
-        cells = (r["run_id"], str(r["date"])[:16], r["outcome"], f"{r['backup']} ({r['backup_time']})",
-                 f"{r['target']}, {r['isolation']}", f"{r['tool_version']}, {str(r['config_sha256'])[:12]}",
-                 r["operator"], f"{rto} / {rpo}", failed, ", ".join(r["controls"]), follow)
+        backup = _shown(r["backup"]) + (f" ({r['backup_time']})" if r["backup_time"] else "")
+        cells = (_shown(r["run_id"]), str(r["date"])[:16], _shown(r["outcome"]), backup,
+                 f"{_shown(r['target'])}, {r['isolation']}",
+                 f"{_shown(r['tool_version'])}, {_shown(r['config_sha256'] and str(r['config_sha256'])[:12])}",
+                 _shown(r["operator"]), f"{_seconds(rto)} / {_seconds(rpo)}", failed, ", ".join(r["controls"]) or "—",
+                 follow)
         out.append("| " + " | ".join(md_cell(c) for c in cells) + " |")  # names and notes are anyone's text
     return "\n".join(out) + "\n"

@@ -157,12 +157,22 @@ def tested(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [h for h in history if h.get("outcome") != "error"]
 
 
+def tracked(history: list[dict[str, Any]]) -> list[str]:
+    """The databases a record follows without a fleet file: those with a complete run (passed or failed) that
+    reached a database, and those named with --label. A mistyped --backup path stays a failed run in the history
+    (a missing backup is a finding) but does not become a database that is overdue forever; a partial or
+    interrupted run names none."""
+    return list(dict.fromkeys(member(h) for h in history if h.get("label") or (
+        h.get("outcome") in ("passed", "failed") and (h.get("target") or {}).get("database"))))
+
+
 def status(history: list[dict[str, Any]], *, now: datetime, within_days: float,
            expected: list[str] | None = None) -> list[DatabaseStatus]:
-    """Every ``expected`` database, run or not (without a fleet: every database in the record): overdue when it has
-    no complete passing run in the last ``within_days`` days ("no data" is overdue too)."""
+    """Every ``expected`` database, run or not (without a fleet: every database the record follows, see
+    :func:`tracked`): overdue when it has no complete passing run in the last ``within_days`` days ("no data" is
+    overdue too)."""
     history = tested(history)
-    names = list(expected) if expected is not None else list(dict.fromkeys(member(h) for h in history))
+    names = list(expected) if expected is not None else tracked(history)
     cutoff = now - timedelta(days=within_days)
     result = []
     for name in names:

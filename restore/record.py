@@ -74,7 +74,8 @@ def record_line(result: dict[str, Any], *, operator: str, rto_s: float, rpo_s: f
         "run_dir": result.get("run_dir"),
         # For auditors: how the restore was isolated, which configuration judged it, the follow-up of a failure,
         # and the digests of the files that hold the evidence (checked by python -m restore record --verify).
-        "isolation": evidence.ISOLATION.get(result["target"]["kind"], result["target"]["kind"]),
+        "isolation": (evidence.KEPT if result["target"].get("kept") else
+                      evidence.ISOLATION.get(result["target"]["kind"], result["target"]["kind"])),
         "config_sha256": result.get("config_sha256"),
         "ticket": ticket,
         "evidence": {"result_sha256": _digest(result, "result.json"), "report_sha256": _digest(result, "report.html")},

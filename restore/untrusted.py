@@ -27,5 +27,6 @@ def one_line(text: str) -> str:
 
 
 def md_cell(value: object) -> str:
-    """A value for a Markdown table cell: one line, ``|`` escaped, and markup shown as text (``&lt;script&gt;``)."""
-    return html.escape(one_line(str(value)), quote=False)
+    """A value for a Markdown table cell: one line, ``|`` escaped, and markup shown as text (``&lt;script&gt;``);
+    what is not known is a dash (never Python's None)."""
+    return "—" if value is None else html.escape(one_line(str(value)), quote=False)

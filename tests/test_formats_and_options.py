@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 import signal
@@ -155,12 +156,15 @@ def test_keep_target_keeps_the_server_and_says_how_to_connect(
 ) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", f"--backup={sample.dump}", "--keep-target", f"--reports-dir={tmp_path}",
-         "-k", "db_accessible"],
+         "-k", "db_accessible", f"--record={tmp_path / 'record.jsonl'}"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("connect:"))
     conninfo = line.split("'")[1]
     stop = next(ln for ln in proc.stdout.splitlines() if ln.startswith("stop:"))
+    # The record says the server was kept (and may change), not "deleted after the run".
+    isolation = json.loads((tmp_path / "record.jsonl").read_text().splitlines()[-1])["isolation"]
+    assert "kept running after the run for inspection" in isolation, isolation
     datadir = stop.split()[3]
     try:
         with psycopg.connect(conninfo) as conn:

@@ -319,3 +319,24 @@ def test_self_tests_never_write_the_checkouts_record(tmp_path: Path) -> None:
     assert done.returncode == 7, done.stdout[-3000:]  # nothing to reach: an error, recorded as one
     assert (checkout.read_bytes() if checkout.exists() else None) == before
     assert len(session_record.read_text().splitlines()) == lines_before + 1
+
+
+def test_a_mistyped_backup_is_a_failed_run_but_never_a_database_overdue_forever(
+    tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    """--backup=/no/such.dump: a failed run in the history (a missing backup is a finding), but not a database the
+    record follows; the year's export says what is unknown with a dash, never Python's None."""
+    history = tmp_path / "record.jsonl"
+    run = run_suite("--backup=/no/such/backup.dump", f"--record={history}")
+    assert run.result["outcome"] == "failed", run.explain()
+    assert len(record.load(history)) == 1
+    overdue = subprocess.run([sys.executable, "-m", "restore", "record", f"--history={history}", "--overdue"],
+                             cwd=ROOT, capture_output=True, text=True, check=False)
+    assert "backup.dump" not in overdue.stdout, overdue.stdout
+    assert "holds no complete run of any database" in overdue.stderr, overdue.stderr
+    year = run.result["finished_at"][:4]
+    exported = subprocess.run([sys.executable, "-m", "restore", "record", f"--history={history}",
+                               f"--export={year}", "--format=md"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout
+    assert "None" not in exported, exported
+    assert "failed" in exported, exported
