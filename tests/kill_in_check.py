@@ -1,5 +1,6 @@
 """A plugin for self-tests: ``-p tests.kill_in_check`` with ``RV_KILL_PID=PID``, ``RV_KILL_AT=CHECKLIST_ID`` and
-``RV_KILL_ONCE=PATH`` kills PID (``self``: the pytest-xdist worker running the test) with SIGKILL, as the OOM
+``RV_KILL_ONCE=PATH`` kills PID (``self``: the pytest-xdist worker running the test; ``postmaster``: the run's own
+server) with SIGKILL, as the OOM
 killer does, just before the first test of that item runs, in whichever worker gets there first, and waits until
 it is gone: the fault lands at a known point, never a race.
 """
@@ -26,6 +27,22 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _postmaster(item: pytest.Item) -> int:
+    import psycopg
+
+    from fixtures.session import STATE_KEY
+
+    state = item.config.stash[STATE_KEY]
+    assert state is not None
+    assert state.prepared is not None
+    assert state.prepared.conninfo is not None
+    with psycopg.connect(state.prepared.conninfo) as conn:  # read while the backend lives
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+        assert row is not None
+        with open(f"/proc/{row[0]}/stat") as stat:
+            return int(stat.read().split(") ", 1)[1].split()[1])
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_call(item: pytest.Item) -> None:
     at, pid, once = os.environ.get("RV_KILL_AT"), os.environ.get("RV_KILL_PID"), os.environ.get("RV_KILL_ONCE")
@@ -38,6 +55,8 @@ def pytest_runtest_call(item: pytest.Item) -> None:
         return  # another worker killed it
     if pid == "self":  # this worker itself, as the OOM killer would pick it
         os.kill(os.getpid(), signal.SIGKILL)
+    if pid == "postmaster":  # the run's own server: the parent of this check's backend
+        pid = str(_postmaster(item))
     os.kill(int(pid), signal.SIGKILL)
     deadline = time.monotonic() + 60
     while _alive(int(pid)):

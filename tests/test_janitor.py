@@ -157,6 +157,8 @@ def test_a_silent_server_fails_in_seconds(
     assert "timeout" in run.result["outcome_reason"].lower(), run.explain()
     assert not run.failed_items(), run.explain()
     assert "timeout" in run.result["checklist_reasons"]["db_accessible"].lower()
+    assert "Traceback" not in run.output, run.output[-3000:]
+    assert len(run.output.split("restore-verify checklist", 1)[1].splitlines()) <= 15, run.output[-3000:]
 
 
 def test_an_exported_pgpassword_changes_no_credentials(sample: Sample, run_suite: Callable[..., SuiteRun]) -> None:

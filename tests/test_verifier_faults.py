@@ -122,3 +122,21 @@ def test_a_worker_killed_during_the_checks_is_the_verifiers_error(
     assert not run.result["failures"], run.explain()
     assert run.result["checklist"]["row_counts"] == "incomplete", run.explain()
     assert run.result["checklist"]["no_corruption"] == "passed", run.explain()  # the others went on
+
+
+def test_the_embedded_server_killed_during_the_checks_is_the_verifiers_error(
+    sample: Sample, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    """The run's own server killed (-9) just before row_counts runs: what ran before keeps its verdict, what could
+    not run is "not run", the run is an error naming the lost connection; nothing is left behind."""
+    run = run_suite("-p", "tests.kill_in_check", "-n", "2", *sample.restore_args(),
+                    env={"RV_KILL_AT": "row_counts", "RV_KILL_PID": "postmaster",
+                         "RV_KILL_ONCE": str(tmp_path / "killed")})
+    assert (tmp_path / "killed").exists(), run.explain()
+    assert run.returncode == 7, run.explain()
+    assert run.result["outcome"] == "error", run.explain()
+    assert "connection to the database was lost" in run.result["outcome_reason"], run.explain()
+    assert not run.failed_items(), run.explain()
+    assert "Traceback" not in run.output, run.output[-3000:]
+    assert len(run.output.split("restore-verify checklist", 1)[1].splitlines()) <= 15, run.output[-3000:]
+    assert not list(run.tmp.glob("restore-verify-*")), "the run left its cluster behind"
