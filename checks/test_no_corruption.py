@@ -205,20 +205,26 @@ def test_content_checksum(
     if dst is None or "checksum" not in dst:
         not_applicable(f"{table} is missing (see tables_present)")
     record_property("checksum", dst["checksum"])
-    if src["row_count"] == dst["row_count"]:
-        what = "the same number of rows but different content: a value changed, or a row was replaced by another"
-    else:
-        what = f"{dst['row_count']} rows instead of {src['row_count']} (see row_counts)"
-    if src["checksum"] != dst["checksum"]:
-        record_property("origin", "restore")  # the backup's manifest records what the rows were
-    where = bucket_differences(src, dst)
-    if where:
-        what += ". Where: " + "; ".join(where)
-    assert src["checksum"] == dst["checksum"], (
-        f"The content of {table} is not what was backed up: {what}. Checksum "
-        f"(sum of hashtextextended(row::text, 0)) was {src['checksum']}, is {dst['checksum']}. Compare the table "
-        f"with the source around the restore's backup time; {comparison.source_path} records the source's values."
-    )
+    if src["checksum"] == dst["checksum"]:
+        return
+    where = bucket_differences(src, dst, limit=10**9)
+    changed = [w for w in where if w.endswith(": different content")]
+    if src["row_count"] != dst["row_count"] and not changed:
+        # Rows lost or added are row_counts' finding, said there once. Where rows went, the content cannot be
+        # compared; where the count held (every other key range), it matches the backup.
+        pytest.skip(f"{table} lost or gained rows (row_counts reports it): their content cannot be compared" + (
+            "; the key ranges that kept their rows match the backup" if where else ""))
+    record_property("origin", "restore")  # the backup's manifest records what the rows were
+    places = changed or where
+    shown = "".join(f"\n  - {w}" for w in places[:5]) + (f"\n  - and {len(places) - 5} more" if len(places) > 5
+                                                         else "")
+    lost = (f" ({dst['row_count']} rows instead of {src['row_count']}: see row_counts)"
+            if src["row_count"] != dst["row_count"] else "")
+    pytest.fail(
+        f"The content of {table} is not what was backed up: a value changed, or a row was replaced by another, "
+        f"with the same number of rows{lost}.{shown or ''}\n  Checksum (sum of hashtextextended(row::text, 0)) was "
+        f"{src['checksum']}, is {dst['checksum']}. Compare the table with the source around the backup time; "
+        f"{comparison.source_path} records the source's values.", pytrace=False)
 
 
 @parameters('large_objects', empty="the backup holds no large objects", needs_db=True)

@@ -113,8 +113,7 @@ def test_row_count(
             note = "" if count == expected else attribution.settle("restore")
             assert count == expected, (
                 f"{name} has {count} rows; the backup held exactly {expected} ({count - expected:+d}) according to "
-                f"its manifest ({run_state_data.facts.source_manifest_path}). Rows were lost or added in the "
-                f"restore.{note}"
+                f"its manifest.{note}"
             )
         if name not in expectations.row_counts:
             return

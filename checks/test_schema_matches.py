@@ -72,8 +72,7 @@ def _fail(diffs: list[str], what: str, comparison: Comparison,
         shown = "\n".join(f"  - {d}" for d in diffs[:30])
         more = f"\n  ... and {len(diffs) - 30} more" if len(diffs) > 30 else ""
         verb = "differs" if what.startswith("Table ") else "differ"  # "Table x differs", "Roles differ"
-        pytest.fail(f"{what} {verb} from {comparison.label} ({comparison.source_path}):\n{shown}{more}",
-                    pytrace=False)
+        pytest.fail(f"{what} {verb} from {comparison.label}:\n{shown}{more}", pytrace=False)
 
 
 def _relations(src: Manifest, dst: Manifest, kinds: str, ignore: frozenset[str]) -> list[str]:

@@ -77,6 +77,11 @@ def install(config: pytest.Config, state: RunState) -> None:
     """On the controller (or a run without xdist), before junitxml and pytest-html configure themselves: the run
     folder's report files, and the plugins that collect the outcomes and write them."""
     collected = Collected()
+    # Each finding is said once in the terminal: by the checklist printed last (and pytest's one-line short
+    # summary of test ids). pytest's FAILURES section would repeat every message; --tb=… on the command line
+    # still shows it. junit.xml and report.html keep every report whole.
+    if config.option.tbstyle == "auto":
+        config.option.tbstyle = "no"
     config.pluginmanager.register(_Collector(collected), "restore_verify_collector")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistCollection(collected), "restore_verify_xdist_ids")
@@ -534,17 +539,24 @@ def _cut(text: str, width: int) -> str:
 
 
 NO_DATABASE = "no database to verify"  # restore/run.py: RunState.no_database_reason
-WRAPPED_LINES = 6  # per reason in the terminal's checklist: the fix is in the words, so wrap them, don't cut
+WRAPPED_LINES = 4  # of a reason's first line in the terminal's checklist: the fix is in the words, so wrap them
+DETAIL_LINES = 4  # of the lines below it (differences, rows), each as it is: the report has the rest
 
 
 def _wrapped(text: str, width: int) -> list[str]:
-    """The first paragraph, wrapped to ``width``: at most WRAPPED_LINES lines (the report has the rest)."""
-    first = text.strip().split("\n\n")[0].replace("\n", " ")
-    lines = textwrap.wrap(first, width=max(40, width), break_long_words=False, break_on_hyphens=False) or [""]
+    """A reason's first line wrapped to ``width`` (at most WRAPPED_LINES), then the lines of detail below it in
+    the first paragraph, each on its own line as the check wrote it (rows stay a table), at most DETAIL_LINES."""
+    width = max(40, width)
+    head, *details = [line for line in text.strip().split("\n\n")[0].splitlines() if line.strip()] or [""]
+    lines = textwrap.wrap(head, width=width, break_long_words=False, break_on_hyphens=False) or [""]
     if len(lines) > WRAPPED_LINES:
-        lines = [*lines[:WRAPPED_LINES - 1], _cut(" ".join(lines[WRAPPED_LINES - 1:]), max(40, width) - 20)
+        lines = [*lines[:WRAPPED_LINES - 1], _cut(" ".join(lines[WRAPPED_LINES - 1:]), width - 20)
                  + " (see the report)"]
-    return lines
+    shown = [line.rstrip() if len(line.rstrip()) <= width else line[:width - 2].rstrip() + " …"
+             for line in details[:DETAIL_LINES]]
+    if len(details) > DETAIL_LINES:
+        shown[-1] = f"  … and {len(details) - DETAIL_LINES + 1} more line(s): see the report"
+    return lines + shown
 
 
 def print_checklist(reporter: Any, result: dict[str, Any]) -> None:
@@ -583,7 +595,8 @@ def print_checklist(reporter: Any, result: dict[str, Any]) -> None:
         markup = {"failed": {"red": True, "bold": True}}.get(status, {"yellow": True})
         reporter.write(f"{status.upper():10} ", **markup)
         mine = failures.get(cid, [])
-        lines = [] if len(mine) > 1 else _wrapped(reason, width)
+        # A skipped item: one line (what would enable it is in the report); a failed one: its words in full.
+        lines = [] if len(mine) > 1 else [_cut(reason, width)] if status == "skipped" else _wrapped(reason, width)
         reporter.write_line(f"{cid:24} {lines[0] if lines else ''}")
         for line in lines[1:]:
             reporter.write_line(f"{'':35} {line}")

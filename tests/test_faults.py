@@ -325,3 +325,22 @@ def test_an_existing_target_killed_during_the_checks_is_an_error_said_once(
     assert run.result["checklist_reasons"]["row_counts"].count("not run:") == 1, run.explain()
     after_progress = run.output.split("restore-verify checklist", 1)[1].splitlines()
     assert len(after_progress) <= 15, run.output[-3000:]
+
+
+def test_a_broken_restore_reads_in_thirty_lines_each_failure_once(
+    fault_server: FaultServer, sample: Sample, run_suite: Callable[..., SuiteRun]
+) -> None:
+    """Five lost rows and a dropped index, verified against the manifest: each failure said once (no FAILURES
+    section repeating the checklist), in at most 30 lines after pytest's progress."""
+    dsn = fault_server.copy("broken_restore")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM public.order_items WHERE (order_id, line_no) IN (SELECT order_id, line_no "
+                     "FROM public.order_items ORDER BY 1, 2 LIMIT 5)")
+        conn.execute("DROP INDEX public.order_items_product_idx")
+    run = run_suite(*_existing_target_args(dsn, sample), f"--manifest={sample.manifest}")
+    assert run.result["outcome"] == "failed", run.explain()
+    assert {"row_counts", "schema_matches"} <= run.failed_items(), run.explain()
+    assert "= FAILURES =" not in run.output, run.output[-4000:]
+    progress_end = run.output.rfind("[100%]")
+    after = run.output[progress_end:].splitlines()[1:]
+    assert len(after) <= 30, "\n".join(after)

@@ -47,14 +47,14 @@ MANIFEST_FAULTS = [
     ("row_swapped_same_count", {"no_corruption"}, (
         "DELETE FROM audit.order_events WHERE id = 3",
         "INSERT INTO audit.order_events (id, order_id, event, at) VALUES (3, 9, 'created', now())",
-    ), "same number of rows but different content: a value changed, or a row was replaced by another. Where: rows "
-       "with id from 1 to 105 (and below): different content"),
+    ), "a value changed, or a row was replaced by another, with the same number of rows.\n  - rows with id from 1 "
+       "to 105 (and below): different content"),
     ("price_changed_by_a_cent", {"no_corruption"}, ("UPDATE public.products SET price = price + 0.01 WHERE id = 7",),
-     "The content of public.products is not what was backed up: the same number of rows but different content: a "
-     "value changed, or a row was replaced by another. Where: rows with id from 1 to"),
+     "The content of public.products is not what was backed up: a value changed, or a row was replaced by another, "
+     "with the same number of rows.\n  - rows with id from 1 to"),
     ("composite_key_row_changed", {"no_corruption"},
      ("UPDATE public.order_items SET product_id = product_id % 100 + 1 WHERE order_id = 5 AND line_no = 1",),
-     "Where: rows whose primary key (order_id, line_no) hashes to bucket "),
+     "\n  - rows whose primary key (order_id, line_no) hashes to bucket "),
     ("column_type_changed", {"schema_matches"},
      ("ALTER TABLE public.customers ALTER COLUMN full_name TYPE varchar(200)",),
      "column public.customers.full_name: type was 'text', is 'character varying(200)'"),
