@@ -12,8 +12,8 @@ pytestmark = pytest.mark.checklist("restore_succeeded")
 
 def _require_restore(prepared_db: PreparedDatabase) -> RestoreOutcome:
     if not prepared_db.restore.performed:
-        pytest.skip("existing target: this run restored nothing, so there is no restore to judge "
-                    "(pass --backup to restore and verify)")
+        pytest.skip("existing target: this run restored nothing, so there is no restore to judge (to test the "
+                    "restore too, run with --backup=… and the default target, or --target=docker)")
     if prepared_db.restore.verifier_fault:  # not evidence either way: said once, in the verdict
         pytest.skip("not run: the verifier could not restore the backup (see the verdict)")
     return prepared_db.restore

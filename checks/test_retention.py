@@ -19,8 +19,8 @@ pytestmark = pytest.mark.checklist("retention")
 def retention_rules(state: RunState) -> list[Param] | str:
     policy = state.config.retention
     if policy is None:
-        return ("no retention policy configured: add [retention] (instance and rules) to the targets file; see "
-                "docs/options.md, Backups on RDS")
+        return ("no retention policy configured (it checks the RDS snapshots the runbook keeps: hourly, daily, "
+                "weekly): add [retention] (instance and rules) to the targets file, as docs/options.md says")
     return [pytest.param(rule, id=f"{policy.instance}:{rule.snapshot_type or 'any'}-every-{i}")
             for i, rule in enumerate(policy.rules)]
 

@@ -646,6 +646,23 @@ def _print_verdict(reporter: Any, result: dict[str, Any]) -> None:
     markup = {"passed": {"green": True, "bold": True}}.get(verdict, {"red": True, "bold": True})
     reporter.write(f"backup test {verdict.upper()}", **markup)
     reporter.write_line(f": {result['outcome_reason']} (exit code {result['exit_status']})")
+    for line in _signal_lines(result):  # what the scheduler's side received: one line each, never the verdict
+        reporter.write_line(line)
+
+
+def _signal_lines(result: dict[str, Any]) -> list[str]:
+    lines = []
+    if metrics := result.get("metrics"):
+        lines.append(f"metrics -> {metrics['file']}" if not metrics.get("error") else
+                     f"metrics NOT written to {metrics['file']}: {metrics['error']}")
+    if push := result.get("pushgateway"):
+        lines.append(f"metrics pushed to {push['host']} (job {push['job']}, database {push['grouping']['database']})"
+                     if not push.get("error") else f"metrics NOT pushed to {push['host']}: {push['error']}")
+    if beat := result.get("heartbeat"):
+        errors = beat.get("errors") or []
+        lines.append(f"heartbeat: {' and '.join(beat['calls'])} sent" if not errors else
+                     f"heartbeat: {'; '.join(errors)}")
+    return lines
 
 
 class _HtmlReport:

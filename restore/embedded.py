@@ -464,8 +464,8 @@ class EmbeddedTarget:
         if not self.server.keep or self.server.base_dir == Path():
             return ()
         return (f"connect:  psql '{self.conninfo(dbname)}'",
-                f"stop:     pg_ctl -D {self.server.datadir} stop (as user {SYSTEM_USER_AS_ROOT} when running as "
-                "root), then delete the folder")
+                f"stop:     {self.server._tool('pg_ctl')} -D {self.server.datadir} stop (as user "
+                f"{SYSTEM_USER_AS_ROOT} when running as root), then delete the folder")
 
     def restore_dump(self, info: ArchiveInfo, dbname: str, *, jobs: int, log: IO[str],
                      on_line: Callable[[str], None]) -> ToolRun:

@@ -172,6 +172,12 @@ def begin(config: RestoreConfig, expectations: Expectations) -> RunState:
                                                    run_dir=run_dir))
 
 
+def _accepted_words(accepted: list[str]) -> str:
+    """What the allow-list accepted, by the pattern that accepted it (the errors themselves are in the report)."""
+    patterns = sorted({e.rsplit("--allow-restore-error=", 1)[-1].rstrip("]") for e in accepted})
+    return f" (by --allow-restore-error={', '.join(patterns)})" if patterns else ""
+
+
 class Run:
     """The once-per-run work of the controller; :meth:`close` tears down what it started (also on Ctrl-C)."""
 
@@ -207,7 +213,7 @@ class Run:
         if outcome.performed:
             status = "REFUSED" if outcome.refused else f"{len(outcome.errors)} error(s)"
             say(f"restore finished in {outcome.duration_s or 0:.1f}s: {status}, {len(outcome.accepted_errors)} "
-                f"accepted, roles created: {outcome.roles_created or 'none'}")
+                f"accepted{_accepted_words(outcome.accepted_errors)}, roles created: {outcome.roles_created or 'none'}")
         if cfg.retention is not None:
             facts.retention = list_retention(cfg.retention)
         if cfg.record is not None:  # the trend compares a database with itself: same target, same database name
