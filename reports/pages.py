@@ -29,6 +29,18 @@ def _render(template: str, **values: Any) -> str:
 
 # --- report.html ---------------------------------------------------------------------------------------------
 
+VIEWPORT = '<meta name="viewport" content="width=device-width, initial-scale=1">'
+
+
+def finish_report(path: Path) -> None:
+    """The page as a phone reads it: pytest-html's <head> has no viewport; it is written into the page itself (a
+    script adding it would come too late for the first layout)."""
+    if not path.exists():
+        return
+    text = path.read_text()
+    if 'name="viewport"' not in text and "<head>" in text:
+        path.write_text(text.replace("<head>", f"<head>\n    {VIEWPORT}", 1))
+
 def _size(count: int | None) -> str | None:
     if count is None:
         return None

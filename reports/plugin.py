@@ -518,6 +518,9 @@ class _RunReport:
         cfg, result = self.state.config, self.collected.result_json
         if result is None:
             return
+        html_path = getattr(config.option, "htmlpath", None)
+        if html_path:  # before its digest goes into the record
+            pages.finish_report(Path(html_path))
         if cfg.record is not None:
             line = record.record_line(result, operator=record.operator_name(cfg.operator), rto_s=cfg.rto_s,
                                       rpo_s=cfg.rpo_s, ticket=cfg.ticket)

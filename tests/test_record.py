@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -139,6 +141,35 @@ def test_rendered_record_shows_failed_and_missing_months_limits_and_the_data(
     md = (out / "record.md").read_text()
     assert "2026-07 | — | — | — | **MISSING" in md
     assert "1 month(s) without a complete test: 2026-07" in md
+
+
+_MEASURE = """<!DOCTYPE html><html><body style="margin:0">
+<iframe id="f" src="{src}" style="border:0;width:{width}px;height:1600px"></iframe>
+<script>document.getElementById('f').addEventListener('load', function () {{ setTimeout(function () {{
+  var d = document.getElementById('f').contentDocument, w = d.defaultView;
+  var reason = d.querySelector('#checklist tr.checklist-failed td:nth-child(4)').getBoundingClientRect();
+  var range = d.createRange();
+  range.selectNodeContents(d.querySelector('#checklist tr.checklist-failed td:nth-child(2)'));
+  document.body.setAttribute('data-layout', JSON.stringify({{inner: w.innerWidth,
+    scroll: d.documentElement.scrollWidth, reason: [reason.left, reason.right],
+    status_lines: new Set(Array.from(range.getClientRects()).map(function (r) {{ return Math.round(r.top); }}))
+      .size}}));
+}}, 300); }});</script></body></html>"""
+
+
+def _layout(report: Path, width: int) -> dict[str, Any]:
+    """How the report lays out in a frame ``width`` px wide (headless Chromium's own window is at least 500 px):
+    the page's scroll width, the failed item's reason box and the lines its status takes."""
+    wrapper = report.with_name(f"layout-{width}.html")
+    wrapper.write_text(_MEASURE.format(src=report.name, width=width))
+    dom = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, "--allow-file-access-from-files", "--window-size=1500,1800",
+                          "--virtual-time-budget=4000", f"--user-data-dir={report.parent / f'profile-{width}'}",
+                          "--dump-dom", wrapper.as_uri()], capture_output=True, text=True, timeout=120,
+                         check=False).stdout
+    found = re.search(r'data-layout="([^"]*)"', dom)
+    assert found is not None, dom[-2000:]
+    layout: dict[str, Any] = json.loads(html.unescape(found.group(1)))
+    return layout
 
 
 def _chromium(url: Path, png: Path) -> str:
@@ -298,7 +329,14 @@ def test_the_failed_report_reads_on_a_desktop_and_a_phone(
     assert row is not None, dom[:3000]
     assert row.group(0).count("<li>") == 3, row.group(0)
     assert "('/" not in dom  # a skipped test's reason, not pytest's (path, line, reason) tuple
-    assert '<meta name="viewport"' in dom
+    assert '<meta name="viewport"' in report.read_text()  # in the page itself, not added by a script
+    phone, desktop = _layout(report, 390), _layout(report, 1400)
+    assert phone["inner"] == 390, phone
+    assert phone["scroll"] <= 390, f"the page scrolls sideways on a phone: {phone}"
+    assert phone["reason"][0] >= 0, phone
+    assert phone["reason"][1] <= 390, phone  # the reason, the one thing a phone reader needs, in view
+    assert desktop["scroll"] <= 1400, desktop
+    assert desktop["status_lines"] == 1, desktop  # "failed (3)" on one line, never "faile/d"
     assert "Noto Sans CJK" in report.read_text()  # the runbook's wording has a CJK-capable font named
     assert "((" not in re.sub(r"<[^>]+>", "", row.group(0) + dom[dom.index('id="checklist"'):][:20000])
     # The terminal: after pytest's own progress, a failed run of the sample says what it must in a screenful.
