@@ -13,6 +13,7 @@ the database encoding, column order and column types must match too (compared in
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
 import json
 import re
@@ -857,7 +858,8 @@ def compare_table(name: str, src: TableEntry, dst: TableEntry) -> list[str]:
             if d is None:
                 diffs.append(f"{label} {obj} on {name} is missing (was: {s['definition']})")
             elif _normal(s["definition"]) != _normal(d["definition"]):
-                diffs.append(f"{label} {obj} on {name}: was {s['definition']!r}, is {d['definition']!r}")
+                diffs.append(f"{label} {obj} on {name} is defined differently in the restore"
+                             f"{text_change(str(s['definition']), str(d['definition']))}")
             elif kind == "triggers" and s["enabled"] != d["enabled"]:
                 diffs.append(f"trigger {obj} on {name} was {fidelity.trigger_state(s['enabled'])} in the backup, is "
                              f"{fidelity.trigger_state(d['enabled'])} in the restore. Fix: ALTER TABLE "
@@ -910,6 +912,33 @@ def _column_words(key: str, value: Any) -> str:
     return repr(value)
 
 
+CHANGE_CONTEXT_WORDS = 8
+CHANGE_LINES = 12
+
+
+def text_change(before: str, after: str) -> str:
+    """What changed between two definitions, not both whole: the lines that differ (a unified diff) for texts of
+    several lines, else the words that differ with a little context, as ``…ctx [-old-] {+new+} ctx…``."""
+    a, b = before.splitlines(), after.splitlines()
+    if len(a) > 1 or len(b) > 1:
+        diff = list(difflib.unified_diff(a, b, "backup", "restore", lineterm="", n=1))[2:]
+        shown = diff[:CHANGE_LINES] + ([f"… and {len(diff) - CHANGE_LINES} more line(s)"]
+                                       if len(diff) > CHANGE_LINES else [])
+        return ":\n" + "\n".join(f"      {line}" for line in shown)
+    wa, wb = before.split(), after.split()
+    p = 0
+    while p < min(len(wa), len(wb)) and wa[p] == wb[p]:
+        p += 1
+    s = 0
+    while s < min(len(wa), len(wb)) - p and wa[len(wa) - 1 - s] == wb[len(wb) - 1 - s]:
+        s += 1
+    pre = " ".join(wa[max(0, p - CHANGE_CONTEXT_WORDS):p])
+    post = " ".join(wa[len(wa) - s:len(wa) - s + CHANGE_CONTEXT_WORDS])
+    old, new = " ".join(wa[p:len(wa) - s]), " ".join(wb[p:len(wb) - s])
+    return (f": {'…' if p > CHANGE_CONTEXT_WORDS else ''}{pre} [-{old}-] {{+{new}+}} {post}"
+            f"{'…' if s > CHANGE_CONTEXT_WORDS else ''}").replace("  ", " ")
+
+
 def compare_named(kind: str, src: dict[str, Any], dst: dict[str, Any], *, definitions: bool = True) -> list[str]:
     """Views, functions, types: missing, extra or redefined (by normalized definition). ``definitions``: False
     between servers of different majors, which print some definitions differently (PostgreSQL 15 qualifies a
@@ -918,6 +947,9 @@ def compare_named(kind: str, src: dict[str, Any], dst: dict[str, Any], *, defini
     for name, s in src.items():
         d = dst.get(name)
         if definitions and d is not None and s["definition_md5"] != d["definition_md5"]:
-            diffs.append(f"{kind} {name} is defined differently: was {s['definition']!r}, is {d['definition']!r}")
+            # What changed, not both texts whole (a function's body runs to thousands of characters); the backup's
+            # definition is in its manifest.
+            diffs.append(f"{kind} {name} is defined differently in the restore"
+                         f"{text_change(str(s['definition']), str(d['definition']))}")
     diffs += [f"{kind} {name} is not in the backup" for name in dst if name not in src]
     return diffs

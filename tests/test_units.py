@@ -381,3 +381,19 @@ def test_what_a_check_meets_is_evidence_or_the_verifiers_world() -> None:
         bug = verifier_world(exc)
     assert bug is not None
     assert bug.startswith("restore-verify's own error (TypeError: unhashable type: 'list' at test_units.py:")
+
+
+def test_a_changed_definition_is_shown_as_what_changed_not_whole() -> None:
+    """One flipped operator in a long view, one word in a long function: the words or lines that differ."""
+    from restore.manifest import text_change
+
+    view = "SELECT o.id, o.total FROM public.orders o WHERE o.status <> 'cancelled' " + "AND o.total > 0 " * 200
+    said = text_change(view, view.replace("<>", "="))
+    assert "[-<>-] {+=+}" in said, said
+    assert len(said) < 200, said
+    body = "\n".join(f"    PERFORM step_{n}();" for n in range(300))
+    function = f"CREATE FUNCTION f() RETURNS void AS $$\nBEGIN\n{body}\nEND $$ LANGUAGE plpgsql"
+    said = text_change(function, function.replace("step_150()", "step_151()"))
+    assert "-    PERFORM step_150();" in said, said
+    assert "+    PERFORM step_151();" in said, said
+    assert len(said.splitlines()) <= 8, said
