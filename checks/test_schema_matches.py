@@ -78,8 +78,19 @@ def _fail(diffs: list[str], what: str, comparison: Comparison,
 def _relations(src: Manifest, dst: Manifest, kinds: str, ignore: frozenset[str]) -> list[str]:
     """Security and behaviour of the relations of ``kinds`` present on both sides."""
     s, d = src["behaviour"]["relations"], dst["behaviour"]["relations"]
+    owned_by = {name: str(p["owned_by"]).rpartition(".")[0]
+                for name, p in src["behaviour"].get("sequence_parameters", {}).items() if p.get("owned_by")}
+
+    def follows(name: str, entry: dict[str, Any]) -> str | None:
+        """A sequence OWNED BY a column whose table changed owner the same way: ALTER TABLE … OWNER moves it."""
+        table = owned_by.get(name) if entry["kind"] == "S" else None
+        if table is None or table not in s or table not in d:
+            return None
+        same = (s[table].get("owner"), d[table].get("owner")) == (entry.get("owner"), d[name].get("owner"))
+        return table if same else None
+
     return [diff for name, entry in s.items() if entry["kind"] in kinds and name in d
-            for diff in fidelity.compare_relation(name, entry, d[name], ignore=ignore)]
+            for diff in fidelity.compare_relation(name, entry, d[name], ignore=ignore, follows=follows(name, entry))]
 
 
 # category -> whether it needs the manifest's "behaviour" section (manifest version 2)
@@ -188,6 +199,10 @@ def _inventory_differences(object_id: str, state: RunState, catalog_diffs: list[
             continue
         if catalog_compared and (d["kind"] in CATALOG_DECIDES or object_id == "database" and d["kind"] == "COMMENT"):
             continue  # the database's comment: compare_database words it
+        behaviour = catalog_compared and "behaviour" in (state.manifests() or [{}])[0]
+        if behaviour and (d["change"] == "owner" or d["change"] == "changed" and d["kind"] in ("SEQUENCE",
+                                                                                                "SEQUENCE OWNED BY")):
+            continue  # owners and sequences' parameters are the behaviour comparison's, each with its statement
         if catalog_diffs and (d["kind"] in TABLE_PARTS and "." in object_id
                               or any(d["name"] in text for text in catalog_diffs)):
             continue  # a catalog comparison already said it, in its own words

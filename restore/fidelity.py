@@ -258,8 +258,8 @@ def _acl_diffs(what: str, on: str, src: list[list[Any]], dst: list[list[Any]], *
     for (grantee, priv), grantable in sorted(s.items()):
         option = " WITH GRANT OPTION" if grantable else ""
         if (grantee, priv) not in d:
-            diffs.append(f"{what}: {grantee} held {priv} in the backup and does not in the restore (the application "
-                         f"gets \"permission denied\"). Fix: {prefix}GRANT {priv} ON {on_sql} TO "
+            diffs.append(f"{what}: {grantee} held {priv} in the backup and does not in the restore ({grantee} gets "
+                         f"\"permission denied\"). Fix: {prefix}GRANT {priv} ON {on_sql} TO "
                          f"{_grantee(grantee)}{option};")
         elif d[(grantee, priv)] != grantable:
             diffs.append(f"{what}: {grantee}'s {priv} was {'with' if grantable else 'without'} the grant option in "
@@ -279,6 +279,15 @@ def _comment_diff(what: str, on: str, src: str | None, dst: str | None) -> list[
             f"{literal(src) if src is not None else 'NULL'};"]
 
 
+def _after_owner_fix(acl: list[list[Any]], owner_now: str | None, owner_then: str | None) -> list[list[Any]]:
+    """The restore's privileges as they will be once its owner is put back (ALTER … OWNER TO moves the old owner's
+    privileges to the new one): what the owner's fix does not mend is what is left to grant or revoke, so the fixes,
+    applied in the order given, bring the object back."""
+    if owner_now is None or owner_then is None or owner_now == owner_then:
+        return acl
+    return [[owner_then if grantee == owner_now else grantee, priv, grantable] for grantee, priv, grantable in acl]
+
+
 def _owner_diff(what: str, on: str, src: str | None, dst: str | None) -> list[str]:
     if src == dst or src is None:
         return []
@@ -287,13 +296,15 @@ def _owner_diff(what: str, on: str, src: str | None, dst: str | None) -> list[st
 
 
 def compare_relation(name: str, src: dict[str, Any], dst: dict[str, Any], *,
-                     ignore: frozenset[str] = frozenset()) -> list[str]:
-    """Security, storage and behaviour of one table, view, materialized view or sequence."""
+                     ignore: frozenset[str] = frozenset(), follows: str | None = None) -> list[str]:
+    """Security, storage and behaviour of one table, view, materialized view or sequence. ``follows``: the table
+    whose owner this sequence (OWNED BY one of its columns) takes: its owner is that table's fix, not its own."""
     kind = RELATION_KIND.get(src["kind"], "TABLE")
     on = f"{kind} {_qualified(name, src)}"
     label = f"{kind.lower()} {name}"
-    diffs = _owner_diff(label, on, src.get("owner"), dst.get("owner"))
-    diffs += _acl_diffs(label, on, src["acl"], dst["acl"], ignore=ignore,
+    diffs = ([] if follows else _owner_diff(label, on, src.get("owner"), dst.get("owner")))
+    diffs += _acl_diffs(label, on, src["acl"], _after_owner_fix(dst["acl"], dst.get("owner"), src.get("owner")),
+                        ignore=ignore,
                         target=f"TABLE {_qualified(name, src)}" if kind != "SEQUENCE" else None)
     diffs += _comment_diff(label, on, src.get("comment"), dst.get("comment"))
     if src.get("persistence") != dst.get("persistence"):
@@ -409,7 +420,8 @@ def compare_functions(src: dict[str, Any], dst: dict[str, Any], *,
         on = f"FUNCTION {name}"
         label = f"function {name}"
         diffs += _owner_diff(label, on, s.get("owner"), d.get("owner"))
-        diffs += _acl_diffs(label, on, s["acl"], d["acl"], ignore=ignore)
+        diffs += _acl_diffs(label, on, s["acl"], _after_owner_fix(d["acl"], d.get("owner"), s.get("owner")),
+                            ignore=ignore)
         diffs += _comment_diff(label, on, s.get("comment"), d.get("comment"))
         if s.get("security_definer") != d.get("security_definer"):
             words = {True: "SECURITY DEFINER", False: "SECURITY INVOKER"}
@@ -417,11 +429,14 @@ def compare_functions(src: dict[str, Any], dst: dict[str, Any], *,
                          f"{words[bool(d['security_definer'])]} in the restore (it runs with other privileges). Fix: "
                          f"ALTER {on} {words[bool(s['security_definer'])]};")
         if sorted(s.get("settings") or []) != sorted(d.get("settings") or []):
-            fixes = " ".join(f"ALTER {on} SET {k} = {literal(v)};" for k, _, v in
-                             (x.partition("=") for x in s.get("settings") or []))
+            fixes = " ".join([f"ALTER {on} RESET ALL;", *(f"ALTER {on} SET {k} = {literal(v)};" for k, _, v in
+                                                           (x.partition("=") for x in s.get("settings") or []))])
+            definer = s.get("security_definer") or d.get("security_definer")
+            why = (" (a SECURITY DEFINER function without its search_path can be made to run another's code)"
+                   if definer and any(x.startswith("search_path=") for x in s.get("settings") or []) else
+                   " (it runs with other settings)")
             diffs.append(f"{label}: its SET options were {s.get('settings') or 'none'}, are "
-                         f"{d.get('settings') or 'none'} (a SECURITY DEFINER function without its search_path is a "
-                         f"security hole). Fix: {fixes or f'ALTER {on} RESET ALL;'}")
+                         f"{d.get('settings') or 'none'}{why}. Fix: {fixes}")
     return diffs
 
 
@@ -440,7 +455,8 @@ def compare_owned_objects(kind: str, src: dict[str, Any], dst: dict[str, Any], *
             on = f"TYPE {ident(schema, rel)}"
         label = f"{kind.lower()} {name}"
         diffs += _owner_diff(label, on, s.get("owner"), d.get("owner"))
-        diffs += _acl_diffs(label, on, s["acl"], d["acl"], ignore=ignore)
+        diffs += _acl_diffs(label, on, s["acl"], _after_owner_fix(d["acl"], d.get("owner"), s.get("owner")),
+                            ignore=ignore)
         diffs += _comment_diff(label, on, s.get("comment"), d.get("comment"))
     return diffs
 

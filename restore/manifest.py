@@ -845,8 +845,13 @@ def compare_table(name: str, src: TableEntry, dst: TableEntry) -> list[str]:
         for key, label in (("type", "type"), ("not_null", "nullability"), ("default", "default"),
                            ("identity", "identity"), ("generated", "generated"), ("collation", "collation")):
             if _normal(str(s.get(key))) != _normal(str(d.get(key))):
+                fix = ""
+                if key == "default":  # the one column property with a statement that cannot lose data
+                    column = f"ALTER TABLE {_table_sql(name)} ALTER COLUMN {sql.Identifier(col).as_string()}"
+                    fix = (f". Fix: {column} SET DEFAULT {s['default']};" if s.get("default") else
+                           f". Fix: {column} DROP DEFAULT;")
                 diffs.append(f"column {name}.{col}: {label} was {_column_words(key, s.get(key))}, is "
-                             f"{_column_words(key, d.get(key))}")
+                             f"{_column_words(key, d.get(key))}{fix}")
     diffs += [f"column {name}.{col} ({d['type']}) is not in the backup" for col, d in dst_cols.items()
               if col not in src_cols]
     if [c["name"] for c in src["columns"]] != [c["name"] for c in dst["columns"]] and set(src_cols) == set(dst_cols):

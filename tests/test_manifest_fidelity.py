@@ -21,7 +21,7 @@ from tests.conftest import FaultServer, Sample, SuiteRun
 # (statement, what the failure must say); every one in one copy: one run proves them all, each named.
 FAULTS = [
     ("REVOKE SELECT ON public.products FROM ecommerce_app",
-     'ecommerce_app held SELECT in the backup and does not in the restore (the application gets "permission denied")'
+     'ecommerce_app held SELECT in the backup and does not in the restore (ecommerce_app gets "permission denied")'
      '. Fix: GRANT SELECT ON TABLE "public"."products" TO "ecommerce_app";'),
     ("REVOKE SELECT ON public.order_summaries FROM ecommerce_app",
      "view public.order_summaries: ecommerce_app held SELECT in the backup"),
@@ -168,3 +168,34 @@ def test_layout_only_maintenance_is_a_note_and_fails_with_strict_layout(
     messages = "\n".join(f["message"] for f in strict.result["failures"])
     assert "a failure because of --strict-layout" in messages, messages
     assert "CLUSTER ON" in messages, messages
+
+
+HINTED = ["ALTER TABLE public.payments OWNER TO postgres",
+          "REVOKE SELECT ON public.products FROM ecommerce_app",
+          "ALTER TABLE public.orders ALTER COLUMN status SET DEFAULT 'x'",
+          "ALTER TABLE public.products ALTER COLUMN stock SET DEFAULT 7",
+          "ALTER FUNCTION public.touch_updated_at() SET search_path = public",
+          "ALTER SEQUENCE public.customers_id_seq INCREMENT BY 5"]
+
+
+def test_fix_hints_applied_in_order_bring_the_copy_back(
+    fault_server: FaultServer, sample: Sample, no_expectations: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    """Owner, grant, column default, function setting and sequence changes: every "Fix:" of the failure, applied in
+    the order given, makes schema_matches green again; the owner's own privileges are not listed as lost."""
+    dsn = fault_server.copy("fidelity_hints")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for statement in HINTED:
+            conn.execute(statement.encode())
+    run = run_suite(f"--target={dsn}", f"--manifest={sample.manifest}", f"--expectations={no_expectations}")
+    assert run.failed_items() == {"schema_matches"}, run.explain()
+    messages = "\n".join(f["message"] for f in run.result["failures"])
+    assert "ecommerce_owner held" not in messages, messages  # ALTER … OWNER TO gives them back
+    assert "security hole" not in messages, messages  # touch_updated_at is not SECURITY DEFINER
+    fixes = [line.split("Fix: ", 1)[1] for line in messages.splitlines() if "Fix: " in line]
+    assert len(fixes) >= len(HINTED), messages
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for fix in fixes:
+            conn.execute(fix.encode())
+    again = run_suite(f"--target={dsn}", f"--manifest={sample.manifest}", f"--expectations={no_expectations}")
+    assert again.result["checklist"]["schema_matches"] == "passed", again.explain()
