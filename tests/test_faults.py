@@ -299,34 +299,6 @@ def test_a_server_without_tcp_leaves_the_application_password_unproven_not_blame
     assert not run.result["failures"], run.explain()
 
 
-def test_an_existing_target_killed_during_the_checks_is_an_error_said_once(
-    sample: Sample, tmp_path: Path, run_suite: Callable[..., SuiteRun]
-) -> None:
-    """The server of an existing target is killed (-9) just before row_counts runs: the tests that could not run
-    are "not run", the run is an error (exit 7) naming the lost connection once, nothing is failed, no traceback."""
-    from restore.embedded import EmbeddedServer
-    from tests.conftest import restore_sample_into
-
-    with EmbeddedServer(jobs=1) as server:
-        restore_sample_into(server, sample, "killed_target")
-        postmaster = int((server.datadir / "postmaster.pid").read_text().split()[0])
-        run = run_suite("-p", "tests.kill_in_check", "-n", "2",
-                        *_existing_target_args(server.conninfo("killed_target"), sample),
-                        env={"RV_KILL_AT": "row_counts", "RV_KILL_PID": str(postmaster),
-                             "RV_KILL_ONCE": str(tmp_path / "killed")})
-    assert (tmp_path / "killed").exists(), run.explain()
-    assert run.returncode == 7, run.explain()
-    assert run.result["outcome"] == "error", run.explain()
-    assert "connection to the database was lost" in run.result["outcome_reason"], run.explain()
-    assert not run.failed_items(), run.explain()
-    assert not run.result["failures"], run.explain()
-    assert "Traceback" not in run.output, run.output[-3000:]
-    assert run.result["checklist"]["row_counts"] in ("skipped", "incomplete"), run.explain()
-    assert run.result["checklist_reasons"]["row_counts"].count("not run:") == 1, run.explain()
-    after_progress = run.output.split("restore-verify checklist", 1)[1].splitlines()
-    assert len(after_progress) <= 15, run.output[-3000:]
-
-
 def test_a_broken_restore_reads_in_thirty_lines_each_failure_once(
     fault_server: FaultServer, sample: Sample, run_suite: Callable[..., SuiteRun]
 ) -> None:

@@ -44,17 +44,24 @@ def small_disk() -> Iterator[Callable[[int], Path]]:
         shutil.rmtree(where, ignore_errors=True)
 
 
-def _assert_error_said_once(run: SuiteRun, *said: str) -> None:
+def _assert_an_error(run: SuiteRun, *said: str) -> None:
+    """Outcome error (exit 7) naming the cause, nothing failed, no traceback, at most 15 lines after the progress."""
     assert run.returncode == 7, run.explain()
     assert run.result["outcome"] == "error", run.explain()
     for words in said:
         assert words in run.result["outcome_reason"], run.explain()
     assert not run.failed_items(), run.explain()
-    assert run.result["checklist"]["restore_succeeded"] == "skipped", run.explain()
-    assert "--allow-restore-error" not in run.output, run.output[-3000:]
+    assert not run.result["failures"], run.explain()
     assert "Traceback" not in run.output, run.output[-3000:]
     after = run.output.split("restore-verify checklist", 1)[1].splitlines()
     assert len(after) <= 15, run.output[-3000:]
+
+
+def _assert_error_said_once(run: SuiteRun, *said: str) -> None:
+    """An error that stopped the restore: restore_succeeded not run, never an --allow-restore-error hint."""
+    _assert_an_error(run, *said)
+    assert run.result["checklist"]["restore_succeeded"] == "skipped", run.explain()
+    assert "--allow-restore-error" not in run.output, run.output[-3000:]
 
 
 def test_a_disk_too_small_for_the_manifests_database_is_refused_before_restoring(
@@ -115,11 +122,7 @@ def test_a_worker_killed_during_the_checks_is_the_verifiers_error(
     run = run_suite("-p", "tests.kill_in_check", "-n", "2", *sample.restore_args(),
                     env={"RV_KILL_AT": "row_counts", "RV_KILL_PID": "self", "RV_KILL_ONCE": str(tmp_path / "killed")})
     assert (tmp_path / "killed").exists(), run.explain()
-    assert run.returncode == 7, run.explain()
-    assert run.result["outcome"] == "error", run.explain()
-    assert "worker running it died" in run.result["outcome_reason"], run.explain()
-    assert not run.failed_items(), run.explain()
-    assert not run.result["failures"], run.explain()
+    _assert_an_error(run, "worker running it died")
     assert run.result["checklist"]["row_counts"] == "incomplete", run.explain()
     assert run.result["checklist"]["no_corruption"] == "passed", run.explain()  # the others went on
 
@@ -133,10 +136,26 @@ def test_the_embedded_server_killed_during_the_checks_is_the_verifiers_error(
                     env={"RV_KILL_AT": "row_counts", "RV_KILL_PID": "postmaster",
                          "RV_KILL_ONCE": str(tmp_path / "killed")})
     assert (tmp_path / "killed").exists(), run.explain()
-    assert run.returncode == 7, run.explain()
-    assert run.result["outcome"] == "error", run.explain()
-    assert "connection to the database was lost" in run.result["outcome_reason"], run.explain()
-    assert not run.failed_items(), run.explain()
-    assert "Traceback" not in run.output, run.output[-3000:]
-    assert len(run.output.split("restore-verify checklist", 1)[1].splitlines()) <= 15, run.output[-3000:]
+    _assert_an_error(run, "connection to the database was lost")
     assert not list(run.tmp.glob("restore-verify-*")), "the run left its cluster behind"
+
+
+def test_an_existing_target_killed_during_the_checks_is_an_error_said_once(
+    sample: Sample, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    """The server of an existing target is killed (-9) just before row_counts runs: the tests that could not run
+    are "not run", the run is an error (exit 7) naming the lost connection once, nothing is failed."""
+    from tests.conftest import restore_sample_into
+    from tests.test_faults import _existing_target_args
+
+    with EmbeddedServer(jobs=1) as server:
+        restore_sample_into(server, sample, "killed_target")
+        postmaster = int((server.datadir / "postmaster.pid").read_text().split()[0])
+        run = run_suite("-p", "tests.kill_in_check", "-n", "2",
+                        *_existing_target_args(server.conninfo("killed_target"), sample),
+                        env={"RV_KILL_AT": "row_counts", "RV_KILL_PID": str(postmaster),
+                             "RV_KILL_ONCE": str(tmp_path / "killed")})
+    assert (tmp_path / "killed").exists(), run.explain()
+    _assert_an_error(run, "connection to the database was lost")
+    assert run.result["checklist"]["row_counts"] in ("skipped", "incomplete"), run.explain()
+    assert run.result["checklist_reasons"]["row_counts"].count("not run:") == 1, run.explain()
