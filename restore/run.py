@@ -173,9 +173,9 @@ def begin(config: RestoreConfig, expectations: Expectations) -> RunState:
 
 
 def _accepted_words(accepted: list[str]) -> str:
-    """What the allow-list accepted, by the pattern that accepted it (the errors themselves are in the report)."""
-    patterns = sorted({e.rsplit("--allow-restore-error=", 1)[-1].rstrip("]") for e in accepted})
-    return f" (by --allow-restore-error={', '.join(patterns)})" if patterns else ""
+    """What was accepted, in the errors' own first words (each with what accepted it is in the report)."""
+    said = list(dict.fromkeys(e.split("  [accepted:", 1)[0].strip().splitlines()[0][:80] for e in accepted if e))
+    return f": {'; '.join(said[:2])}{' …' if len(said) > 2 else ''}" if said else ""
 
 
 class Run:
