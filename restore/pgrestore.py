@@ -114,16 +114,26 @@ def data_seen(output: str, entries: Iterable[TocEntry]) -> tuple[list[str], list
     Decided from the archive's own entries, each looked up by its exact words in pg_restore's whole output — never
     by cutting names out of its lines, which a name holding a line break, a tab or a trailing space would split."""
     text = _one_line_breaks(output)
+    # Every text that can stand between 'processing data for table "' and a '"' ending a line: a name with a line
+    # break yields more than one candidate, and the right one among them. One pass, whatever the number of tables.
+    loaded: set[str] = set()
+    for chunk in text.split('processing data for table "')[1:]:
+        end = chunk.find('"\n')
+        while end != -1:
+            loaded.add(chunk[:end])
+            end = chunk.find('"\n', end + 1)
+    failed_ids = {int(m.group(1)) for m in re.finditer(r"from TOC entry (\d+); \d+ \d+ TABLE DATA ", text)}
     processed, failed = [], []
     for e in entries:
         if e.desc != "TABLE DATA":
             continue
-        name = _one_line_breaks(e.qualified)
-        if f'processing data for table "{name}"\n' in text:
+        if _one_line_breaks(e.qualified) in loaded:
             processed.append(e.qualified)
-        tag, owner = _one_line_breaks(e.tag), _one_line_breaks(e.owner or "")
-        number = str(e.dump_id) if e.dump_id is not None else r"\d+"  # the id tells two schemas' "orders" apart
-        if re.search(rf"from TOC entry {number}; \d+ \d+ TABLE DATA {re.escape(tag)} {re.escape(owner)}\n", text):
+        if e.dump_id is not None:  # the id tells two schemas' "orders" apart
+            if e.dump_id in failed_ids:
+                failed.append(e.qualified)
+        elif failed_ids and re.search(rf"TABLE DATA {re.escape(_one_line_breaks(e.tag))} "
+                                      rf"{re.escape(_one_line_breaks(e.owner or ''))}\n", text):
             failed.append(e.qualified)
     return processed, failed
 
