@@ -35,6 +35,7 @@ from reports.checklist import (
     plain_failure,
 )
 from restore import evidence, record, signals
+from restore.errors import server_crash
 from restore.outcome import PreparedDatabase
 from restore.run import RunState
 from restore.session import refused
@@ -381,6 +382,18 @@ def build_result(state: RunState, collected: Collected, exitstatus: int, *,
              (outcome.refused or "").splitlines()[0] if outcome.verifier_fault else
              f"{stopped[0].fault} ({len(stopped)} test(s) not run, first {stopped[0].nodeid.split('::')[-1]})"
              if stopped else None)
+    # A backend of the run's own server that crashed on its own while the checks read (not killed): what the restored
+    # data did to the server, evidence against the restore, whatever stopped the tests after it (or if none did).
+    crash = None
+    if prepared.server_log and Path(prepared.server_log).exists():
+        crash = server_crash(Path(prepared.server_log).read_text(errors="replace"))
+    if crash:
+        fault, failed = None, True
+        verdict = run_outcome(interrupted=interrupted, failed=True, narrowed=run_narrowed, unfinished=unfinished)
+        checklist["no_corruption"] = "failed"
+        reasons["no_corruption"] = (f"the server crashed while the checks read the restored data: {crash}. A "
+                                    "crash on reading is the data's doing (corrupt pages or values) or a server bug: "
+                                    "treat the restore as damaged until a second run says otherwise")
     if fault and verdict != "interrupted":
         verdict = "error"
     tests = {k: sum(1 for r in collected.results.values() if r.outcome == k) for k in ("passed", "failed", "skipped")}
@@ -438,7 +451,9 @@ def build_result(state: RunState, collected: Collected, exitstatus: int, *,
                      "objects_in_batches": sum(1 for r in collected.results.values() if r.batch)},
         "failures": [{"nodeid": r.nodeid, "checklist": r.checklist, "message": r.message,
                       "origin": r.origin or "unknown"}
-                     for r in collected.results.values() if r.outcome == "failed"],
+                     for r in collected.results.values() if r.outcome == "failed"]
+        + ([{"nodeid": "(the server's log)", "checklist": "no_corruption", "message": reasons["no_corruption"],
+             "origin": "restore"}] if crash else []),
         "accepted_findings": [{"nodeid": r.nodeid, "checklist": r.checklist, "reason": r.accepted}
                               for r in collected.results.values() if r.accepted],
         "skips": [{"nodeid": r.nodeid, "checklist": r.checklist, "reason": r.message}

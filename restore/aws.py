@@ -619,6 +619,9 @@ class RdsTarget:
     def trouble(self) -> str | None:
         return None
 
+    def server_log(self) -> Path | None:
+        return None
+
     def backup_summary(self) -> BackupSummary | None:
         facts = self.restore.facts if self.restore else {}
         source = facts.get("source")

@@ -242,6 +242,9 @@ class ContainerTarget:
     def trouble(self) -> str | None:
         return None
 
+    def server_log(self) -> Path | None:
+        return None
+
     def backup_summary(self) -> BackupSummary | None:
         return None
 

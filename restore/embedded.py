@@ -160,7 +160,7 @@ class EmbeddedServer:
                     f"the server said: {full.group(0).strip()[:300]}. Give it more space (--server-dir=PATH on a "
                     "larger volume, or free space there)")
         # SIGKILL only: a crash on its own (SIGSEGV, SIGABRT) may be the data's doing, and stays the restore's error.
-        if killed := re.search(r"server process \(PID (\d+)\) was terminated by signal 9\b", log):
+        if killed := re.search(r"\(PID (\d+)\) was terminated by signal 9\b", log):
             return (f"a process of the embedded server (PID {killed.group(1)}) was killed with SIGKILL: the OOM "
                     "killer (see dmesg) or an operator; give the machine more memory or run fewer restores at once")
         if re.search(r"out of memory", log, re.I):
@@ -450,6 +450,9 @@ class EmbeddedTarget:
 
     def trouble(self) -> str | None:
         return self.server.trouble()
+
+    def server_log(self) -> Path | None:
+        return self.server.logfile if self.server.base_dir != Path() else None
 
     def conninfo(self, dbname: str | None = None) -> str:
         return self.server.conninfo(dbname or self.database)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import re
 from pathlib import Path
 
 
@@ -146,3 +147,15 @@ def _innermost_frame(exc: BaseException) -> str:
     if last is None:
         return ""
     return f" at {Path(last.tb_frame.f_code.co_filename).name}:{last.tb_lineno}"
+
+
+def server_crash(log: str) -> str | None:
+    """A backend of the run's own server that died on its own (SIGSEGV, SIGBUS, SIGABRT: not the SIGKILL of the
+    OOM killer or an operator) while the checks read the restored data — the data's doing, or a server bug, never
+    the verifier's world: the server's own line, and what the backend was running."""
+    found = re.search(r"^.*\(PID \d+\) was terminated by signal (?!9\b)(\d+)\b.*$", log, re.M)
+    if found is None:
+        return None
+    running = re.search(r"Failed process was running: (.*)$", log[found.end():found.end() + 4000], re.M)
+    line = found.group(0).split("LOG:", 1)[-1].strip()
+    return line + (f"; it was running: {running.group(1).strip()[:300]}" if running else "")

@@ -278,6 +278,7 @@ def _prepared(target: Target, outcome: RestoreOutcome, info: ArchiveInfo | None,
         app_host=host, app_port=port, owned=target.loads_dumps,
         archive=info.summary() if info is not None else target.backup_summary(),
         restore=outcome, kept=target.kept(dbname) if usable and plan.keep_target else (),
+        server_log=str(log) if (log := target.server_log()) is not None else None,
         fetched_manifest=outcome.fetched_manifest,
     )
 

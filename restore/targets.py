@@ -79,6 +79,9 @@ class Target(Protocol):
         """Why the server stopped serving, from its own log and process, when the verifier's world is the cause
         (killed, out of disk); None when it is up or this target cannot tell."""
 
+    def server_log(self) -> Path | None:
+        """The server's own log on this machine (a server of this run), else None."""
+
 
 @dataclass(frozen=True)
 class TargetSpec:
@@ -263,6 +266,9 @@ class ExistingTarget:
         return None  # nothing is restored
 
     def trouble(self) -> str | None:
+        return None
+
+    def server_log(self) -> Path | None:
         return None
 
     def backup_summary(self) -> BackupSummary | None:

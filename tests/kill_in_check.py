@@ -1,6 +1,6 @@
 """A plugin for self-tests: ``-p tests.kill_in_check`` with ``RV_KILL_PID=PID``, ``RV_KILL_AT=CHECKLIST_ID`` and
 ``RV_KILL_ONCE=PATH`` kills PID (``self``: the pytest-xdist worker running the test; ``postmaster``: the run's own
-server) with SIGKILL, as the OOM
+server; ``backend-segv``: the check's own backend, with SIGSEGV as a crash on reading) with SIGKILL, as the OOM
 killer does, just before the first test of that item runs, in whichever worker gets there first, and waits until
 it is gone: the fault lands at a known point, never a race.
 """
@@ -57,9 +57,19 @@ def pytest_runtest_call(item: pytest.Item) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     if pid == "postmaster":  # the run's own server: the parent of this check's backend
         pid = str(_postmaster(item))
+    if pid == "backend-segv":  # this check's own backend dies as a crash on reading would (SIGSEGV)
+        conn = item.funcargs["db_conn"]  # type: ignore[attr-defined]
+        pid = str(conn.info.backend_pid)
+        os.kill(int(pid), signal.SIGSEGV)
+        _wait_gone(int(pid))
+        return
     os.kill(int(pid), signal.SIGKILL)
+    _wait_gone(int(pid))
+
+
+def _wait_gone(pid: int) -> None:
     deadline = time.monotonic() + 60
-    while _alive(int(pid)):
+    while _alive(pid):
         if time.monotonic() > deadline:
-            raise TimeoutError(f"process {pid} still alive 60 s after SIGKILL")
+            raise TimeoutError(f"process {pid} still alive 60 s after its signal")
         time.sleep(0.05)

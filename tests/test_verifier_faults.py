@@ -159,3 +159,22 @@ def test_an_existing_target_killed_during_the_checks_is_an_error_said_once(
     _assert_an_error(run, "connection to the database was lost")
     assert run.result["checklist"]["row_counts"] in ("skipped", "incomplete"), run.explain()
     assert run.result["checklist_reasons"]["row_counts"].count("not run:") == 1, run.explain()
+
+
+def test_a_backend_that_crashes_while_a_check_reads_is_evidence_not_the_verifiers_world(
+    sample: Sample, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    """The other side of the line: a backend of the run's own server dies of SIGSEGV while a check reads (as a
+    crash on a corrupt page would), not killed from outside: the run fails, no_corruption naming the server's own
+    line and what the backend ran; the tests the crash stopped are not run, never failed themselves."""
+    run = run_suite("-p", "tests.kill_in_check", "-n", "2", *sample.restore_args(),
+                    env={"RV_KILL_AT": "row_counts", "RV_KILL_PID": "backend-segv",
+                         "RV_KILL_ONCE": str(tmp_path / "killed")})
+    assert (tmp_path / "killed").exists(), run.explain()
+    assert run.returncode == 1, run.explain()
+    assert run.result["outcome"] == "failed", run.explain()
+    assert run.result["checklist"]["no_corruption"] == "failed", run.explain()
+    reason = run.result["checklist_reasons"]["no_corruption"]
+    assert "the server crashed while the checks read the restored data" in reason, reason
+    assert "terminated by signal 11" in reason, reason
+    assert [f["origin"] for f in run.result["failures"]] == ["restore"], run.explain()
