@@ -165,6 +165,9 @@ class EmbeddedServer:
                     "killer (see dmesg) or an operator; give the machine more memory or run fewer restores at once")
         if re.search(r"out of memory", log, re.I):
             return "the embedded server ran out of memory (its log says so); give the machine more memory"
+        if files := re.search(r"^.*(Too many open files|out of file descriptors).*$", log, re.M):
+            return (f"the embedded server ran out of file descriptors: {files.group(0).strip()[:200]}; raise the "
+                    "open-files limit of the user that runs the suite (ulimit -n)")
         if self._running and not self._postmaster_alive():
             return ("the embedded server is gone: it stopped without a word in its log, as a process killed with "
                     "SIGKILL does (the OOM killer, see dmesg, or an operator)")

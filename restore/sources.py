@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
-from restore.errors import ArchiveUnreadable, ConfigError, DumpNotFound
+from restore.errors import ConfigError, DumpNotFound, VerifierFault
 from restore.physical import BaseBackup, PhysicalBackup, RecoveryTarget
 
 MANIFEST_SUFFIX = ".manifest.json"
@@ -147,7 +147,10 @@ def verify_etag(path: Path, etag: str) -> str:
     size = path.stat().st_size
     if "-" not in etag:
         if _md5_etag(path, max(size, 1), multipart=False) != etag:
-            raise ArchiveUnreadable(f"{path.name}: MD5 differs from the S3 ETag {etag}: the download is corrupt.")
+            # S3 computed the ETag from the bytes it stored: a copy that differs was damaged on its way here.
+            raise VerifierFault(f"{path.name}: MD5 differs from the S3 ETag {etag}: the download was damaged on its "
+                                "way (the object S3 holds is what its ETag says). Try again; if it repeats, check the "
+                                "network path to S3.")
         return f"md5 {etag} (matches the S3 ETag)"
     parts = int(etag.rsplit("-", 1)[1])
     mib = 1024 * 1024
@@ -156,6 +159,14 @@ def verify_etag(path: Path, etag: str) -> str:
         if _md5_etag(path, part_size, multipart=True) == etag:
             return f"multipart ETag {etag} (parts of {part_size // mib} MiB) matches"
     return f"not verified: multipart ETag {etag} with a part size that could not be inferred (size was checked)"
+
+
+def check_downloaded(path: Path, size: int, where: str) -> None:
+    """A download shorter (or longer) than the object: the network's doing, not the backup's (S3 said its size)."""
+    got = path.stat().st_size
+    if got != size:
+        raise VerifierFault(f"{where}: downloaded {got} bytes of {size}: the download was cut short (the object is "
+                            f"whole on S3). Try again; if it repeats, check the network path to S3.")
 
 
 def fetch_s3(spec: str, dest_dir: Path, *, pick: str | None = None,
@@ -179,8 +190,8 @@ def fetch_s3(spec: str, dest_dir: Path, *, pick: str | None = None,
             raise DumpNotFound(f"No object s3://{bucket}/{key}: checked with HeadObject. Check the key (aws s3 ls "
                                f"s3://{bucket}/{key.rsplit('/', 1)[0]}/) or pass the prefix with --backup-pick "
                                "latest.") from exc
-        raise DumpNotFound(f"s3://{bucket}/{key} cannot be read ({code or exc}): check the credentials and the "
-                           "bucket policy (s3:GetObject, s3:ListBucket).") from exc
+        raise VerifierFault(f"s3://{bucket}/{key} cannot be read ({code or exc}): check the credentials and the "
+                            "bucket policy (s3:GetObject, s3:ListBucket).") from exc
     size = int(head["ContentLength"])
     target = dest_dir / Path(key).name
     done = [0]
@@ -192,9 +203,7 @@ def fetch_s3(spec: str, dest_dir: Path, *, pick: str | None = None,
 
     s3.download_file(bucket, key, str(target), Callback=on_bytes,
                      Config=TransferConfig(multipart_threshold=64 * 1024 * 1024, max_concurrency=4))
-    if target.stat().st_size != size:
-        raise ArchiveUnreadable(f"s3://{bucket}/{key}: downloaded {target.stat().st_size} bytes of {size}: the "
-                                "download was cut short. Try again; if it repeats, check the network path to S3.")
+    check_downloaded(target, size, f"s3://{bucket}/{key}")
     checksum = verify_etag(target, head.get("ETag", ""))
     manifest: Path | None = dest_dir / (target.name + MANIFEST_SUFFIX)
     try:

@@ -189,14 +189,18 @@ def test_container_image_follows_the_dumps_major() -> None:
 def test_s3_etag_verification(tmp_path: Path) -> None:
     import hashlib
 
-    from restore.errors import ArchiveUnreadable
-    from restore.sources import verify_etag
+    from restore.errors import VerifierFault
+    from restore.sources import check_downloaded, verify_etag
 
     path = tmp_path / "x.dump"
     path.write_bytes(b"x" * 1000)
     assert "matches" in verify_etag(path, f'"{hashlib.md5(b"x" * 1000).hexdigest()}"')
-    with pytest.raises(ArchiveUnreadable, match="corrupt"):
+    # A copy that differs from what S3 holds, or is shorter: damaged on its way, the verifier's network's fault.
+    with pytest.raises(VerifierFault, match="damaged on its way") as damaged:
         verify_etag(path, '"0123456789abcdef0123456789abcdef"')
+    assert damaged.value.blame == "verifier"
+    with pytest.raises(VerifierFault, match="downloaded 1000 bytes of 4000: the download was cut short"):
+        check_downloaded(path, 4000, "s3://b/x.dump")
     two_parts = hashlib.md5(hashlib.md5(b"x" * 600).digest() + hashlib.md5(b"x" * 400).digest()).hexdigest() + "-2"
     assert "not verified" in verify_etag(path, two_parts)  # a 600-byte part size is not one S3 tools use
 
