@@ -6,9 +6,8 @@ without them they skip, saying why — they never pass.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import io
+import json
 import subprocess
 import tarfile
 from collections.abc import Callable, Iterator
@@ -52,32 +51,22 @@ def targets(tmp_path: Path) -> Path:
     return path
 
 
-def _containers() -> set[str]:
-    """The suite's own containers (its run label): a container another test starts meanwhile (the image
-    self-test's `docker run`) is none of this count's business."""
-    out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={janitor.LABEL_RUN}"], capture_output=True,
-                         text=True, check=True).stdout
+def _containers_of(run_id: str) -> set[str]:
+    """The containers a run made: the suite labels each with its run id."""
+    out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={janitor.LABEL_RUN}={run_id}"],
+                         capture_output=True, text=True, check=True).stdout
     return set(out.split())
 
 
-@contextlib.contextmanager
-def _docker_lock(factory: pytest.TempPathFactory) -> Iterator[None]:
-    """One xdist worker at a time starts or removes containers while another counts them: counting "the
-    containers before and after" is only meaningful when nobody else creates one in between."""
-    with (factory.getbasetemp().parent / "docker.lock").open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 @pytest.fixture
-def no_container_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    with _docker_lock(tmp_path_factory):
-        before = _containers()
-        yield
-        assert _containers() == before, "the run left its container behind"
+def no_container_left(tmp_path: Path) -> Iterator[None]:
+    """After the test, no container of the runs it made is left, told by their run ids (run_suite keeps each run's
+    result.json in tmp_path): another test's or another pytest session's containers are none of its business, so
+    nothing needs to wait for a lock."""
+    yield
+    for result in sorted(tmp_path.glob("result*.json")):
+        run_id = json.loads(result.read_text())["run_id"]
+        assert not _containers_of(run_id), f"the run {run_id} left its container behind"
 
 
 def test_sample_restores_into_a_container_of_its_major_and_passes(
@@ -104,14 +93,13 @@ def test_pg18_dump_into_a_pg15_container_is_refused_with_the_version(
 
 
 @pytest.fixture(scope="module")
-def pg15_source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainerServer]:
+def pg15_source() -> Iterator[ContainerServer]:
     """The sample database in a PostgreSQL 15 container (the 'production' of an older major)."""
     from testcontainers.core.config import testcontainers_config
 
     testcontainers_config.tc_host_override = TC_ENV["TC_HOST"]
     server = ContainerServer(image="local/postgres:15", jobs=2)
-    with _docker_lock(tmp_path_factory):  # started and removed while no other test counts containers
-        server.start()
+    server.start()
     try:
         with psycopg.connect(server.conninfo(), autocommit=True) as conn:
             conn.execute("CREATE DATABASE ecommerce_production")
@@ -121,8 +109,7 @@ def pg15_source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainerS
         restorable_into_18(server.conninfo("ecommerce_production"))  # whatever minor the image's 15 is
         yield server
     finally:
-        with _docker_lock(tmp_path_factory):
-            server.stop()
+        server.stop()
 
 
 def test_dump_of_a_pg15_container_restores_into_embedded_pg18(
