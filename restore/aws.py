@@ -28,13 +28,13 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
 from restore.archive import BackupSummary
 from restore.cloud import CloudError, aws_call, explain
 from restore.conninfo import get_param, with_params
+from restore.elsewhere import ServerElsewhere
 from restore.errors import ConfigError, RestoreError
 from restore.sources import RdsSource, Source
 
@@ -528,7 +528,7 @@ def cleanup_expired(*, now: datetime | None = None, dry_run: bool = False) -> li
     return deleted
 
 
-class RdsTarget:
+class RdsTarget(ServerElsewhere):
     """kind "rds": the backup (a snapshot or a point in time) is restored into a new instance, which ``stop``
     deletes (unless kept). The restore happens in :meth:`start`; every AWS call goes to the restore log."""
 
@@ -612,15 +612,6 @@ class RdsTarget:
     def server_label(self) -> str:
         engine = self.restore.facts.get("engine_version") if self.restore else None
         return f"{'Aurora' if self.restore and self.restore.cluster_id else 'RDS'} PostgreSQL {engine or '?'}"
-
-    def room(self) -> tuple[Path, int] | None:
-        return None  # the data lives elsewhere (a container engine's storage, RDS)
-
-    def trouble(self) -> str | None:
-        return None
-
-    def server_log(self) -> Path | None:
-        return None
 
     def backup_summary(self) -> BackupSummary | None:
         facts = self.restore.facts if self.restore else {}

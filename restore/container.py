@@ -21,6 +21,7 @@ import psycopg
 
 from restore import janitor
 from restore.conninfo import redact, with_params
+from restore.elsewhere import ServerElsewhere
 from restore.embedded import tuned_settings
 from restore.errors import ArchiveUnreadable, RestoreError, ToolTooOld
 from restore.pgrestore import ToolRun, parse_pg_restore_log, run_pg_restore
@@ -176,7 +177,7 @@ class ContainerServer:
         self.stop()
 
 
-class ContainerTarget:
+class ContainerTarget(ServerElsewhere):
     """kind "container" (``--target docker``): a throwaway container of the dump's major version (or the
     configured image), the dump loaded into it."""
 
@@ -235,15 +236,6 @@ class ContainerTarget:
 
     def server_label(self) -> str:
         return self._server().image
-
-    def room(self) -> tuple[Path, int] | None:
-        return None  # the data lives elsewhere (a container engine's storage, RDS)
-
-    def trouble(self) -> str | None:
-        return None
-
-    def server_log(self) -> Path | None:
-        return None
 
     def backup_summary(self) -> BackupSummary | None:
         return None

@@ -19,6 +19,7 @@ from psycopg.conninfo import conninfo_to_dict
 from restore.aws import RdsTarget, RdsTargetConfig
 from restore.conninfo import get_param, redact, with_params
 from restore.container import ContainerTarget
+from restore.elsewhere import ServerElsewhere
 from restore.embedded import EmbeddedTarget
 from restore.errors import ConfigError
 from restore.kube import AppConfig
@@ -223,7 +224,7 @@ def resolve_target(value: str, targets_file: Path) -> TargetSpec:
     return TargetsFile.read(targets_file).resolve(value)
 
 
-class ExistingTarget:
+class ExistingTarget(ServerElsewhere):
     """kind "existing": a database restored by someone else, verified as it is; nothing is started or removed."""
 
     restores = False
@@ -261,15 +262,6 @@ class ExistingTarget:
 
     def server_label(self) -> str:
         return self.spec.redacted()
-
-    def room(self) -> tuple[Path, int] | None:
-        return None  # nothing is restored
-
-    def trouble(self) -> str | None:
-        return None
-
-    def server_log(self) -> Path | None:
-        return None
 
     def backup_summary(self) -> BackupSummary | None:
         return None
