@@ -145,7 +145,7 @@ class _Collector:
             result.outcome = "skipped"
             result.message = _message(report)
             result.not_applicable = is_not_applicable(report)
-            result.fault = next((str(v) for k, v in report.user_properties if k == VERIFIER_FAULT), None)
+            result.fault = next((visible(str(v)) for k, v in report.user_properties if k == VERIFIER_FAULT), None)
             result.finished = result.finished or (result.fault is not None and report.when not in ("setup", "call"))
         if report.when == "call":
             self._properties(result, report.user_properties, report.duration)
@@ -165,7 +165,7 @@ class _Collector:
         result.verified_by = str(props["verified_by"]) if "verified_by" in props else None
         result.compared = str(props["compared"]) if "compared" in props else None
         result.proof = str(props["proof"]) if "proof" in props else None
-        result.note = str(props["note"]) if "note" in props else None
+        result.note = visible(str(props["note"])) if "note" in props else None  # it names database objects
 
     def _batch(self, report: pytest.TestReport, batch: dict[str, Any] | None) -> None:
         """A batch test that verified its objects: they count one by one (those that failed or skipped arrived
@@ -387,6 +387,7 @@ def build_result(state: RunState, collected: Collected, exitstatus: int, *,
     crash = None
     if prepared.server_log and Path(prepared.server_log).exists():
         crash = server_crash(Path(prepared.server_log).read_text(errors="replace"))
+        crash = visible(crash) if crash else None  # the query it ran names the database's objects
     if crash:
         fault, failed = None, True
         verdict = run_outcome(interrupted=interrupted, failed=True, narrowed=run_narrowed, unfinished=unfinished)

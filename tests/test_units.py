@@ -401,3 +401,17 @@ def test_a_changed_definition_is_shown_as_what_changed_not_whole() -> None:
     assert "-    PERFORM step_150();" in said, said
     assert "+    PERFORM step_151();" in said, said
     assert len(said.splitlines()) <= 8, said
+
+
+def test_notes_and_faults_show_database_text_as_escapes() -> None:
+    """A layout note or a fault names database objects: a name with ESC/CR must not move the terminal's cursor."""
+    from reports.plugin import Collected, TestResult, _Collector
+
+    result = TestResult("checks/x.py::t", "schema_matches")
+    _Collector(Collected())._properties(result, [("note", "TABLE public.t\x1b[2K\rbackup test PASSED differs")], 0.1)
+    assert result.note == "TABLE public.t\\x1b[2K\\rbackup test PASSED differs"
+    report = pytest.TestReport("checks/x.py::u", ("x.py", 0, "u"), {}, "skipped", ("x.py", 0, "not run: y"), "setup",
+                                user_properties=[("verifier_fault", "lost \x1b[2K")])
+    collector = _Collector(Collected())
+    collector.pytest_runtest_logreport(report)
+    assert collector.collected.results["checks/x.py::u"].fault == "lost \\x1b[2K"
