@@ -56,10 +56,10 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from restore import inventory  # noqa: E402
+from restore.compare import inventory  # noqa: E402
+from restore.compare.manifest import capture, take_backup  # noqa: E402
 from restore.conninfo import bounded  # noqa: E402
-from restore.embedded import EmbeddedServer  # noqa: E402
-from restore.manifest import capture, take_backup  # noqa: E402
+from restore.targets.embedded import EmbeddedServer  # noqa: E402
 from restore.tools import clean_env, pg_tool  # noqa: E402
 
 TABLES = ("customers", "products", "orders", "order_items", "payments")
@@ -198,7 +198,7 @@ def build_dump(scale: int, out: Path, *, many_tables: bool = False, one_big_tabl
 
 
 def _build(script: Path, scale: int, dump: Path) -> Path:
-    # pg_dump of the 10,000-table shape locks every table at once: room for them (restore/embedded.py locks_for)
+    # pg_dump of the 10,000-table shape locks every table at once: room for them (restore/targets/embedded.py locks_for)
     with EmbeddedServer(jobs=os.cpu_count() or 1, settings={"max_locks_per_transaction": "1024"}) as server:
         with psycopg.connect(server.conninfo(), autocommit=True) as conn:
             conn.execute("CREATE DATABASE bench")
@@ -321,7 +321,7 @@ def many_tables(args: argparse.Namespace) -> None:
 
 
 def inventory_cost(dump: Path, repeat: int) -> None:
-    """What pg_dump's object inventory costs (restore/inventory.py): the archive's TOC read, the restored copy
+    """What pg_dump's object inventory costs (restore/compare/inventory.py): the archive's TOC read, the restored copy
     listed by pg_dump --schema-only, and the comparison of the two."""
     cores = os.cpu_count() or 1
     with EmbeddedServer(jobs=cores) as server:
@@ -436,7 +436,7 @@ def build_base_backup(scale: int, out: Path) -> tuple[Path, Path]:
 
 
 def physical(args: argparse.Namespace) -> None:
-    from restore.physical import BaseBackup, RecoveryTarget, wait_promoted
+    from restore.backups.physical import BaseBackup, RecoveryTarget, wait_promoted
 
     base, archive = build_base_backup(args.scale, args.out)
     size = sum(f.stat().st_size for f in base.rglob("*") if f.is_file())

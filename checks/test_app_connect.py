@@ -12,9 +12,9 @@ import pytest
 
 from fixtures.params import Param, parameters
 from restore import hints
+from restore.backups.outcome import PreparedDatabase
+from restore.compare.expectations import AppExpectation, Expectations, Privilege
 from restore.conninfo import get_param, read_pgpass, with_params
-from restore.expectations import AppExpectation, Expectations, Privilege
-from restore.outcome import PreparedDatabase
 from restore.run import RunState
 from restore.verify import has_privilege
 

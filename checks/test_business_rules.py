@@ -9,9 +9,9 @@ import psycopg
 import pytest
 
 from fixtures.params import Param, parameters
+from restore.backups.outcome import PreparedDatabase
+from restore.compare.expectations import SqlCheck
 from restore.errors import verifier_world
-from restore.expectations import SqlCheck
-from restore.outcome import PreparedDatabase
 from restore.run import RunState
 from restore.verify import SAMPLE_LIMIT, run_query
 

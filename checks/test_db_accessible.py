@@ -9,8 +9,8 @@ import pytest
 
 from fixtures.connections import check_conninfo
 from fixtures.outcomes import not_run
+from restore.backups.outcome import PreparedDatabase
 from restore.config import RestoreConfig
-from restore.outcome import PreparedDatabase
 from restore.run import RunState
 
 pytestmark = pytest.mark.checklist("db_accessible")

@@ -17,8 +17,8 @@ from fixtures.findings import Attribution
 from fixtures.outcomes import not_applicable
 from fixtures.params import Param, parameters, qualified, recorded_keys, restore_proves
 from restore import hints
+from restore.backups.outcome import PreparedDatabase
 from restore.config import RestoreConfig
-from restore.outcome import PreparedDatabase
 from restore.run import RunState
 from restore.verify import (
     CHECKUNIQUE_SIGNATURE,

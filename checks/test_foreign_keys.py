@@ -13,8 +13,8 @@ from fixtures.findings import Attribution
 from fixtures.outcomes import not_applicable
 from fixtures.params import Param, parameters, qualified
 from restore import hints
-from restore.catalog import Catalog
-from restore.outcome import PreparedDatabase
+from restore.backups.outcome import PreparedDatabase
+from restore.compare.catalog import Catalog
 from restore.run import RunState
 
 pytestmark = pytest.mark.checklist("foreign_keys")

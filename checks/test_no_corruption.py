@@ -14,11 +14,11 @@ from fixtures.connections import Comparison
 from fixtures.outcomes import not_applicable
 from fixtures.params import Param, full_depth, manifest_params, parameters, restore_proves
 from restore import hints
-from restore.catalog import Catalog
+from restore.backups.outcome import PreparedDatabase
+from restore.compare.catalog import Catalog
+from restore.compare.manifest import bucket_differences, large_object_differences
 from restore.config import RestoreConfig
 from restore.errors import verifier_world
-from restore.manifest import bucket_differences, large_object_differences
-from restore.outcome import PreparedDatabase
 from restore.run import RunState
 from restore.verify import (
     CHECKUNIQUE_SIGNATURE,

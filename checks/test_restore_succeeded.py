@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fixtures.outcomes import not_applicable
-from restore.outcome import PreparedDatabase, RestoreOutcome
+from restore.backups.outcome import PreparedDatabase, RestoreOutcome
 
 pytestmark = pytest.mark.checklist("restore_succeeded")
 

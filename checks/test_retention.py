@@ -8,8 +8,8 @@ from datetime import datetime
 import pytest
 
 from fixtures.params import Param, parameters
+from restore.backups.retention import RetentionRule, check_rule
 from restore.config import RestoreConfig
-from restore.retention import RetentionRule, check_rule
 from restore.run import RunState
 
 pytestmark = pytest.mark.checklist("retention")

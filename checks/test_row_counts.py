@@ -13,10 +13,10 @@ from fixtures.findings import Attribution
 from fixtures.outcomes import not_applicable
 from fixtures.params import Param, parameters, qualified
 from restore import hints
-from restore.catalog import Catalog
+from restore.backups.outcome import PreparedDatabase
+from restore.compare.catalog import Catalog
+from restore.compare.expectations import Expectations
 from restore.config import RestoreConfig
-from restore.expectations import Expectations
-from restore.outcome import PreparedDatabase
 from restore.run import RunState
 from restore.verify import count_rows, split_qualified
 

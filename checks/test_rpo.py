@@ -10,9 +10,9 @@ import psycopg
 import pytest
 
 from fixtures.outcomes import not_applicable
+from restore.backups.outcome import PreparedDatabase
+from restore.compare.expectations import Expectations
 from restore.config import RestoreConfig
-from restore.expectations import Expectations
-from restore.outcome import PreparedDatabase
 from restore.run import RunState
 
 pytestmark = pytest.mark.checklist("rpo")

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import pytest
 
+from restore.backups.outcome import PreparedDatabase
 from restore.config import RestoreConfig
-from restore.outcome import PreparedDatabase
 
 pytestmark = pytest.mark.checklist("rto")
 

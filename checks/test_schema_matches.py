@@ -1,6 +1,6 @@
 """schema_matches: every object the backup holds is in the restore, defined and behaving the same.
 
-The net is pg_dump's own inventory (restore/inventory.py): every entry of the backup's table of contents — of the
+The net is pg_dump's own inventory (restore/compare/inventory.py): every entry of the backup's table of contents — of the
 archive restored, or recorded in the manifest — against a ``pg_dump --schema-only`` of the restore, by name, owner
 and definition, whatever the object's kind. The catalog comparisons below word the differences they know precisely;
 an inventory difference none of them explains fails with its own diff and fix. Catalog comparisons:
@@ -23,10 +23,10 @@ import pytest
 from fixtures.connections import Comparison
 from fixtures.outcomes import not_applicable
 from fixtures.params import NO_MANIFEST, Param, parameters
-from restore import fidelity, inventory
+from restore.backups.outcome import PreparedDatabase
+from restore.compare import fidelity, inventory
+from restore.compare.manifest import Manifest, compare_named, compare_table
 from restore.hints import ident
-from restore.manifest import Manifest, compare_named, compare_table
-from restore.outcome import PreparedDatabase
 from restore.run import RunState
 
 pytestmark = pytest.mark.checklist("schema_matches")

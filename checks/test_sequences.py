@@ -13,9 +13,9 @@ from fixtures.findings import Attribution
 from fixtures.outcomes import not_applicable
 from fixtures.params import Param, manifest_params, parameters
 from restore import hints
-from restore.catalog import SequenceRow
-from restore.manifest import sequence_bounds
-from restore.outcome import PreparedDatabase
+from restore.backups.outcome import PreparedDatabase
+from restore.compare.catalog import SequenceRow
+from restore.compare.manifest import sequence_bounds
 from restore.run import RunState
 from restore.verify import sequence_state
 

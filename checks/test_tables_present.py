@@ -6,9 +6,9 @@ import pytest
 
 from fixtures.findings import Attribution
 from fixtures.params import Param, parameters
-from restore.catalog import Catalog
-from restore.expectations import Expectations
-from restore.outcome import PreparedDatabase
+from restore.backups.outcome import PreparedDatabase
+from restore.compare.catalog import Catalog
+from restore.compare.expectations import Expectations
 from restore.run import RunState
 from restore.verify import split_qualified
 

@@ -9,8 +9,8 @@ import pytest
 from fixtures.findings import Attribution
 from fixtures.params import Param, parameters
 from restore import hints
-from restore.origin import constraint_origin
-from restore.outcome import PreparedDatabase
+from restore.backups.outcome import PreparedDatabase
+from restore.compare.origin import constraint_origin
 from restore.run import RunState
 
 pytestmark = pytest.mark.checklist("unvalidated_constraints")

@@ -13,8 +13,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markupsafe import Markup
 
 from reports.checklist import CHECKLIST, LABELS
-from restore import evidence, fleet
-from restore.record import COMPLETE, month_of, months_between
+from restore.records import evidence, fleet
+from restore.records.record import COMPLETE, month_of, months_between
 from restore.untrusted import md_cell
 
 _ENV = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), undefined=StrictUndefined,

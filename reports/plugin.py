@@ -34,9 +34,9 @@ from reports.checklist import (
     item_status,
     plain_failure,
 )
-from restore import evidence, record, signals
+from restore.backups.outcome import PreparedDatabase
 from restore.errors import server_crash
-from restore.outcome import PreparedDatabase
+from restore.records import evidence, record, signals
 from restore.run import RunState
 from restore.session import refused
 from restore.untrusted import visible
@@ -53,7 +53,7 @@ class TestResult:
     compared: str | None = None  # which comparison applied and why (schema_matches: pg_dump's inventory)
     proof: str | None = None  # which proof was used, where a check has more than one (duplicate_primary_keys)
     not_applicable: bool = False  # skipped with nothing to check: not a gap in its item's proof
-    origin: str | None = None  # of a finding: "backup" | "restore" | "unknown" (see restore/origin.py)
+    origin: str | None = None  # of a finding: "backup" | "restore" | "unknown" (see restore/compare/origin.py)
     accepted: str | None = None  # an inherited finding accepted by --accept-inherited
     note: str | None = None  # a difference that does not fail its item (layout only), said under it
     fault: str | None = None  # the verifier's own world stopped it (fixtures/outcomes.py): the run is an error

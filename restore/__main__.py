@@ -40,9 +40,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
-from restore import __version__, manifest, record
+from restore import __version__
+from restore.compare import manifest
 from restore.conninfo import redact, with_params
 from restore.errors import ConfigError
+from restore.records import record
 
 
 def _dsn(args: argparse.Namespace) -> str:
@@ -56,7 +58,7 @@ def _dsn(args: argparse.Namespace) -> str:
 
 
 def _record_evidence(args: argparse.Namespace) -> int:
-    from restore import evidence
+    from restore.records import evidence
 
     if args.action == "annotate":
         if not args.run_id or not args.remediation:
@@ -102,7 +104,7 @@ def _cleanup(*, dry_run: bool) -> int:
         print("RDS: skipped — no AWS region is configured (set AWS_DEFAULT_REGION or a profile's region to clean up "
               "expired RDS instances too)")
         return 0
-    from restore.aws import cleanup_expired
+    from restore.targets.rds import cleanup_expired
 
     try:
         deleted = cleanup_expired(dry_run=dry_run)
@@ -143,7 +145,7 @@ class _Parser(argparse.ArgumentParser):
 def _fleet(args: argparse.Namespace) -> int:
     import yaml
 
-    from restore import fleet
+    from restore.records import fleet
 
     try:
         members = fleet.load(args.fleet)
@@ -183,7 +185,7 @@ def _fleet(args: argparse.Namespace) -> int:
 
 
 def _overdue(args: argparse.Namespace) -> int:
-    from restore import fleet
+    from restore.records import fleet
 
     try:
         members = fleet.load(args.fleet) if args.fleet else None
@@ -196,7 +198,7 @@ def _overdue(args: argparse.Namespace) -> int:
     expected = [d.name for d in members.databases] if members else None
     rows = fleet.status(history, now=datetime.now(UTC), within_days=within, expected=expected)
     if args.metrics is not None:
-        from restore import signals
+        from restore.records import signals
 
         signals.write_record_metrics(rows, args.metrics, within_days=within,
                                      fleet=args.fleet.stem if args.fleet else "")

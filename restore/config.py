@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from restore.backups.retention import RetentionPolicy
+from restore.backups.sources import Source
 from restore.errors import ConfigError
-from restore.retention import RetentionPolicy
-from restore.sources import Source
-from restore.targets import TargetSpec
+from restore.targets.base import TargetSpec
 
 DEPTHS = ("quick", "standard", "full")
 

@@ -23,16 +23,19 @@ import psycopg
 from pydantic import TypeAdapter
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
-from restore import inventory, janitor, manifest, record, retention, signals
-from restore.catalog import Catalog, read_catalog
+from restore import janitor
+from restore.backups import retention
+from restore.backups.outcome import PreparedDatabase
+from restore.backups.retention import RetentionPolicy
+from restore.compare import inventory, manifest
+from restore.compare.catalog import Catalog, read_catalog
+from restore.compare.expectations import Expectations
 from restore.config import RestoreConfig
 from restore.conninfo import bounded, get_param, with_params
 from restore.errors import ConfigError, RestoreError
-from restore.expectations import Expectations
-from restore.kube import AppController
-from restore.outcome import PreparedDatabase
-from restore.retention import RetentionPolicy
+from restore.records import record, signals
 from restore.session import RestorePlan, prepare, refused, unforeseen
+from restore.targets.kube import AppController
 from restore.verify import describe_lock_holders
 
 Say = Callable[[str], None]
@@ -88,7 +91,7 @@ class RunFacts:
     app_observation: AppObservation | None = None
     record_problems: list[str] = field(default_factory=list)  # record lines left out (truncated writes)
     workers_planned: dict[str, int] = field(default_factory=dict)  # per table: the checksum's planned workers
-    # pg_dump's object inventory of the backup against the restore's (restore/inventory.py): the comparison as a
+    # pg_dump's object inventory of the backup against the restore's (restore/compare/inventory.py): the comparison as a
     # file every worker reads, or why there is none (not_compared) or why it failed (inventory_error).
     inventory_path: Path | None = None
     inventory_not_compared: str | None = None
@@ -140,7 +143,7 @@ class RunState:
         return self._manifests
 
     def inventory(self) -> dict[str, Any] | None:
-        """The inventory comparison (restore/inventory.py: write_result), or None when there is none."""
+        """The inventory comparison (restore/compare/inventory.py: write_result), or None when there is none."""
         if self.facts.inventory_path is None:
             return None
         if self._inventory is None:

@@ -1,5 +1,5 @@
-"""One restore, start to finish: the pipeline over a :class:`~restore.sources.Source` and a
-:class:`~restore.targets.Target`.
+"""One restore, start to finish: the pipeline over a :class:`~restore.backups.sources.Source` and a
+:class:`~restore.targets.base.Target`.
 
 fetch the backup → read and verify it (and its manifest) → start the target → load the dump (:func:`load_dump`:
 roles, database, pg_restore or psql, statistics) → ready. A base backup or an RDS snapshot is restored by its
@@ -27,12 +27,9 @@ from typing import IO
 import psycopg
 from psycopg import sql
 
-from restore import manifest
-from restore.archive import ArchiveInfo, inspect, verify_readable
-from restore.conninfo import get_param
-from restore.errors import ConfigError, ManifestMismatch, RestoreError, VerifierFault
-from restore.outcome import PreparedDatabase, RestoreOutcome
-from restore.pgrestore import (
+from restore.backups.archive import ArchiveInfo, inspect, verify_readable
+from restore.backups.outcome import PreparedDatabase, RestoreOutcome
+from restore.backups.pgrestore import (
     RestoreProgress,
     ToolRun,
     accept,
@@ -42,8 +39,11 @@ from restore.pgrestore import (
     diagnose,
     run_psql_file,
 )
-from restore.sources import Source
-from restore.targets import Target, TargetSpec, open_target
+from restore.backups.sources import Source
+from restore.compare import manifest
+from restore.conninfo import get_param
+from restore.errors import ConfigError, ManifestMismatch, RestoreError, VerifierFault
+from restore.targets.base import Target, TargetSpec, open_target
 from restore.tools import clean_env, pg_tool, tool_version
 
 __all__ = ["PreparedDatabase", "RestoreOutcome", "RestorePlan", "prepare", "refused"]

@@ -26,7 +26,7 @@ from psycopg import sql
 from examples.build_sample import APP_PASSWORD, SAMPLE_DB, build
 from reports.checklist import CHECKLIST
 from restore import janitor
-from restore.embedded import EmbeddedServer
+from restore.targets.embedded import EmbeddedServer
 from restore.tools import clean_env, pg_tool
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from restore.embedded import EmbeddedTarget
+from restore.targets.embedded import EmbeddedTarget
 from tests.kill_in_check import _alive
 
 _original = EmbeddedTarget.restore_dump

@@ -13,13 +13,13 @@ import pytest
 # step -> (module, attribute) replaced by a function that raises
 STEPS = {
     "open_target": ("restore.session", "open_target"),
-    "fetch": ("restore.sources.Source", "fetch"),
+    "fetch": ("restore.backups.sources.Source", "fetch"),
     "inspect": ("restore.session", "inspect"),
-    "start": ("restore.embedded.EmbeddedTarget", "start"),
+    "start": ("restore.targets.embedded.EmbeddedTarget", "start"),
     "load": ("restore.session", "load_dump"),
     "catalog": ("restore.run", "read_catalog"),
-    "capture": ("restore.manifest", "capture"),
-    "inventory": ("restore.inventory", "of_database"),
+    "capture": ("restore.compare.manifest", "capture"),
+    "inventory": ("restore.compare.inventory", "of_database"),
 }
 
 

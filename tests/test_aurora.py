@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from restore import aws as aws_module
-from restore.aws import RdsError, RdsRestore, RdsTargetConfig, cleanup_expired, latest_snapshot, snapshot_kind
+from restore.backups.retention import RetentionPolicy, RetentionRule, check_rule, list_snapshots
+from restore.backups.sources import RdsSource, parse_rds
 from restore.cloud import CloudError
 from restore.errors import ConfigError
-from restore.retention import RetentionPolicy, RetentionRule, check_rule, list_snapshots
-from restore.sources import RdsSource, parse_rds
+from restore.targets import rds as aws_module
+from restore.targets.rds import RdsError, RdsRestore, RdsTargetConfig, cleanup_expired, latest_snapshot, snapshot_kind
 from tests.conftest import ALL_PASSED, FaultServer, Sample, SuiteRun
 
 CLUSTER = "ecommerce-aurora"
@@ -337,7 +337,7 @@ def test_the_readmes_policy_document_grants_every_action_the_code_calls() -> Non
     policy = json.loads(section.split("```json", 1)[1].split("```", 1)[0])
     granted = {action for statement in policy["Statement"] for action in statement["Action"]}
     called = set()
-    for module in ("restore/aws.py", "restore/retention.py", "restore/cloud.py"):
+    for module in ("restore/targets/rds.py", "restore/backups/retention.py", "restore/cloud.py"):
         called |= set(re.findall(r'"((?:rds|kms|secretsmanager):[A-Z][A-Za-z]+)"', (ROOT / module).read_text()))
     assert called, "no AWS action found in the code"
     assert called <= granted, f"actions the code calls that the README's policy does not grant: {called - granted}"

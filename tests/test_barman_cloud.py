@@ -26,7 +26,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from restore.embedded import EmbeddedServer
+from restore.targets.embedded import EmbeddedServer
 from restore.tools import clean_env
 from tests.conftest import FAKE_AWS, SuiteRun
 from tests.physical_source import create_events, events_expectations, switch_and_wait_archived

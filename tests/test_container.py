@@ -17,8 +17,8 @@ import psycopg
 import pytest
 
 from restore import janitor
-from restore.container import ContainerServer
-from restore.manifest import take_backup
+from restore.compare.manifest import take_backup
+from restore.targets.container import ContainerServer
 from restore.tools import clean_env, pg_tool
 from tests.conftest import ALL_PASSED, ROOT, Sample, SuiteRun, restorable_into_18
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from restore import evidence, record
+from restore.records import evidence, record
 from tests.conftest import ROOT, Sample, SuiteRun
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from restore.targets import load_targets_file
+from restore.targets.base import load_targets_file
 from tests.conftest import ROOT
 
 

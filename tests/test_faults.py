@@ -194,7 +194,7 @@ def test_a_damaged_heap_is_named_as_the_tables_not_the_indexs(
 ) -> None:
     """An invalid page in a table's file makes amcheck fail while it checks the table's index against the heap: the
     words must send a DBA to the table (restore it), not to REINDEX, which cannot repair a heap."""
-    from restore.embedded import EmbeddedServer
+    from restore.targets.embedded import EmbeddedServer
 
     with EmbeddedServer(jobs=1) as server:
         with psycopg.connect(server.conninfo(), autocommit=True) as conn:
@@ -284,7 +284,7 @@ def test_a_server_without_tcp_leaves_the_application_password_unproven_not_blame
     """A server that listens on its Unix socket only: the application's TCP login is refused by the machine, not
     by the role. app_connect is incomplete (the role logged in over the verifier's socket, the password unproven)
     and says how to prove it (host in app.toml); never "check that the role exists with LOGIN"."""
-    from restore.embedded import EmbeddedServer
+    from restore.targets.embedded import EmbeddedServer
     from tests.conftest import restore_sample_into
 
     with EmbeddedServer(jobs=1, settings={"listen_addresses": "''"}) as server:

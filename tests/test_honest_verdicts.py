@@ -22,9 +22,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from restore.archive import inspect
-from restore.embedded import EmbeddedServer
-from restore.manifest import take_backup
+from restore.backups.archive import inspect
+from restore.compare.manifest import take_backup
+from restore.targets.embedded import EmbeddedServer
 from restore.tools import clean_env, pg_tool
 from tests.conftest import ROOT, FaultServer, SuiteRun
 
@@ -420,8 +420,8 @@ def test_the_state_handed_to_workers_is_the_state_the_controller_found(shapes: S
     """The one codec: every catalog row and the backup's summary survive the trip to an xdist worker whole (a
     typed row missing a column the query returns would lose it on the workers only)."""
     from restore import run
-    from restore.catalog import read_catalog
-    from restore.outcome import PreparedDatabase, RestoreOutcome
+    from restore.backups.outcome import PreparedDatabase, RestoreOutcome
+    from restore.compare.catalog import read_catalog
 
     catalog = read_catalog(shapes.server.conninfo(shapes.pristine))
     assert catalog.tables

@@ -20,10 +20,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from restore import inventory
-from restore.embedded import EmbeddedServer
-from restore.manifest import take_backup
-from restore.toc import read_toc
+from restore.backups.toc import read_toc
+from restore.compare import inventory
+from restore.compare.manifest import take_backup
+from restore.targets.embedded import EmbeddedServer
 from restore.tools import clean_env, pg_tool
 from tests.conftest import PG15_BIN, SuiteRun, restorable_into_18
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from restore import record
+from restore.records import record
 from tests.conftest import (
     ROOT,
     FaultServer,

@@ -117,7 +117,7 @@ def test_health_command_runs_through_the_exec_stream(cluster: tuple[Cluster, Sta
     _, standin = cluster
     os.environ["KUBECONFIG"] = str(standin.kubeconfig(tmp_path / "kubeconfig"))
     try:
-        from restore.kube import AppConfig, AppController
+        from restore.targets.kube import AppConfig, AppController
 
         config = AppConfig(NS, ("ecommerce-backend",), health_command=("/app/healthcheck", "--db"), observe_s=0)
         controller = AppController(config)

@@ -14,8 +14,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from restore import manifest
-from restore.embedded import EmbeddedServer
+from restore.compare import manifest
+from restore.targets.embedded import EmbeddedServer
 from restore.tools import clean_env, pg_tool
 from tests.conftest import (
     ALL_ITEMS,

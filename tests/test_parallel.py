@@ -14,8 +14,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from restore.embedded import EmbeddedServer
-from restore.manifest import take_backup
+from restore.compare.manifest import take_backup
+from restore.targets.embedded import EmbeddedServer
 from tests.conftest import SuiteRun
 
 

@@ -25,8 +25,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from restore import manifest
-from restore.embedded import EmbeddedServer
+from restore.compare import manifest
+from restore.targets.embedded import EmbeddedServer
 from restore.tools import clean_env
 from tests.conftest import FAKE_AWS, SuiteRun, TlsS3, wait_for
 from tests.physical_source import create_events, events_expectations, switch_and_wait_archived

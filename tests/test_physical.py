@@ -19,8 +19,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from restore import manifest
-from restore.embedded import EmbeddedServer
+from restore.compare import manifest
+from restore.targets.embedded import EmbeddedServer
 from restore.tools import clean_env, pg_tool
 from tests.conftest import Sample, SuiteRun, wait_for
 from tests.physical_source import create_events, events_expectations, switch_and_wait_archived
@@ -316,7 +316,7 @@ def test_a_truncated_tar_backup_fails_restore_succeeded_naming_the_file(
 def test_wal_of_another_cluster_and_a_major_without_a_server_are_said_in_a_dbas_words() -> None:
     """Two refusals that need no backup to show: the server's own message for WAL of another cluster, and a major
     for which no server binaries exist here."""
-    from restore import physical
+    from restore.backups import physical
     from restore.errors import ConfigError
 
     log = ("FATAL:  WAL file is from different database system: WAL file database system identifier is "

@@ -18,8 +18,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from restore.aws import RdsError, RdsRestore, RdsSource, RdsTargetConfig
-from restore.retention import RetentionPolicy, RetentionRule, check_rule
+from restore.backups.retention import RetentionPolicy, RetentionRule, check_rule
+from restore.targets.rds import RdsError, RdsRestore, RdsSource, RdsTargetConfig
 from tests.conftest import ALL_PASSED, ROOT, FaultServer, Sample, SuiteRun
 
 SOURCE = "ecommerce-production"

@@ -18,7 +18,7 @@ import pytest
 
 from reports.checklist import CHECKLIST
 from reports.pages import render_record
-from restore import record
+from restore.records import record
 from tests.conftest import RECORD_ENV, ROOT, FaultServer, Sample, SuiteRun
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from restore import barman, physical
+from restore.backups import barman, physical
 
 A, B, C, D, E = (f"00000001000000000000000{n}" for n in "34567")
 LOG = "".join(f'LOG:  restored log file "{n}" from archive\n' for n in (A, B, C)) + \

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from fixtures.options import parse_duration
-from restore.archive import TocEntry, _parse_toc_body, roles_in_sql
+from restore.backups.archive import TocEntry, _parse_toc_body, roles_in_sql
+from restore.backups.pgrestore import ToolRun, data_seen, parse_pg_restore_log, parse_psql_log
+from restore.compare.expectations import load
 from restore.conninfo import redact, with_params
 from restore.errors import ConfigError
-from restore.expectations import load
-from restore.pgrestore import ToolRun, data_seen, parse_pg_restore_log, parse_psql_log
-from restore.targets import looks_like_dsn, resolve_target
+from restore.targets.base import looks_like_dsn, resolve_target
 from tests.conftest import ROOT
 
 
@@ -168,7 +168,7 @@ def test_parallel_pg_restore_output_with_interleaved_prefixes() -> None:
 
 
 def test_failed_server_start_leaves_nothing_behind(tmp_path: Path) -> None:
-    from restore.embedded import EmbeddedServer
+    from restore.targets.embedded import EmbeddedServer
 
     server = EmbeddedServer(jobs=1, base_dir=tmp_path, bin_dir=tmp_path / "no-such-postgres")
     with pytest.raises(FileNotFoundError):
@@ -177,7 +177,7 @@ def test_failed_server_start_leaves_nothing_behind(tmp_path: Path) -> None:
 
 
 def test_container_image_follows_the_dumps_major() -> None:
-    from restore.container import ContainerError, image_for
+    from restore.targets.container import ContainerError, image_for
 
     assert image_for(None, "15.8 (Debian 15.8-1)") == "postgres:15"
     assert image_for("local/postgres:{major}", "18.6") == "local/postgres:18"
@@ -189,8 +189,8 @@ def test_container_image_follows_the_dumps_major() -> None:
 def test_s3_etag_verification(tmp_path: Path) -> None:
     import hashlib
 
+    from restore.backups.sources import check_downloaded, verify_etag
     from restore.errors import VerifierFault
-    from restore.sources import check_downloaded, verify_etag
 
     path = tmp_path / "x.dump"
     path.write_bytes(b"x" * 1000)
@@ -210,8 +210,8 @@ def test_accepted_error_hint_is_the_flag_that_accepts_it_again() -> None:
     import re
     import shlex
 
-    from restore.outcome import RestoreOutcome
-    from restore.pgrestore import accept as _accept
+    from restore.backups.outcome import RestoreOutcome
+    from restore.backups.pgrestore import accept as _accept
 
     error = 'role "postgres" already exists\\n(path C:\\\\x; 100% {y})'
     outcome = RestoreOutcome()
@@ -275,7 +275,7 @@ def test_throttling_is_retried_and_then_succeeds(monkeypatch: pytest.MonkeyPatch
 @pytest.mark.parametrize(("status", "says"), [(404, "does not exist"), (403, "Forbidden: the suite's ServiceAccount"),
                                               (500, "failed: 500")])
 def test_kubernetes_failures_read_as_clear_errors(status: int, says: str) -> None:
-    from restore.kube import AppError, _api
+    from restore.targets.kube import AppError, _api
 
     class ApiException(Exception):
         def __init__(self) -> None:
@@ -292,7 +292,7 @@ def test_kubernetes_failures_read_as_clear_errors(status: int, says: str) -> Non
 def test_restore_progress_counts_each_tables_data_once_as_it_arrives() -> None:
     """pg_restore --jobs names a table twice (processing, finished) and tenants share table names: counted by item;
     before the data, the schema being created is counted."""
-    from restore.pgrestore import RestoreProgress
+    from restore.backups.pgrestore import RestoreProgress
 
     progress = RestoreProgress(None, "", 3)
     progress.on_line('pg_restore: creating TABLE "tenant_a.orders"\n')
@@ -321,8 +321,8 @@ def test_fix_hints_quote_names_one_way() -> None:
 def test_inventory_compares_entries_by_name_owner_and_definition_and_names_the_database() -> None:
     import dataclasses
 
-    from restore import inventory
-    from restore.toc import RawEntry, RawToc
+    from restore.backups.toc import RawEntry, RawToc
+    from restore.compare import inventory
 
     def toc(dbname: str, *entries: RawEntry) -> RawToc:
         return RawToc(version=(1, 16), dbname=dbname, entries=entries, server_version="18.6", dump_version="18.6")
@@ -345,7 +345,7 @@ def test_inventory_compares_entries_by_name_owner_and_definition_and_names_the_d
 
 def test_named_facts_of_every_value_shape_are_named_never_an_exception() -> None:
     """An event trigger's tags and a publication's options are lists and dicts: a change is named, not a TypeError."""
-    from restore.fidelity import compare_named_facts
+    from restore.compare.fidelity import compare_named_facts
 
     src = {"audit_ddl": {"tags": ["CREATE TABLE", "ALTER TABLE"], "enabled": "O", "options": {"publish": "insert"},
                          "none": None}}
@@ -389,7 +389,7 @@ def test_what_a_check_meets_is_evidence_or_the_verifiers_world() -> None:
 
 def test_a_changed_definition_is_shown_as_what_changed_not_whole() -> None:
     """One flipped operator in a long view, one word in a long function: the words or lines that differ."""
-    from restore.manifest import text_change
+    from restore.compare.manifest import text_change
 
     view = "SELECT o.id, o.total FROM public.orders o WHERE o.status <> 'cancelled' " + "AND o.total > 0 " * 200
     said = text_change(view, view.replace("<>", "="))

@@ -10,8 +10,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from restore.embedded import EmbeddedServer
-from restore.manifest import take_backup
+from restore.compare.manifest import take_backup
+from restore.targets.embedded import EmbeddedServer
 from restore.tools import clean_env, pg_tool
 from tests.conftest import SuiteRun
 

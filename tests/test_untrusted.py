@@ -21,8 +21,8 @@ import pytest
 from psycopg import sql
 
 from reports.pages import render_record
-from restore import record
-from restore.embedded import EmbeddedServer
+from restore.records import record
+from restore.targets.embedded import EmbeddedServer
 from restore.tools import clean_env, pg_tool
 from tests.conftest import ROOT, SuiteRun
 

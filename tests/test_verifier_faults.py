@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from restore.embedded import EmbeddedServer
+from restore.targets.embedded import EmbeddedServer
 from restore.tools import clean_env, pg_tool
 from tests.conftest import Sample, SuiteRun
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from restore import evidence
+from restore.records import evidence
 
 FIELDS_VERSION = 1
 
@@ -60,7 +60,7 @@ def record_line(result: dict[str, Any], *, operator: str, rto_s: float, rpo_s: f
         "tests": result["tests"],
         "failures": [{"checklist": f["checklist"], "message": f["message"][:300], "origin": f.get("origin", "unknown")}
                      for f in result["failures"]],
-        # Is the backup bad, or did the restore break it? Counted per origin (see restore/origin.py).
+        # Is the backup bad, or did the restore break it? Counted per origin (see restore/compare/origin.py).
         "failure_origins": {o: sum(1 for f in result["failures"] if f.get("origin", "unknown") == o)
                             for o in ("backup", "restore", "unknown")},
         "accepted_findings": len(result.get("accepted_findings", [])),
@@ -109,7 +109,7 @@ def append(path: Path | str, line: dict[str, Any], *, on_read: Callable[[], None
     ``s3://bucket/key`` object is read and written back with a conditional write (If-Match on the ETag read, or
     If-None-Match for a new object), retried when another writer got there first, so no line is ever lost.
     ``on_read`` runs between reading and writing (the self-tests put a second writer there). Each line is sealed
-    into the hash chain (and signed with ``signer``) against the line it follows (see restore/evidence.py)."""
+    into the hash chain (and signed with ``signer``) against the line it follows (see restore/records/evidence.py)."""
     if isinstance(path, str) and path.startswith("s3://"):
         import boto3
         from botocore.exceptions import ClientError

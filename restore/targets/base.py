@@ -16,25 +16,25 @@ from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 
 from psycopg.conninfo import conninfo_to_dict
 
-from restore.aws import RdsTarget, RdsTargetConfig
+from restore.backups.retention import RetentionPolicy
 from restore.conninfo import get_param, redact, with_params
-from restore.container import ContainerTarget
-from restore.elsewhere import ServerElsewhere
-from restore.embedded import EmbeddedTarget
 from restore.errors import ConfigError
-from restore.kube import AppConfig
-from restore.retention import RetentionPolicy
+from restore.targets.container import ContainerTarget
+from restore.targets.elsewhere import ServerElsewhere
+from restore.targets.embedded import EmbeddedTarget
+from restore.targets.kube import AppConfig
+from restore.targets.rds import RdsTarget, RdsTargetConfig
 
 if TYPE_CHECKING:
-    from restore.archive import ArchiveInfo, BackupSummary
-    from restore.pgrestore import ToolRun
-    from restore.sources import Source
+    from restore.backups.archive import ArchiveInfo, BackupSummary
+    from restore.backups.pgrestore import ToolRun
+    from restore.backups.sources import Source
 
 TargetKind = Literal["embedded", "existing", "container", "rds"]
 KNOWN_KINDS: tuple[str, ...] = ("embedded", "existing", "container", "rds")
 BUILTIN_LOCAL = "local"
 CONNECT_TIMEOUT_S = 10
-BUILTIN_DOCKER = "docker"  # a container of the dump's major version (see restore/container.py)
+BUILTIN_DOCKER = "docker"  # a container of the dump's major version (see restore/targets/container.py)
 
 
 class Target(Protocol):

@@ -19,8 +19,8 @@ from typing import Literal
 
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
+from restore.backups.toc import TocUnreadable, parse_key, read_toc
 from restore.errors import ArchiveUnreadable, DumpNotFound, ToolTooOld
-from restore.toc import TocUnreadable, parse_key, read_toc
 from restore.tools import clean_env, pg_tool, tool_version
 
 Format = Literal["custom", "directory", "tar", "plain", "plain-gzip"]

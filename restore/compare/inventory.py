@@ -10,7 +10,7 @@ Data entries (table data, sequence values, large object contents, statistics, ma
 objects: the content, sequence and corruption checks compare them. Large objects are listed per owner with their
 ids (a schema-only dump does not write them, so the live side reads ``pg_largeobject_metadata``).
 
-The catalog comparisons (restore/manifest.py, restore/fidelity.py) word the differences they know precisely; the
+The catalog comparisons (restore/compare/manifest.py, restore/compare/fidelity.py) word the differences they know precisely; the
 inventory is the net under them: a difference none of them explains still fails ``schema_matches`` with the
 entry's diff (see :func:`compare`).
 """
@@ -33,8 +33,8 @@ import psycopg
 from psycopg import sql
 from typing_extensions import TypedDict
 
+from restore.backups.toc import RawEntry, RawToc, read_toc
 from restore.hints import listed
-from restore.toc import RawEntry, RawToc, read_toc
 from restore.tools import clean_env, pg_tool, tool_version
 
 # Entries that hold data, not definitions: compared by the content, sequence and corruption checks.

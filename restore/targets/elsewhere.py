@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 class ServerElsewhere:
-    """The defaults of :class:`restore.targets.Target`'s room/trouble/server_log for a server not run here."""
+    """The defaults of :class:`restore.targets.base.Target`'s room/trouble/server_log for a server not run here."""
 
     def room(self) -> tuple[Path, int] | None:
         return None  # its data lives elsewhere

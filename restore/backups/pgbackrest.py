@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from restore.backups.physical import RecoveryFailed, RecoveryTarget, RunAsOwner, recovery_settings
 from restore.errors import ArchiveUnreadable, ConfigError
-from restore.physical import RecoveryFailed, RecoveryTarget, RunAsOwner, recovery_settings
 from restore.tools import clean_env
 
 

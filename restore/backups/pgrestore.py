@@ -20,8 +20,8 @@ from typing import IO
 import psycopg
 from psycopg import sql
 
-from restore.archive import ArchiveInfo, TocEntry, open_plain, referenced_roles
-from restore.outcome import RestoreOutcome
+from restore.backups.archive import ArchiveInfo, TocEntry, open_plain, referenced_roles
+from restore.backups.outcome import RestoreOutcome
 from restore.tools import SUPERUSER, clean_env, pg_tool, tool_version
 from restore.untrusted import visible
 

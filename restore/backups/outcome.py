@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from restore.archive import BackupSummary
+from restore.backups.archive import BackupSummary
 
 
 @dataclass

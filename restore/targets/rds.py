@@ -31,16 +31,16 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
-from restore.archive import BackupSummary
+from restore.backups.archive import BackupSummary
+from restore.backups.sources import RdsSource, Source
 from restore.cloud import CloudError, aws_call, explain
 from restore.conninfo import get_param, with_params
-from restore.elsewhere import ServerElsewhere
 from restore.errors import ConfigError, RestoreError
-from restore.sources import RdsSource, Source
+from restore.targets.elsewhere import ServerElsewhere
 
 if TYPE_CHECKING:
-    from restore.archive import ArchiveInfo
-    from restore.pgrestore import ToolRun
+    from restore.backups.archive import ArchiveInfo
+    from restore.backups.pgrestore import ToolRun
 from restore.waiting import wait_until
 
 TAG = "restore-verify"

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from restore.backups.physical import RecoveryFailed, RecoveryTarget, RunAsOwner, prepare_recovery, recovery_settings
 from restore.errors import ArchiveUnreadable, ConfigError, VerifierFault
-from restore.physical import RecoveryFailed, RecoveryTarget, RunAsOwner, prepare_recovery, recovery_settings
 from restore.tools import clean_env
 
 

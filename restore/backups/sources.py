@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
+from restore.backups.physical import BaseBackup, PhysicalBackup, RecoveryTarget
 from restore.errors import ConfigError, DumpNotFound, VerifierFault
-from restore.physical import BaseBackup, PhysicalBackup, RecoveryTarget
 
 MANIFEST_SUFFIX = ".manifest.json"
 PICKS = ("latest",)
@@ -284,7 +284,7 @@ class Source:
                                           "Use ISO 8601 (2025-10-25T10:30:00Z) or latest.") from exc
             recovery = RecoveryTarget(time=moment if moment.tzinfo else moment.replace(tzinfo=UTC))
         if kind == "barman-cloud":
-            from restore.barman import split_url
+            from restore.backups.barman import split_url
 
             split_url(where)  # refuses a URL without a server name now, not after the server started
         config = params.get("config")
@@ -298,12 +298,12 @@ class Source:
         """The physical backup this source names, with its recovery target (kinds basebackup, pgbackrest,
         barman-cloud)."""
         if self.kind == "pgbackrest":
-            from restore.pgbackrest import PgBackRest
+            from restore.backups.pgbackrest import PgBackRest
 
             assert self.repository is not None
             return PgBackRest(self.repository, self.config, self.recovery)
         if self.kind == "barman-cloud":
-            from restore.barman import BarmanCloud
+            from restore.backups.barman import BarmanCloud
 
             assert self.repository is not None
             return BarmanCloud(self.repository, self.endpoint, self.recovery)

