@@ -57,8 +57,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from restore.compare import inventory  # noqa: E402
-from restore.compare.manifest import capture, take_backup  # noqa: E402
+from restore.compare.capture import capture  # noqa: E402
 from restore.conninfo import bounded  # noqa: E402
+from restore.take_backup import take_backup  # noqa: E402
 from restore.targets.embedded import EmbeddedServer  # noqa: E402
 from restore.tools import clean_env, pg_tool  # noqa: E402
 

@@ -16,7 +16,7 @@ from fixtures.params import Param, full_depth, manifest_params, parameters, rest
 from restore import hints
 from restore.backups.outcome import PreparedDatabase
 from restore.compare.catalog import Catalog
-from restore.compare.manifest import bucket_differences, large_object_differences
+from restore.compare.comparison import bucket_differences, large_object_differences
 from restore.config import RestoreConfig
 from restore.errors import verifier_world
 from restore.run import RunState

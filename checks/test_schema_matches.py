@@ -1,9 +1,9 @@
 """schema_matches: every object the backup holds is in the restore, defined and behaving the same.
 
-The net is pg_dump's own inventory (restore/compare/inventory.py): every entry of the backup's table of contents — of the
-archive restored, or recorded in the manifest — against a ``pg_dump --schema-only`` of the restore, by name, owner
-and definition, whatever the object's kind. The catalog comparisons below word the differences they know precisely;
-an inventory difference none of them explains fails with its own diff and fix. Catalog comparisons:
+The net is pg_dump's own inventory (restore/compare/inventory.py): every entry of the backup's table of contents — of
+the archive restored, or recorded in the manifest — against a ``pg_dump --schema-only`` of the restore, by name, owner
+and definition, whatever the object's kind. The catalog comparisons below word the differences they know precisely; an
+inventory difference none of them explains fails with its own diff and fix. Catalog comparisons:
 
 Tables (columns with type, NOT NULL, default, identity, generated, collation; constraints; indexes; triggers and
 whether they fire; partitions), and how each relation behaves: owner, privileges (table and column), row-level
@@ -25,7 +25,8 @@ from fixtures.outcomes import not_applicable
 from fixtures.params import NO_MANIFEST, Param, parameters
 from restore.backups.outcome import PreparedDatabase
 from restore.compare import fidelity, inventory
-from restore.compare.manifest import Manifest, compare_named, compare_table
+from restore.compare.comparison import compare_named, compare_table
+from restore.compare.manifest import Manifest
 from restore.hints import ident
 from restore.run import RunState
 

@@ -21,7 +21,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from restore.compare.manifest import take_backup  # noqa: E402
+from restore.take_backup import take_backup  # noqa: E402
 from restore.targets.embedded import EmbeddedServer  # noqa: E402
 from restore.tools import clean_env, pg_tool  # noqa: E402
 

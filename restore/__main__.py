@@ -42,9 +42,11 @@ from typing import NoReturn
 
 from restore import __version__
 from restore.compare import manifest
+from restore.compare.capture import capture
 from restore.conninfo import redact, with_params
 from restore.errors import ConfigError
 from restore.records import record
+from restore.take_backup import take_backup
 
 
 def _dsn(args: argparse.Namespace) -> str:
@@ -316,13 +318,13 @@ def main(argv: list[str] | None = None) -> int:
     dsn = _dsn(args)
     try:
         if args.command == "manifest":
-            data = manifest.capture(dsn, jobs=args.jobs, freshness_sql=args.freshness)
+            data = capture(dsn, jobs=args.jobs, freshness_sql=args.freshness)
             manifest.write(data, args.output)
             print(f"manifest of {redact(dsn)}: {len(data['tables'])} tables -> {args.output}")
         else:
             print(f"backup of {redact(dsn)} into {args.output} (pg_dump -Fc and the manifest, one snapshot) ...",
                   file=sys.stderr, flush=True)
-            dump, manifest_path = manifest.take_backup(
+            dump, manifest_path = take_backup(
                 dsn, args.output, jobs=args.jobs, freshness_sql=args.freshness,
                 progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
             print(f"backup of {redact(dsn)} from one snapshot:\n  {dump}\n  {manifest_path}")

@@ -28,6 +28,7 @@ from restore.backups import retention
 from restore.backups.outcome import PreparedDatabase
 from restore.backups.retention import RetentionPolicy
 from restore.compare import inventory, manifest
+from restore.compare.capture import capture
 from restore.compare.catalog import Catalog, read_catalog
 from restore.compare.expectations import Expectations
 from restore.config import RestoreConfig
@@ -384,7 +385,7 @@ class Run:
             if cfg.baseline is not None:
                 say(f"capturing the live baseline {cfg.baseline.redacted()} ...")
                 baseline_path = facts.run_dir / "baseline.manifest.json"
-                manifest.write(manifest.capture(self._bounded(cfg.baseline.conninfo()), jobs=cfg.restore_jobs,
+                manifest.write(capture(self._bounded(cfg.baseline.conninfo()), jobs=cfg.restore_jobs,
                                                 freshness_sql=freshness), baseline_path)
                 facts.source_kind, facts.source_manifest_path = "baseline", baseline_path
             elif cfg.manifest is not None or facts.prepared.fetched_manifest is not None:
@@ -397,7 +398,7 @@ class Run:
                 return
             restored_path = facts.run_dir / "restored.manifest.json"
             started = time.monotonic()
-            manifest.write(manifest.capture(self._bounded(facts.prepared.conninfo), jobs=cfg.restore_jobs,
+            manifest.write(capture(self._bounded(facts.prepared.conninfo), jobs=cfg.restore_jobs,
                                             freshness_sql=freshness, checksums=cfg.depth != "quick",
                                             compare_with=compare_with, plans=facts.workers_planned,
                                             objects=False), restored_path)

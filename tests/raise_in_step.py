@@ -18,7 +18,7 @@ STEPS = {
     "start": ("restore.targets.embedded.EmbeddedTarget", "start"),
     "load": ("restore.session", "load_dump"),
     "catalog": ("restore.run", "read_catalog"),
-    "capture": ("restore.compare.manifest", "capture"),
+    "capture": ("restore.run", "capture"),
     "inventory": ("restore.compare.inventory", "of_database"),
 }
 

@@ -18,11 +18,12 @@ from typing import Any
 import pytest
 
 from restore.backups.retention import RetentionPolicy, RetentionRule, check_rule, list_snapshots
+from restore.backups.snapshots import snapshot_kind
 from restore.backups.sources import RdsSource, parse_rds
 from restore.cloud import CloudError
 from restore.errors import ConfigError
 from restore.targets import rds as aws_module
-from restore.targets.rds import RdsError, RdsRestore, RdsTargetConfig, cleanup_expired, latest_snapshot, snapshot_kind
+from restore.targets.rds import RdsError, RdsRestore, RdsTargetConfig, cleanup_expired, latest_snapshot
 from tests.conftest import ALL_PASSED, FaultServer, Sample, SuiteRun
 
 CLUSTER = "ecommerce-aurora"

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from restore import janitor
-from restore.compare.manifest import take_backup
+from restore.take_backup import take_backup
 from restore.targets.container import ContainerServer
 from restore.tools import clean_env, pg_tool
 from tests.conftest import ALL_PASSED, ROOT, Sample, SuiteRun, restorable_into_18

@@ -289,7 +289,7 @@ def test_database_settings_comment_and_grants_come_back_as_pg_restore_create_wou
     """ALTER DATABASE … SET, a role's settings in the database, its comment and a grant: the backup holds them, and
     the suite's own restore (pg_restore into a database it created, without --create) applies them, as a restore
     with --create would: schema_matches stays green with and without the manifest."""
-    from restore.compare.manifest import take_backup
+    from restore.take_backup import take_backup
     from restore.targets.embedded import EmbeddedServer
 
     with EmbeddedServer(jobs=1) as source:
@@ -355,7 +355,7 @@ def test_names_with_line_breaks_tabs_and_trailing_spaces_load_and_pass(
     """Legal names that span lines in pg_restore's output: which TABLE DATA entries were loaded is decided from the
     archive's own entries, not cut out of pg_restore's lines (custom with its manifest: a parallel restore; tar
     without one: a serial restore)."""
-    from restore.compare.manifest import take_backup
+    from restore.take_backup import take_backup
     from restore.targets.embedded import EmbeddedServer
 
     with EmbeddedServer(jobs=1) as source:

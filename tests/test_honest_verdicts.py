@@ -23,7 +23,7 @@ import psycopg
 import pytest
 
 from restore.backups.archive import inspect
-from restore.compare.manifest import take_backup
+from restore.take_backup import take_backup
 from restore.targets.embedded import EmbeddedServer
 from restore.tools import clean_env, pg_tool
 from tests.conftest import ROOT, FaultServer, SuiteRun

@@ -22,7 +22,7 @@ from psycopg import sql
 
 from restore.backups.toc import read_toc
 from restore.compare import inventory
-from restore.compare.manifest import take_backup
+from restore.take_backup import take_backup
 from restore.targets.embedded import EmbeddedServer
 from restore.tools import clean_env, pg_tool
 from tests.conftest import PG15_BIN, SuiteRun, restorable_into_18

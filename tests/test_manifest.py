@@ -15,6 +15,8 @@ import pytest
 from psycopg import sql
 
 from restore.compare import manifest
+from restore.compare.capture import capture
+from restore.take_backup import take_backup
 from restore.targets.embedded import EmbeddedServer
 from restore.tools import clean_env, pg_tool
 from tests.conftest import (
@@ -110,10 +112,10 @@ def test_checksum_ignores_session_defaults_but_not_a_changed_value(fault_server:
                                ("bytea_output", "escape"), ("IntervalStyle", "sql_standard")):
             conn.execute(sql.SQL("ALTER DATABASE m_defaults_odd SET {} = {}").format(
                 sql.Identifier(setting), sql.Literal(value)))
-    a, b = manifest.capture(plain), manifest.capture(odd)
+    a, b = capture(plain), capture(odd)
     assert {t: e["checksum"] for t, e in a["tables"].items()} == {t: e["checksum"] for t, e in b["tables"].items()}
     _inject(odd, ("UPDATE public.orders SET created_at = created_at + interval '1 microsecond' WHERE id = 1",))
-    c = manifest.capture(odd)
+    c = capture(odd)
     assert c["tables"]["public.orders"]["checksum"] != a["tables"]["public.orders"]["checksum"]
     assert c["tables"]["public.customers"]["checksum"] == a["tables"]["public.customers"]["checksum"]
 
@@ -146,7 +148,7 @@ def test_backup_and_manifest_agree_on_a_busy_database(
         time.sleep(0.5)
         # A manifest taken on its own a moment later no longer describes the dump: the run could go red.
         late = tmp_path / "late.manifest.json"
-        manifest.write(manifest.capture(dsn), late)
+        manifest.write(capture(dsn), late)
     finally:
         stop.set()
         thread.join()
@@ -215,7 +217,7 @@ def test_a_pg15_backup_restored_into_pg18_matches_its_manifest(
     subprocess.run([str(pg_tool("psql")), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", source,
                     "-f", str(ROOT / "examples" / "sample.sql")], check=True, env=clean_env(), capture_output=True)
     restorable_into_18(source)
-    dump, manifest_path = manifest.take_backup(source, tmp_path / "pg15.dump")
+    dump, manifest_path = take_backup(source, tmp_path / "pg15.dump")
     assert manifest.load(manifest_path)["database"]["server_version"].startswith("15")
     globals_sql = tmp_path / "globals.sql"
     globals_sql.write_text(subprocess.run([str(pg_tool("pg_dumpall")), "--globals-only", "-d", pg15.conninfo()],
@@ -228,7 +230,7 @@ def test_a_pg15_backup_restored_into_pg18_matches_its_manifest(
 
 
 def test_backup_creates_its_output_directory(fault_server: FaultServer, tmp_path: Path) -> None:
-    dump, manifest_path = manifest.take_backup(fault_server.server.conninfo("pristine"),
+    dump, manifest_path = take_backup(fault_server.server.conninfo("pristine"),
                                                tmp_path / "not" / "there" / "yet.dump")
     assert dump.exists()
     assert manifest.load(manifest_path)["backup"]["toc_digest"]

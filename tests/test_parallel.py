@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from restore.compare.manifest import take_backup
+from restore.take_backup import take_backup
 from restore.targets.embedded import EmbeddedServer
 from tests.conftest import SuiteRun
 

@@ -26,6 +26,7 @@ import psycopg
 import pytest
 
 from restore.compare import manifest
+from restore.compare.capture import capture
 from restore.targets.embedded import EmbeddedServer
 from restore.tools import clean_env
 from tests.conftest import FAKE_AWS, SuiteRun, TlsS3, wait_for
@@ -121,7 +122,7 @@ def repositories(moto_tls: TlsS3) -> Iterator[Repositories]:
         wait_for(lambda: time.time() >= ended + 1, seconds=5, what="the second after the backups ended")
         with psycopg.connect(server.conninfo("shop"), autocommit=True) as conn:
             conn.execute("INSERT INTO public.events (id) SELECT generate_series(11, 20)")
-        taken = manifest.capture(server.conninfo("shop"))  # after that commit, before the next
+        taken = capture(server.conninfo("shop"))  # after that commit, before the next
         manifest.write(taken, work / "shop.manifest.json")
         with psycopg.connect(server.conninfo("shop"), autocommit=True) as conn:
             conn.execute("SELECT pg_create_restore_point('after-20')")

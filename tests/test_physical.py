@@ -20,6 +20,7 @@ import psycopg
 import pytest
 
 from restore.compare import manifest
+from restore.compare.capture import capture
 from restore.targets.embedded import EmbeddedServer
 from restore.tools import clean_env, pg_tool
 from tests.conftest import Sample, SuiteRun, wait_for
@@ -83,7 +84,7 @@ def physical(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Physical]:
         writer.start()
         try:
             wait_for(lambda: _count(server.conninfo("shop"), "ticks") >= 20, seconds=60, what="the writer's ticks")
-            taken = manifest.capture(server.conninfo("shop"))  # after that commit, before the next
+            taken = capture(server.conninfo("shop"))  # after that commit, before the next
             wait_for(lambda: _count(server.conninfo("shop"), "ticks") >= taken["tables"]["public.ticks"]["row_count"]
                      + 20, seconds=60, what="ticks after the manifest")
         finally:

@@ -389,7 +389,7 @@ def test_what_a_check_meets_is_evidence_or_the_verifiers_world() -> None:
 
 def test_a_changed_definition_is_shown_as_what_changed_not_whole() -> None:
     """One flipped operator in a long view, one word in a long function: the words or lines that differ."""
-    from restore.compare.manifest import text_change
+    from restore.compare.comparison import text_change
 
     view = "SELECT o.id, o.total FROM public.orders o WHERE o.status <> 'cancelled' " + "AND o.total > 0 " * 200
     said = text_change(view, view.replace("<>", "="))

@@ -1,11 +1,10 @@
 """Physical backups recovered to a point in time: what they share, and the ``pg_basebackup`` kind.
 
-Each kind (:class:`PhysicalBackup`: :class:`BaseBackup` here, ``restore/backups/pgbackrest.py``, ``restore/backups/barman.py``) is
-checked by its own tool first, laid into the data directory of a fresh private server of the backup's own major (the
-embedded one, or another major's binaries found by :func:`server_binaries`), recovered with a ``restore_command``
-reading its WAL (``--recovery-target-time=ISO`` or ``--recovery-target-name=NAME``; default: to the end of the WAL),
-promoted, and verified like any other restore.
-
+Each kind (:class:`PhysicalBackup`: :class:`BaseBackup` here, ``restore/backups/pgbackrest.py``,
+``restore/backups/barman.py``) is checked by its own tool first, laid into the data directory of a fresh private
+server of the backup's own major (the embedded one, or another major's binaries found by :func:`server_binaries`),
+recovered with a ``restore_command`` reading its WAL (``--recovery-target-time=ISO`` or
+``--recovery-target-name=NAME``; default: to the end of the WAL), promoted, and verified like any other restore.
 ``--backup=basebackup:PATH?wal=DIR&db=NAME``: the backup is checked with ``pg_verifybackup`` (its manifest, and the
 WAL it needs) and copied (or untarred, or combined with its incremental backups) into place.
 

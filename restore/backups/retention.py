@@ -111,7 +111,7 @@ def check_rule(rule: RetentionRule, snapshots: list[dict[str, Any]], policy: Ret
 def list_snapshots(instance: str, rds: Any = None) -> list[dict[str, Any]]:
     """Available snapshots of the instance — automated, manual and AWS Backup's (listed only when asked for by
     type) — as plain data."""
-    from restore.targets.rds import available_snapshots
+    from restore.backups.snapshots import available_snapshots
 
     if rds is None:
         import boto3

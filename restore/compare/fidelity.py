@@ -41,7 +41,7 @@ def _acl(acl: str, default: str = "NULL::aclitem[]") -> str:
             f"{default})) x) a)")
 
 
-acl_sql = _acl  # for the other catalog readers (large objects' privileges, restore/compare/manifest.py)
+acl_sql = _acl  # for the other catalog readers (large objects' privileges, restore/compare/content.py)
 
 
 def _default_acl(kind: str, owner: str) -> str:

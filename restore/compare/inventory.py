@@ -10,9 +10,9 @@ Data entries (table data, sequence values, large object contents, statistics, ma
 objects: the content, sequence and corruption checks compare them. Large objects are listed per owner with their
 ids (a schema-only dump does not write them, so the live side reads ``pg_largeobject_metadata``).
 
-The catalog comparisons (restore/compare/manifest.py, restore/compare/fidelity.py) word the differences they know precisely; the
-inventory is the net under them: a difference none of them explains still fails ``schema_matches`` with the
-entry's diff (see :func:`compare`).
+The catalog comparisons (restore/compare/comparison.py, restore/compare/fidelity.py) word the differences they know
+precisely; the inventory is the net under them: a difference none of them explains still fails ``schema_matches`` with
+the entry's diff (see :func:`compare`).
 """
 
 from __future__ import annotations

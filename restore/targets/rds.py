@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
 from restore.backups.archive import BackupSummary
+from restore.backups.snapshots import available_snapshots, snapshot_id, snapshot_kind
 from restore.backups.sources import RdsSource, Source
 from restore.cloud import CloudError, aws_call, explain
 from restore.conninfo import get_param, with_params
@@ -92,28 +93,6 @@ def _client(service: str) -> Any:
     return boto3.client(service)
 
 
-def available_snapshots(rds: Any, instance: str, log: Callable[[str], None] | None = None, *,
-                        cluster: bool = False) -> list[dict[str, Any]]:
-    """Every available snapshot of an instance (or an Aurora cluster): automated, manual, and taken by AWS Backup
-    (SnapshotType awsbackup, which DescribeDB*Snapshots lists only when asked for by type)."""
-    operation, key, ident, what = (("describe_db_cluster_snapshots", "DBClusterSnapshots", "DBClusterIdentifier",
-                                    "cluster") if cluster else
-                                   ("describe_db_snapshots", "DBSnapshots", "DBInstanceIdentifier", "instance"))
-    action = "rds:DescribeDBClusterSnapshots" if cluster else "rds:DescribeDBSnapshots"
-    found: dict[str, dict[str, Any]] = {}
-    for types in ({}, {"SnapshotType": "awsbackup"}):
-        pages = aws_call(lambda **kw: list(rds.get_paginator(operation).paginate(**kw)), action,
-                         resource=f"{types.get('SnapshotType', 'automated and manual')} snapshots of {what} "
-                                  f"{instance!r}", log=log,
-                         summarize=lambda pages: f"{sum(len(p[key]) for p in pages)} snapshot(s)",
-                         **{ident: instance}, **types)
-        for page in pages:
-            for snapshot in page[key]:
-                if snapshot.get("Status") == "available":
-                    found[snapshot_id(snapshot)] = snapshot
-    return list(found.values())
-
-
 def latest_snapshot(rds: Any, instance: str, log: Callable[[str], None] | None = None, *,
                     cluster: bool = False) -> dict[str, Any]:
     """The newest of :func:`available_snapshots`, whichever its kind."""
@@ -124,16 +103,6 @@ def latest_snapshot(rds: Any, instance: str, log: Callable[[str], None] | None =
         raise RdsError(f"No available snapshot of {what} {instance!r} (automated, manual or AWS Backup): checked "
                        f"with {action[4:]}. Is the name right, and does this role have {action}?")
     return max(found, key=lambda s: s["SnapshotCreateTime"])
-
-
-def snapshot_id(snapshot: dict[str, Any]) -> str:
-    return str(snapshot.get("DBClusterSnapshotIdentifier") or snapshot["DBSnapshotIdentifier"])
-
-
-def snapshot_kind(snapshot: dict[str, Any]) -> str:
-    """In words, for the log and the report: which kind of snapshot was picked."""
-    kind = str(snapshot.get("SnapshotType") or "unknown")
-    return {"awsbackup": "taken by AWS Backup", "automated": "automated", "manual": "manual"}.get(kind, kind)
 
 
 @dataclass
