@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -200,3 +201,32 @@ def test_a_named_restore_point_and_a_target_before_every_backup(
                       f"--expectations={tmp_path / 'expectations'}", env=archive.env(endpoint=True))
     assert early.failed_items() == {"restore_succeeded"}, early.explain()
     assert "is before the end of every backup" in early.result["restore"]["refused"]
+
+
+def test_a_wal_fetch_cut_by_the_network_is_the_verifiers_world_not_a_gap(
+    archive: Archive, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    """The archive holds every segment, but fetching one fails as a cut connection does (barman-cloud-wal-restore's
+    network error, exit 2, every time): recovery must stop, not take it for the end of the archive and promote; the
+    run is the verifier's error (not a failed backup test, not counted), naming the file and the tool's words."""
+    shim = Path(tempfile.mkdtemp(prefix="rv-barman-shim-", dir="/tmp"))
+    try:
+        shim.chmod(0o755)
+        tool = shim / "barman-cloud-wal-restore"
+        cut = "ERROR: Barman cloud WAL restore exception: Could not connect to the endpoint URL"
+        tool.write_text(f'#!/bin/sh\ncase " $* " in *" {archive.segment} "*)\n  echo "{cut}" >&2\n  exit 2;;\n'
+                        f'esac\nexec {archive.bin_dir}/barman-cloud-wal-restore "$@"\n')
+        tool.chmod(0o755)
+        env = archive.env(endpoint=True)
+        env["PATH"] = f"{shim}:{env['PATH']}"
+        run = run_suite(f"--backup=barman-cloud:{archive.url}?db=shop",
+                        f"--expectations={events_expectations(tmp_path, 30)}", env=env)
+    finally:
+        shutil.rmtree(shim, ignore_errors=True)
+    assert run.result["outcome"] == "error", run.explain()
+    assert not run.failed_items(), run.explain()
+    assert run.result["restore"]["verifier_fault"] is True, run.explain()
+    refused = run.result["restore"]["refused"]
+    assert f"could not be read when recovery asked for WAL file {archive.segment}" in refused, refused
+    assert "Could not connect to the endpoint URL" in refused, refused
+    assert "is missing" not in refused, refused  # never worded as a gap in the backup's archive

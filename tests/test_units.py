@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,25 @@ def test_loaded_and_failed_table_data_are_told_by_the_archives_entries() -> None
     processed, failed = data_seen(output, entries)
     assert processed == ["public.a\rb", "public.orders", "shop.orders"]
     assert failed == ["shop.orders"]
+
+
+def test_reading_which_data_loaded_stays_small_after_the_last_table() -> None:
+    """A serial restore of 10,000 tables prints 40,000 constraint lines after the last table's data: the names are
+    looked for within the longest a name can be (63 + 1 + 63 characters), never at every line to the end (which took
+    23 GB at 10,000 tables before)."""
+    import tracemalloc
+
+    longest = ("s" * 62 + "\r", "t" * 63)  # a line break in the schema's name, each part at its limit
+    entries = [TocEntry("TABLE DATA", *longest, "o", dump_id=1), TocEntry("TABLE DATA", "public", "x", "o", dump_id=2)]
+    output = (f'pg_restore: processing data for table "{longest[0]}.{longest[1]}"\n'.replace("\r", "\n")
+              + 'pg_restore: processing data for table "public.x"\n'
+              + "".join(f'pg_restore: creating FK CONSTRAINT "public.x fk_{i}"\n' for i in range(40_000)))
+    tracemalloc.start()
+    processed, _ = data_seen(output, entries)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert processed == [f"{longest[0]}.{longest[1]}", "public.x"]
+    assert peak < 20 * len(output), f"{peak / 1e6:.0f} MB for {len(output) / 1e6:.1f} MB of output"
 
 
 def test_psql_errors_are_split_and_copy_failures_named() -> None:
@@ -415,3 +435,55 @@ def test_notes_and_faults_show_database_text_as_escapes() -> None:
     collector = _Collector(Collected())
     collector.pytest_runtest_logreport(report)
     assert collector.collected.results["checks/x.py::u"].fault == "lost \\x1b[2K"
+
+
+def test_a_wal_fetch_that_fails_is_not_a_file_missing_from_the_archive(tmp_path: Path) -> None:
+    """The restore_command wrapper passes the tool's "not found" (1) on at once, tries any other failure again, then
+    stops recovery (a code over 125) with a line the suite reads back as the verifier's world."""
+    from restore.backups import walfetch
+    from restore.errors import VerifierFault
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sleep").write_text("#!/bin/sh\nexit 0\n")  # the pauses between tries, not waited here
+    (fake / "sleep").chmod(0o755)
+    tool = tmp_path / "tool"  # exits with the codes listed in its file, one per call, and counts its calls
+    tool.write_text('#!/bin/sh\nn=$(($(cat "$0.calls" 2>/dev/null || echo 0) + 1)); echo $n > "$0.calls"\n'
+                    'echo "tool: network is unreachable" >&2\nexit $(sed -n "${n}p" "$0.codes")\n')
+    tool.chmod(0o755)
+    command = walfetch.wrapped(tmp_path, [str(tool)])
+    env = {"PATH": f"{fake}:/usr/bin:/bin"}
+
+    def fetch(*codes: int) -> tuple[int, int, str]:
+        (tmp_path / "tool.codes").write_text("".join(f"{c}\n" for c in codes))
+        (tmp_path / "tool.calls").unlink(missing_ok=True)
+        shell = command.replace("%f", "000000010000000000000003").replace("%p", str(tmp_path / "out"))
+        done = subprocess.run(["sh", "-c", shell], env=env, capture_output=True, text=True, timeout=60)
+        return done.returncode, int((tmp_path / "tool.calls").read_text()), done.stderr
+
+    assert fetch(0)[:2] == (0, 1)
+    assert fetch(1)[:2] == (1, 1)  # not in the archive: said at once, recovery may take it for the end
+    assert fetch(4, 2, 0)[:2] == (0, 3)  # a blip: tried again
+    code, calls, said = fetch(4, 4, 4, 4, 4)
+    assert (code, calls) == (walfetch.STOP_CODE, walfetch.ATTEMPTS)
+    assert code > 125  # PostgreSQL stops recovery instead of promoting
+    log = ("2026-12-06 10:00:00.000 UTC [1] LOG:  restored log file \"000000010000000000000002\" from archive\n"
+           + said + "2026-12-06 10:00:07.000 UTC [1] FATAL:  could not restore file\n")
+    fault = walfetch.fault(log, "the Barman Cloud WAL archive s3://b/p/main")
+    assert isinstance(fault, VerifierFault)
+    assert "asked for WAL file 000000010000000000000003" in str(fault), fault
+    assert "failed 4 times (exit code 4; tool: network is unreachable)" in str(fault), fault
+    assert walfetch.fault(log.replace(walfetch.MARK, "something else"), "x") is None
+
+
+def test_a_self_test_that_raises_fails_it_is_never_not_run(tmp_path: Path) -> None:
+    """Only the checks turn the verifier's world into "not run": any other test in a session with the plugin (the
+    suite's own self-tests) fails on an error, so a broken self-test can never pass as skipped."""
+    import sys
+
+    (tmp_path / "test_broken.py").write_text("def test_it():\n    undefined_name  # noqa: F821\n\n\n"
+                                             "def test_lost():\n    raise ConnectionResetError('lost')\n")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "fixtures.outcomes",
+                           str(tmp_path / "test_broken.py")], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert "2 failed" in done.stdout, done.stdout[-2000:]
+    assert "skipped" not in done.stdout, done.stdout[-2000:]

@@ -19,7 +19,6 @@ import json
 import os
 import posixpath
 import re
-import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from restore.backups import walfetch
 from restore.backups.physical import RecoveryFailed, RecoveryTarget, RunAsOwner, prepare_recovery, recovery_settings
 from restore.errors import ArchiveUnreadable, ConfigError, VerifierFault
 from restore.tools import clean_env
@@ -212,5 +212,7 @@ class BarmanCloud:
             raise ArchiveUnreadable(f"barman-cloud-restore of backup {backup['backup_id']} from {self.url} failed: "
                                     f"{_last_words(done.stderr or done.stdout)}.", detail=done.stderr)
         prepare_recovery(datadir)
-        command = shlex.join([_tool("barman-cloud-wal-restore"), *self._endpoint(), *self._where()]) + ' %f "%p"'
+        # "Not in the archive" apart from "could not read it": a cut connection must not end recovery (walfetch.py).
+        command = walfetch.wrapped(datadir.parent, [_tool("barman-cloud-wal-restore"), *self._endpoint(),
+                                                    *self._where()])
         return recovery_settings(command, self.target)

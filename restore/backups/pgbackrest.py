@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from restore.backups import walfetch
 from restore.backups.physical import RecoveryFailed, RecoveryTarget, RunAsOwner, recovery_settings
 from restore.errors import ArchiveUnreadable, ConfigError
 from restore.tools import clean_env
@@ -111,8 +111,10 @@ class PgBackRest:
         target = self._target_options()
         # archive-get as the server runs it: the same repository, with lock and log where the server's user can
         # write (pgBackRest would otherwise also put the spool path, valid only with archive-async, in it).
-        fetch = shlex.join(self._args(f"--pg1-path={datadir}", f"--lock-path={private}", "--log-level-file=off",
-                                      "--log-level-stderr=warn", "archive-get")) + ' %f "%p"'
+        # Wrapped: "not in the repository" apart from "could not read it" (walfetch.py).
+        fetch = walfetch.wrapped(datadir.parent, self._args(f"--pg1-path={datadir}", f"--lock-path={private}",
+                                                            "--log-level-file=off", "--log-level-stderr=warn",
+                                                            "archive-get"))
         done = run(self._args(f"--pg1-path={datadir}", f"--lock-path={private}", f"--spool-path={private}",
                               "--log-level-console=warn", "--log-level-file=off", *target,
                               f"--recovery-option=restore_command={fetch}", "restore"))

@@ -30,6 +30,7 @@ from typing import Protocol
 
 import psycopg
 
+from restore.backups import walfetch
 from restore.errors import ArchiveUnreadable, ConfigError, RestoreError
 from restore.tools import clean_env, pg_tool, tool_version
 from restore.waiting import wait_until
@@ -364,10 +365,13 @@ def recovery_settings(restore_command: str | None, target: RecoveryTarget) -> di
 
 
 def explain(log: str, archive: str, target: RecoveryTarget,
-            listing: Callable[[], set[str] | None] = lambda: None) -> RecoveryFailed:
+            listing: Callable[[], set[str] | None] = lambda: None) -> RestoreError:
     """A server that stopped during recovery (``log``: its log), in a DBA's words: the WAL segment that was
     missing, when it was. ``archive``: where the WAL comes from ("the WAL archive /x"); ``listing``: what it
-    holds (to tell a gap in the archive from an archive that ends before the target)."""
+    holds (to tell a gap in the archive from an archive that ends before the target). An archive that could not be
+    read (the restore command failed other than by "not found", walfetch.py) is the verifier's world."""
+    if (unreadable := walfetch.fault(log, archive)) is not None:
+        return unreadable
     denied = re.search(r"cp: cannot open '([^']+)' for reading: Permission denied", log)
     if denied:
         return RecoveryFailed(f"The server cannot read the WAL archive: {denied.group(1)} is not readable by the "
