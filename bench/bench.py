@@ -155,6 +155,7 @@ def tenants(args: argparse.Namespace) -> None:
     rows = []
     for i in range(args.repeat):
         result = args.out / "result.json"
+        result.unlink(missing_ok=True)  # never an earlier run's figures for a run that wrote none
         empty = Path(tempfile.mkdtemp())
         start = time.perf_counter()
         proc = subprocess.Popen(
@@ -165,6 +166,9 @@ def tenants(args: argparse.Namespace) -> None:
         with ProcessPeaks(proc.pid) as peaks:
             output, _ = proc.communicate()
         wall = time.perf_counter() - start
+        if not result.exists():
+            raise SystemExit(f"the benchmark run wrote no result (exit code {proc.returncode}; killed? see dmesg): "
+                             f"{output[-2000:]}")
         data = json.loads(result.read_text())
         if data["tests"]["failed"]:
             raise SystemExit(f"the benchmark run failed checks: {data['failures'][:3]}")
@@ -174,15 +178,20 @@ def tenants(args: argparse.Namespace) -> None:
         restore = float(data["restore"]["duration_s"])
         objects = sum(data["tests"].values())
         controller, worker = peaks.summary()
-        rows.append((wall, restore, wall - restore, controller, worker))
-        print(f"run {i + 1}: end to end {wall:.1f} s (restore {restore:.1f} s, the rest {wall - restore:.1f} s); "
+        phases = ", ".join(f"{k} {v:.1f}" for k, v in data["restore"].get("phases_s", {}).items())
+        plain = baseline_restore(dump)  # the runbook's plain serial pg_restore of the same dump, right after
+        rows.append((wall, restore, wall - restore, controller, worker, plain, wall / plain))
+        print(f"run {i + 1}: end to end {wall:.1f} s (restore {restore:.1f} s: {phases}; the rest "
+              f"{wall - restore:.1f} s); plain serial pg_restore {plain:.1f} s; ratio {wall / plain:.2f}; "
               f"{collected} tests verifying {objects:,} objects ({data['tests']}); "
               f"{(wall - restore) * cores / objects * 1000:.2f} ms per object per worker; "
               f"peak RSS controller {controller:.0f} MB, largest worker {worker:.0f} MB; outcome {data['outcome']}",
               flush=True)
-    med = [statistics.median(r[k] for r in rows) for k in range(5)]
+    med = [statistics.median(r[k] for r in rows) for k in range(7)]
     print(f"\nmedians over {args.repeat} run(s): end to end {med[0]:.1f} s, restore {med[1]:.1f} s, "
-          f"the rest {med[2]:.1f} s; peak RSS controller {med[3]:.0f} MB, worker {med[4]:.0f} MB")
+          f"the rest {med[2]:.1f} s; plain serial pg_restore {med[5]:.1f} s; ratio (end to end / plain) "
+          f"{med[6]:.2f}; suite's restore / plain {med[1] / med[5]:.2f}; peak RSS controller {med[3]:.0f} MB, "
+          f"worker {med[4]:.0f} MB")
 
 
 def build_dump(scale: int, out: Path, *, many_tables: bool = False, one_big_table: bool = False) -> Path:
@@ -262,12 +271,15 @@ class PeakMemory:
 
 def full_run(dump: Path | str, out: Path, depth: str = "standard", *extra: str) -> tuple[float, float]:
     result = out / "result.json"
+    result.unlink(missing_ok=True)  # never an earlier run's figures for a run that wrote none
     empty = Path(tempfile.mkdtemp())
     cores = os.cpu_count() or 1
     wall = timed(lambda: subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-n", str(cores), f"--backup={dump}", f"--expectations={empty}",
          f"--result-json={result}", f"--reports-dir={out / 'runs'}", f"--depth={depth}", "--no-record", *extra],
         cwd=ROOT, check=False, capture_output=True))
+    if not result.exists():
+        raise SystemExit("the benchmark run wrote no result (killed? see dmesg)")
     data = json.loads(result.read_text())
     if data["tests"]["failed"]:
         raise SystemExit(f"the benchmark run failed checks: {data['failures'][:3]}")

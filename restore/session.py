@@ -306,6 +306,7 @@ def load_dump(target: Target, info: ArchiveInfo, outcome: RestoreOutcome, clock:
             with RestoreProgress(progress, target.conninfo(dbname), len(info.tables_with_data())) as ticker:
                 run = target.restore_dump(info, dbname, jobs=jobs, log=log, on_line=ticker.on_line)
             outcome.pg_restore_where = run.where
+            outcome.jobs_used, outcome.jobs_reason = run.jobs, run.jobs_reason
             outcome.pg_restore_version = run.version or outcome.pg_restore_version
     if run.exit_code != 0 or run.errors:
         # A server that went away or filled its disk under the restore: the verifier's world, not the backup's

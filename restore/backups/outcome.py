@@ -25,7 +25,9 @@ class RestoreOutcome:
     duration_s: float | None = None
     roles_created: list[str] = field(default_factory=list)
     globals_file: str | None = None
-    jobs: int | None = None
+    jobs: int | None = None  # as configured (--restore-jobs)
+    jobs_used: int | None = None  # pg_restore's --jobs (fewer for a tar archive or many small objects)
+    jobs_reason: str | None = None  # why jobs_used is fewer than jobs
     pg_restore_version: str | None = None
     pg_restore_where: str | None = None  # "host (…)" or "container <image> (…)"
     command: str | None = None

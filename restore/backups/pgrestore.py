@@ -39,6 +39,8 @@ class ToolRun:
     output: str = field(default="", repr=False)  # pg_restore's whole stderr, for data_seen (names may span lines)
     where: str | None = None  # "host (pg_restore 18.1)", "container postgres:15 (pg_restore 15.8)"
     version: str | None = None  # of the tool that ran
+    jobs: int | None = None  # pg_restore's --jobs (None: psql)
+    jobs_reason: str | None = None  # why fewer than asked for (restore_jobs)
 
 
 _PREFIX = re.compile(r"pg_restore: ?")
@@ -108,6 +110,9 @@ def _one_line_breaks(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+_LONGEST_NAME = 63 + 1 + 63  # schema.table, in characters: an identifier is at most 63 bytes (NAMEDATALEN - 1)
+
+
 def data_seen(output: str, entries: Iterable[TocEntry]) -> tuple[list[str], list[str]]:
     """Which TABLE DATA entries pg_restore loaded, and which it reported an error for (``schema.table``).
 
@@ -116,12 +121,14 @@ def data_seen(output: str, entries: Iterable[TocEntry]) -> tuple[list[str], list
     text = _one_line_breaks(output)
     # Every text that can stand between 'processing data for table "' and a '"' ending a line: a name with a line
     # break yields more than one candidate, and the right one among them. One pass, whatever the number of tables.
+    # Only within the longest name there can be (schema and table, 63 bytes each, and the dot): the last chunk runs
+    # to the end of the output, and a candidate at every line of it would be quadratic in memory.
     loaded: set[str] = set()
     for chunk in text.split('processing data for table "')[1:]:
-        end = chunk.find('"\n')
+        end = chunk.find('"\n', 0, _LONGEST_NAME + len('"\n'))
         while end != -1:
             loaded.add(chunk[:end])
-            end = chunk.find('"\n', end + 1)
+            end = chunk.find('"\n', end + 1, _LONGEST_NAME + len('"\n'))
     failed_ids = {int(m.group(1)) for m in re.finditer(r"from TOC entry (\d+); \d+ \d+ TABLE DATA ", text)}
     processed, failed = [], []
     for e in entries:
@@ -197,15 +204,39 @@ def _run_logged(
     return code, captured
 
 
+# Below this much archive per table-of-contents entry, a dump is many small objects: parallel pg_restore's cost per
+# item (each dispatched to a worker, its locks checked, its data loaded in a transaction of its own) is more than
+# the overlap saves. Measured on 2 cores, tuned server: 1,000 tables of 50 rows (400 bytes per entry) restore in
+# 8.7 s serially, 10.0 s with --jobs=2; a 70 MB dump of a few large tables (~1 MB per entry) in 19.2 s serially,
+# 14.9 s with --jobs=2 (docs/speed.md).
+SMALL_ENTRY_BYTES = 64 * 1024
+
+
+def restore_jobs(archive: ArchiveInfo, jobs: int) -> tuple[int, str | None]:
+    """The pg_restore --jobs to use for ``archive`` given ``jobs``, and why it is fewer when it is."""
+    if jobs <= 1:
+        return 1, None
+    if archive.format == "tar":  # pg_restore reads a tar archive sequentially
+        return 1, "a tar archive restores serially (pg_restore cannot seek in it)"
+    entries = len(archive.entries)
+    if entries and archive.size_bytes is not None and archive.size_bytes < SMALL_ENTRY_BYTES * entries:
+        return 1, (f"{entries:,} objects in {archive.size_bytes / 1e6:,.1f} MB: many small objects restore faster "
+                   f"serially than with --jobs={jobs} (parallel pg_restore's cost per object is more than it "
+                   "saves; docs/speed.md)")
+    return jobs, None
+
+
 def run_pg_restore(archive: ArchiveInfo, conninfo: str, *, jobs: int, log: IO[str],
                    on_line: LineHook | None = None) -> ToolRun:
-    # tar archives cannot be restored in parallel (pg_restore reads them sequentially)
-    effective_jobs = 1 if archive.format == "tar" else max(jobs, 1)
+    effective_jobs, why = restore_jobs(archive, jobs)
+    if why:
+        log.write(f"# --jobs={effective_jobs}: {why}\n")
     args = [str(pg_tool("pg_restore")), "--verbose", f"--jobs={effective_jobs}", "--dbname", conninfo,
             str(archive.path)]
     shown = f"pg_restore --verbose --jobs={effective_jobs} --dbname <target> {archive.path}"
     version = tool_version("pg_restore")
-    run = ToolRun(command=shown, where=f"host (pg_restore {version})", version=version)
+    run = ToolRun(command=shown, where=f"host (pg_restore {version})", version=version, jobs=effective_jobs,
+                  jobs_reason=why)
     run.exit_code, lines = _run_logged(args, log=log, shown=shown, on_line=on_line)
     parse_pg_restore_log(lines, run)
     if run.exit_code != 0 and not run.errors:

@@ -121,7 +121,7 @@ def _table_content(conninfo: str, snapshot: str | None, names: list[str], specs:
             if not checksums or spec is None:
                 query = sql.SQL("SELECT " + (CHECKSUM_EXPRESSION if checksums else COUNT_ONLY_EXPRESSION)
                                 + " FROM {} t").format(relation)
-                if plans is not None:  # what the planner makes of the server's cores, recorded (cheap)
+                if plans is not None and name not in plans:  # what the planner makes of the server's cores
                     plans[name] = workers_planned(conn, query)
                 row = conn.execute(query).fetchone()
                 assert row is not None
@@ -139,7 +139,7 @@ def _table_content(conninfo: str, snapshot: str | None, names: list[str], specs:
                     "SELECT v.b, count(*), coalesce(sum(hashtextextended(t::text, 0)), 0) FROM {r} t "
                     "JOIN (VALUES {values}) v(b) ON v.b = {b} GROUP BY v.b"
                 ).format(b=_bucket_expression(spec), r=relation, values=buckets_list)
-                if plans is not None:
+                if plans is not None and name not in plans:
                     plans[name] = workers_planned(conn, query)
                 rows = conn.execute(query).fetchall()
                 counts, sums = [0] * (n + 1), [0] * (n + 1)

@@ -295,6 +295,16 @@ def _owner_diff(what: str, on: str, src: str | None, dst: str | None) -> list[st
             f"default privileges go with it). Fix: ALTER {on} OWNER TO {ident(src)};"]
 
 
+def _ownership_diffs(label: str, on: str, src: dict[str, Any], dst: dict[str, Any], *, ignore: frozenset[str],
+                     owner: bool = True, target: str | None = None) -> list[str]:
+    """Owner, privileges (as they stand once the owner is fixed) and comment of one object. ``owner``: False when the
+    owner follows another object's fix (a sequence OWNED BY a column)."""
+    diffs = _owner_diff(label, on, src.get("owner"), dst.get("owner")) if owner else []
+    diffs += _acl_diffs(label, on, src["acl"], _after_owner_fix(dst["acl"], dst.get("owner"), src.get("owner")),
+                        ignore=ignore, target=target)
+    return diffs + _comment_diff(label, on, src.get("comment"), dst.get("comment"))
+
+
 def compare_relation(name: str, src: dict[str, Any], dst: dict[str, Any], *,
                      ignore: frozenset[str] = frozenset(), follows: str | None = None) -> list[str]:
     """Security, storage and behaviour of one table, view, materialized view or sequence. ``follows``: the table
@@ -302,11 +312,8 @@ def compare_relation(name: str, src: dict[str, Any], dst: dict[str, Any], *,
     kind = RELATION_KIND.get(src["kind"], "TABLE")
     on = f"{kind} {_qualified(name, src)}"
     label = f"{kind.lower()} {name}"
-    diffs = ([] if follows else _owner_diff(label, on, src.get("owner"), dst.get("owner")))
-    diffs += _acl_diffs(label, on, src["acl"], _after_owner_fix(dst["acl"], dst.get("owner"), src.get("owner")),
-                        ignore=ignore,
-                        target=f"TABLE {_qualified(name, src)}" if kind != "SEQUENCE" else None)
-    diffs += _comment_diff(label, on, src.get("comment"), dst.get("comment"))
+    diffs = _ownership_diffs(label, on, src, dst, ignore=ignore, owner=not follows,
+                             target=f"TABLE {_qualified(name, src)}" if kind != "SEQUENCE" else None)
     if src.get("persistence") != dst.get("persistence"):
         was, now = PERSISTENCE.get(src["persistence"], src["persistence"]), PERSISTENCE.get(dst["persistence"])
         why = " (an unlogged table is emptied after a crash)" if now == "UNLOGGED" else ""
@@ -419,10 +426,7 @@ def compare_functions(src: dict[str, Any], dst: dict[str, Any], *,
             continue  # a missing function is the definition comparison's finding
         on = f"FUNCTION {name}"
         label = f"function {name}"
-        diffs += _owner_diff(label, on, s.get("owner"), d.get("owner"))
-        diffs += _acl_diffs(label, on, s["acl"], _after_owner_fix(d["acl"], d.get("owner"), s.get("owner")),
-                            ignore=ignore)
-        diffs += _comment_diff(label, on, s.get("comment"), d.get("comment"))
+        diffs += _ownership_diffs(label, on, s, d, ignore=ignore)
         if s.get("security_definer") != d.get("security_definer"):
             words = {True: "SECURITY DEFINER", False: "SECURITY INVOKER"}
             diffs.append(f"{label} was {words[bool(s['security_definer'])]} in the backup, is "
@@ -454,10 +458,7 @@ def compare_owned_objects(kind: str, src: dict[str, Any], dst: dict[str, Any], *
             schema, _, rel = name.partition(".")
             on = f"TYPE {ident(schema, rel)}"
         label = f"{kind.lower()} {name}"
-        diffs += _owner_diff(label, on, s.get("owner"), d.get("owner"))
-        diffs += _acl_diffs(label, on, s["acl"], _after_owner_fix(d["acl"], d.get("owner"), s.get("owner")),
-                            ignore=ignore)
-        diffs += _comment_diff(label, on, s.get("comment"), d.get("comment"))
+        diffs += _ownership_diffs(label, on, s, d, ignore=ignore)
     return diffs
 
 

@@ -20,7 +20,7 @@ from typing import IO, TYPE_CHECKING, Any
 import psycopg
 
 from restore import janitor
-from restore.backups.pgrestore import ToolRun, parse_pg_restore_log, run_pg_restore
+from restore.backups.pgrestore import ToolRun, parse_pg_restore_log, restore_jobs, run_pg_restore
 from restore.conninfo import redact, with_params
 from restore.errors import ArchiveUnreadable, RestoreError, ToolTooOld
 from restore.targets.elsewhere import ServerElsewhere
@@ -264,11 +264,14 @@ def _restore_inside(server: ContainerServer, info: ArchiveInfo, dbname: str, *, 
                 "dump's own version), or take the dump with the older server's pg_dump. Nothing was restored."
             )
         raise ArchiveUnreadable.from_read(info.path, f"pg_restore --list (in {server.image})", listing)
-    jobs = 1 if info.format == "tar" else max(jobs, 1)
+    jobs, why = restore_jobs(info, jobs)
+    if why:
+        log.write(f"# --jobs={jobs}: {why}\n")
     command = ["pg_restore", "--verbose", f"--jobs={jobs}", "--dbname", server.inner_conninfo(dbname), inner_path]
     shown = f"docker exec {server.container_id} pg_restore --verbose --jobs={jobs} --dbname <target> {inner_path}"
     log.write(f"$ {shown}\n")
-    run = ToolRun(command=shown, where=f"container {server.image} (pg_restore {version})", version=version)
+    run = ToolRun(command=shown, where=f"container {server.image} (pg_restore {version})", version=version,
+                  jobs=jobs, jobs_reason=why)
     run.exit_code, output = server.exec(command)
     log.write(output + f"# exit code {run.exit_code}\n")
     parse_pg_restore_log(output.splitlines(keepends=True), run)
