@@ -467,6 +467,7 @@ def test_a_wal_fetch_that_fails_is_not_a_file_missing_from_the_archive(tmp_path:
     code, calls, said = fetch(4, 4, 4, 4, 4)
     assert (code, calls) == (walfetch.STOP_CODE, walfetch.ATTEMPTS)
     assert code > 125  # PostgreSQL stops recovery instead of promoting
+    assert fetch(143)[:2] == (143, 1)  # killed by a signal (a shutdown): not tried again, still not "not found"
     log = ("2026-12-06 10:00:00.000 UTC [1] LOG:  restored log file \"000000010000000000000002\" from archive\n"
            + said + "2026-12-06 10:00:07.000 UTC [1] FATAL:  could not restore file\n")
     fault = walfetch.fault(log, "the Barman Cloud WAL archive s3://b/p/main")

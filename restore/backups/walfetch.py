@@ -7,7 +7,8 @@ with the archive's listing would call it a gap in the backup: the verifier's fau
 
 So the backup tool's own command runs inside a small wrapper. The tools say "not in the archive" with exit code 1
 (``barman-cloud-wal-restore``: OperationErrorExit; ``pgbackrest archive-get``: 1); that is passed on unchanged.
-Any other failure is tried again (3 more times, 1 + 2 + 3 s apart: a blip passes), then the wrapper writes a line
+Any other failure is tried again (3 more times, 1 + 2 + 3 s apart: a blip passes; a tool killed by a signal, as a
+shutdown does, is not), then the wrapper writes a line
 naming the file to the server's log and exits with a code over 125, which makes PostgreSQL stop recovery instead of
 promoting (its rule for a restore_command that fails other than by "not found"); :func:`fault` reads that line
 back. A ``cp`` from a local directory (``basebackup:``) is not wrapped: cp says 1 for a missing file and for a
@@ -38,11 +39,13 @@ while :; do
   "$@"
   rc=$?
   if [ "$rc" -le 1 ]; then exit "$rc"; fi
+  if [ "$rc" -gt 128 ]; then break; fi  # killed by a signal (a shutdown's SIGTERM): not tried again
   if [ "$attempt" -ge {ATTEMPTS} ]; then break; fi
   sleep "$attempt"
   attempt=$((attempt + 1))
 done
 echo "{MARK} $name: the restore command failed $attempt times (last exit code $rc)" >&2
+if [ "$rc" -gt 128 ]; then exit "$rc"; fi
 exit {STOP_CODE}
 """
 
