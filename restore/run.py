@@ -386,7 +386,7 @@ class Run:
                 say(f"capturing the live baseline {cfg.baseline.redacted()} ...")
                 baseline_path = facts.run_dir / "baseline.manifest.json"
                 manifest.write(capture(self._bounded(cfg.baseline.conninfo()), jobs=cfg.restore_jobs,
-                                                freshness_sql=freshness), baseline_path)
+                                       freshness_sql=freshness), baseline_path)
                 facts.source_kind, facts.source_manifest_path = "baseline", baseline_path
             elif cfg.manifest is not None or facts.prepared.fetched_manifest is not None:
                 source_path = cfg.manifest or Path(str(facts.prepared.fetched_manifest))
@@ -399,9 +399,9 @@ class Run:
             restored_path = facts.run_dir / "restored.manifest.json"
             started = time.monotonic()
             manifest.write(capture(self._bounded(facts.prepared.conninfo), jobs=cfg.restore_jobs,
-                                            freshness_sql=freshness, checksums=cfg.depth != "quick",
-                                            compare_with=compare_with, plans=facts.workers_planned,
-                                            objects=False), restored_path)
+                                   freshness_sql=freshness, checksums=cfg.depth != "quick",
+                                   compare_with=compare_with, plans=facts.workers_planned,
+                                   objects=False), restored_path)
             facts.restored_manifest_path = restored_path
             say(f"restored database captured for comparison in {time.monotonic() - started:.1f}s -> {restored_path}")
         except Exception as exc:  # the manifest items fail with it; the other checks still run

@@ -212,25 +212,33 @@ def _run_logged(
 SMALL_ENTRY_BYTES = 64 * 1024
 
 
-def restore_jobs(archive: ArchiveInfo, jobs: int) -> tuple[int, str | None]:
-    """The pg_restore --jobs to use for ``archive`` given ``jobs``, and why it is fewer when it is."""
+def _fewer_jobs(archive: ArchiveInfo, jobs: int) -> str | None:
+    """Why pg_restore runs ``archive`` serially though ``jobs`` were given, or None."""
     if jobs <= 1:
-        return 1, None
+        return None
     if archive.format == "tar":  # pg_restore reads a tar archive sequentially
-        return 1, "a tar archive restores serially (pg_restore cannot seek in it)"
+        return "a tar archive restores serially (pg_restore cannot seek in it)"
     entries = len(archive.entries)
     if entries and archive.size_bytes is not None and archive.size_bytes < SMALL_ENTRY_BYTES * entries:
-        return 1, (f"{entries:,} objects in {archive.size_bytes / 1e6:,.1f} MB: many small objects restore faster "
-                   f"serially than with --jobs={jobs} (parallel pg_restore's cost per object is more than it "
-                   "saves; docs/speed.md)")
-    return jobs, None
+        return (f"{entries:,} objects in {archive.size_bytes / 1e6:,.1f} MB: many small objects restore faster "
+                f"serially than with --jobs={jobs} (parallel pg_restore's cost per object is more than it saves; "
+                "docs/speed.md)")
+    return None
+
+
+def restore_jobs(archive: ArchiveInfo, jobs: int, log: IO[str]) -> tuple[int, str | None]:
+    """The pg_restore --jobs to use for ``archive`` given ``jobs``, and why it is fewer when it is (said in the
+    restore log): wherever pg_restore runs, on this host or in a container."""
+    why = _fewer_jobs(archive, jobs)
+    if why is None:
+        return max(jobs, 1), None
+    log.write(f"# --jobs=1: {why}\n")
+    return 1, why
 
 
 def run_pg_restore(archive: ArchiveInfo, conninfo: str, *, jobs: int, log: IO[str],
                    on_line: LineHook | None = None) -> ToolRun:
-    effective_jobs, why = restore_jobs(archive, jobs)
-    if why:
-        log.write(f"# --jobs={effective_jobs}: {why}\n")
+    effective_jobs, why = restore_jobs(archive, jobs, log)
     args = [str(pg_tool("pg_restore")), "--verbose", f"--jobs={effective_jobs}", "--dbname", conninfo,
             str(archive.path)]
     shown = f"pg_restore --verbose --jobs={effective_jobs} --dbname <target> {archive.path}"

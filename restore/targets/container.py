@@ -264,9 +264,7 @@ def _restore_inside(server: ContainerServer, info: ArchiveInfo, dbname: str, *, 
                 "dump's own version), or take the dump with the older server's pg_dump. Nothing was restored."
             )
         raise ArchiveUnreadable.from_read(info.path, f"pg_restore --list (in {server.image})", listing)
-    jobs, why = restore_jobs(info, jobs)
-    if why:
-        log.write(f"# --jobs={jobs}: {why}\n")
+    jobs, why = restore_jobs(info, jobs, log)
     command = ["pg_restore", "--verbose", f"--jobs={jobs}", "--dbname", server.inner_conninfo(dbname), inner_path]
     shown = f"docker exec {server.container_id} pg_restore --verbose --jobs={jobs} --dbname <target> {inner_path}"
     log.write(f"$ {shown}\n")
