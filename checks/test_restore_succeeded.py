@@ -58,3 +58,14 @@ def test_recovery_reached_the_end_of_the_archive(prepared_db: PreparedDatabase) 
         not_applicable("no recovery to the end of a WAL archive in this run")
     if not archive.recovery_end_proven:
         pytest.skip(archive.recovery_end or "the end of recovery could not be proven")
+
+
+def test_cloudnativepg_says_its_newest_backup_completed(prepared_db: PreparedDatabase) -> None:
+    """A CloudNativePG cluster (cnpg:): its newest finished Backup completed. One that failed is said, never silently
+    stepped over to the older backup this run restored."""
+    archive = prepared_db.archive
+    if archive is None or archive.cnpg is None:
+        not_applicable("not a CloudNativePG cluster (cnpg:NAMESPACE/CLUSTER)")
+    found = list((archive.cnpg.get("findings") or {}).get("restore_succeeded") or [])
+    if found:
+        pytest.fail("\n".join(found) + ".", pytrace=False)

@@ -92,3 +92,14 @@ def test_recovery_reached_its_target(restored_db: PreparedDatabase, restore_conf
         f"Recovery stopped {gap:.0f} s before its target {target.isoformat()} (last transaction replayed at "
         f"{replayed.isoformat()}), beyond the RPO of {restore_config.rpo_s:.0f} s (--rpo): transactions of that "
         "window are missing (or nothing was committed in it). Look for a gap in the WAL archive.")
+
+
+def test_cloudnativepg_says_wal_archiving_works(restored_db: PreparedDatabase) -> None:
+    """A CloudNativePG cluster (cnpg:): its ContinuousArchiving condition is not False. While archiving fails, WAL
+    stops reaching the object store and no restore can reach the present, whatever this restore proved."""
+    archive = restored_db.archive
+    if archive is None or archive.cnpg is None:
+        not_applicable("not a CloudNativePG cluster (cnpg:NAMESPACE/CLUSTER)")
+    found = list((archive.cnpg.get("findings") or {}).get("rpo") or [])
+    if found:
+        pytest.fail("\n".join(found) + ".", pytrace=False)

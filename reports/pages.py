@@ -66,6 +66,11 @@ def run_facts(r: dict[str, Any]) -> list[tuple[str, str]]:
                    f"taken {backup['created_at']}" if backup.get("created_at") else None]
         shown = ", ".join(d for d in details if d)
         facts.append(("Backup", f"{backup['spec']} ({shown})" if shown else str(backup["spec"])))
+    if cnpg := backup.get("cnpg"):  # what CloudNativePG said, beside what the backup is
+        said = [cnpg.get("restored"), cnpg.get("form"),
+                f"last successful backup {cnpg['last_successful_backup']}" if cnpg.get("last_successful_backup")
+                else None, *(cnpg.get("notes") or [])]
+        facts.append(("CloudNativePG", f"cluster {cnpg.get('cluster')}: " + "; ".join(str(s) for s in said if s)))
     facts.append(("Target", f"{target['name']} ({target['kind']}): {target['display']}"))
     if target.get("server_version"):
         facts.append(("Server", f"PostgreSQL {target['server_version']}"))

@@ -421,6 +421,8 @@ def build_result(state: RunState, collected: Collected, exitstatus: int, *,
         "backup": {"spec": outcome.backup_spec or (state.config.source.spec if state.config.source else None),
                    "checksum": outcome.fetched_checksum, "rds": archive.rds if archive else None,
                    "format": archive.format if archive else None,
+                   # a cnpg: source: what CloudNativePG says (cluster, Backup restored, findings; no secret)
+                   "cnpg": archive.cnpg if archive else None,
                    "dumped_from": archive.dumped_from if archive else None,
                    "dumped_by": archive.dumped_by if archive else None,
                    "archive_version": archive.archive_version if archive else None,

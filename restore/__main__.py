@@ -11,6 +11,7 @@ Verification itself runs through pytest:  pytest --backup=PATH  or  pytest --tar
   python -m restore record   --history=… --overdue [--fleet=fleet.toml] [--within-days=35]
   python -m restore fleet render --fleet=fleet.toml --cronjob=deploy/kubernetes/restore-verify.yaml
   python -m restore fleet run    --fleet=fleet.toml [--index=N]
+  python -m restore fleet discover --cnpg=NAMESPACE --record=s3://… [--selector=K=V] [--output=fleet.toml]
   python -m restore cleanup  [--dry-run]
 
 manifest  writes the JSON manifest of a database (read-only, from one snapshot).
@@ -20,7 +21,8 @@ record    renders the backup-test history (one line per run) as DIR/record.html 
           verifies its hash chain and signatures, exports a year's evidence, or annotates a run.
           --overdue lists each database's last complete passing run and exits 1 when one is overdue.
 fleet     many databases: render renders a Kubernetes Indexed Job (one completion index per database) from
-          the CronJob; run verifies the database of one index ($JOB_COMPLETION_INDEX) with the suite.
+          the CronJob; run verifies the database of one index ($JOB_COMPLETION_INDEX) with the suite;
+          discover writes a fleet file with every CloudNativePG Cluster of a namespace that has backups.
 cleanup   removes the local servers and containers of runs that are gone (a run killed with -9; no AWS
           needed) and deletes RDS instances restore-verify created whose expiry tag has passed; nothing
           without its tag is touched.
@@ -44,7 +46,7 @@ from restore import __version__
 from restore.compare import manifest
 from restore.compare.capture import capture
 from restore.conninfo import redact, with_params
-from restore.errors import ConfigError
+from restore.errors import ConfigError, RestoreError
 from restore.records import record
 from restore.take_backup import take_backup
 
@@ -144,11 +146,53 @@ class _Parser(argparse.ArgumentParser):
         return actions
 
 
+def _discover(args: argparse.Namespace) -> int:
+    """fleet discover --cnpg: one database per Cluster with object-store backups; the others said, with why."""
+    from restore.backups import cnpg
+    from restore.records import fleet
+
+    if not args.record:
+        print("error: fleet discover needs --record=s3://…/record.jsonl: the record every run of the fleet appends "
+              "to", file=sys.stderr)
+        return 2
+    try:
+        found = cnpg.discover(args.cnpg, args.selector)
+    except RestoreError as exc:  # no API, forbidden: in words
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    members: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = [
+        (f"{d.namespace}/{d.name}", f"cnpg:{d.namespace}/{d.name}@latest", d.store.secrets,
+         tuple(s for s in (d.store.object_store,) if s)) for d in found if d.store is not None]
+    skipped = [(f"{d.namespace}/{d.name}", d.skipped or "") for d in found if d.store is None]
+    for name, why in skipped:
+        print(f"skipped {name}: {why}", file=sys.stderr)
+    if not members:
+        print(f"error: no CloudNativePG Cluster in namespace {args.cnpg}"
+              f"{f' matching {args.selector}' if args.selector else ''} has object-store backups "
+              f"({len(found)} found): no fleet file written", file=sys.stderr)
+        return 1
+    how = f"python -m restore fleet discover --cnpg={args.cnpg}" + (f" --selector={args.selector}"
+                                                                    if args.selector else "")
+    text = fleet.discovered(members, skipped, record=args.record, parallelism=args.parallelism or 2,
+                            image=args.image, how=how)
+    if args.output:
+        args.output.write_text(text)
+        print(f"{len(members)} cluster(s), {len(skipped)} skipped -> {args.output}", file=sys.stderr)
+    else:
+        print(text, end="")
+    return 0
+
+
 def _fleet(args: argparse.Namespace) -> int:
     import yaml
 
     from restore.records import fleet
 
+    if args.action == "discover":
+        return _discover(args)
+    if args.fleet is None:
+        print(f"error: fleet {args.action} needs --fleet=FILE (the fleet file, fleet.toml)", file=sys.stderr)
+        return 2
     try:
         members = fleet.load(args.fleet)
         if args.action == "render":
@@ -172,6 +216,9 @@ def _fleet(args: argparse.Namespace) -> int:
             if args.output:
                 args.output.write_text(text)
                 print(f"{len(members.databases)} database(s), {members.parallelism} at once -> {args.output}")
+                if any(db.cnpg and not db.reads_secrets for db in members.databases):
+                    print("note: a cnpg: database names no reads_secrets: its Role grants no Secret (fine for "
+                          "inheritFromIAMRole; else fleet discover --cnpg writes them)", file=sys.stderr)
             else:
                 print(text, end="")
             return 0
@@ -273,14 +320,23 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--within-days", type=float, metavar="DAYS",
                      help="with --overdue or --metrics: the policy window (default: the fleet's overdue_after_days, "
                           "else 35)")
-    fleet_cmd = command("fleet", "render the fleet's Indexed Job, or verify one database of it")
-    fleet_cmd.add_argument("action", choices=("render", "run"))
-    fleet_cmd.add_argument("--fleet", type=Path, required=True, metavar="FILE", help="the fleet file (fleet.toml)")
+    fleet_cmd = command("fleet", "render the fleet's Indexed Job, verify one database of it, or discover a "
+                                 "namespace's CloudNativePG clusters")
+    fleet_cmd.add_argument("action", choices=("render", "run", "discover"))
+    fleet_cmd.add_argument("--fleet", type=Path, metavar="FILE", help="render, run: the fleet file (fleet.toml)")
+    fleet_cmd.add_argument("--cnpg", metavar="NAMESPACE",
+                           help="discover: the namespace whose CloudNativePG Clusters make the fleet")
+    fleet_cmd.add_argument("--selector", metavar="LABELS",
+                           help="discover: only Clusters with these labels (app=shop,tier=prod)")
+    fleet_cmd.add_argument("--record", metavar="URL", help="discover: the fleet's record (s3://…/record.jsonl)")
+    fleet_cmd.add_argument("--parallelism", type=int, metavar="N", help="discover: clusters verified at once (2)")
     fleet_cmd.add_argument("--cronjob", type=Path, metavar="YAML",
                            help="render: the CronJob manifest to take the pod from (deploy/kubernetes/…)")
-    fleet_cmd.add_argument("--output", type=Path, metavar="FILE", help="render: write here (default: stdout)")
+    fleet_cmd.add_argument("--output", type=Path, metavar="FILE",
+                           help="render, discover: write here (default: stdout)")
     fleet_cmd.add_argument("--image", metavar="IMAGE",
-                           help="render: the pods' image (default: the fleet file's image, else the CronJob's)")
+                           help="render: the pods' image (default: the fleet file's image, else the CronJob's); "
+                                "discover: the fleet file's image")
     fleet_cmd.add_argument("--index", type=int, metavar="N",
                            help="run: the database's index (default: $JOB_COMPLETION_INDEX, set by Kubernetes)")
     clean = command("cleanup", "remove left-over local servers and containers, and expired RDS instances")

@@ -226,6 +226,15 @@ def moto_env() -> Iterator[dict[str, str]]:
         proc.wait(timeout=10)
 
 
+@pytest.fixture(scope="session")
+def barman_archive(moto_env: dict[str, str]) -> Any:
+    """A Barman Cloud archive in moto's S3 (tests/physical_source.py), made once per session: Barman Cloud's and
+    CloudNativePG's self-tests read it (copies of it where they damage it)."""
+    from tests.physical_source import make_barman_archive  # it imports this module
+
+    return make_barman_archive(moto_env)
+
+
 @dataclass(frozen=True)
 class TlsS3:
     """moto's S3 behind TLS (a self-signed certificate): for clients that speak S3 over HTTPS only (pgBackRest)."""

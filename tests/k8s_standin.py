@@ -1,9 +1,11 @@
 """A stand-in for the Kubernetes API: the real paths and JSON shapes the suite uses, with state.
 
 apps/v1 deployments and their ``scale`` subresource, core/v1 pods (listed by label selector), pod logs and the pod
-proxy (HTTP health path). Pods follow the replica count; a deployment can be made to crash-loop (restart counts
-grow) or to log a line. Every call is recorded, so that a wrong order of operations or a touch of a deployment
-that was not named fails a test. This is a test double of the API server, not a cluster.
+proxy (HTTP health path); and any object put at its API path (``objects``: CloudNativePG's clusters, backups and
+objectstores, core/v1 secrets), got by name or listed by its collection's path (label selectors ``k=v,…``), or
+refused with 403 (``forbidden``: paths). Pods follow the replica count; a deployment can be made to crash-loop
+(restart counts grow) or to log a line. Every call is recorded, so that a wrong order of operations or a touch of a
+deployment that was not named fails a test. This is a test double of the API server, not a cluster.
 """
 
 from __future__ import annotations
@@ -33,6 +35,26 @@ class Cluster:
     deployments: dict[str, Deployment]
     calls: list[tuple[float, str, str]] = field(default_factory=list)  # (time, method, path)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    objects: dict[str, dict[str, Any]] = field(default_factory=dict)  # API path of an object → the object
+    forbidden: set[str] = field(default_factory=set)  # API paths answered 403
+
+    def put(self, obj: dict[str, Any]) -> None:
+        """An object at its API path, from its apiVersion, kind and metadata (plural: the kind's, lowercased +s)."""
+        group, _, version = obj["apiVersion"].rpartition("/")
+        meta = obj["metadata"]
+        base = f"/apis/{group}/{version}" if group else f"/api/{version}"
+        self.objects[f"{base}/namespaces/{meta['namespace']}/{obj['kind'].lower()}s/{meta['name']}"] = obj
+
+    def listing(self, path: str, selector: str) -> dict[str, Any] | None:
+        """The collection at ``path``, filtered by ``k=v,…``; None when no object of that kind was ever put."""
+        known = {p.rpartition("/")[0].rpartition("/namespaces/")[::2] for p in self.objects}  # (base, ns/plural)
+        base, _, rest = path.rpartition("/namespaces/")
+        if not any(b == base and r.rpartition("/")[2] == rest.rpartition("/")[2] for b, r in known):
+            return None
+        wanted = dict(pair.split("=", 1) for pair in selector.split(",") if "=" in pair)
+        items = [o for p, o in self.objects.items() if p.rpartition("/")[0] == path
+                 and all((o["metadata"].get("labels") or {}).get(k) == v for k, v in wanted.items())]
+        return {"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items}
 
     def pods(self, name: str) -> list[dict[str, Any]]:
         d = self.deployments[name]
@@ -88,6 +110,14 @@ def _handler(cluster: Cluster) -> type[BaseHTTPRequestHandler]:
             url = urlparse(self.path)
             with cluster.lock:
                 cluster.calls.append((time.time(), method, url.path))
+                if url.path in cluster.forbidden:
+                    return self._send(403, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                            "reason": "Forbidden", "code": 403, "message": f"{url.path} forbidden"})
+                if method == "GET" and url.path in cluster.objects:
+                    return self._send(200, cluster.objects[url.path])
+                if method == "GET" and (listed := cluster.listing(
+                        url.path, parse_qs(url.query).get("labelSelector", [""])[0])) is not None:
+                    return self._send(200, listed)
                 if m := re.fullmatch(rf"/apis/apps/v1/namespaces/{ns}/deployments/([^/]+)(/scale)?", url.path):
                     name, is_scale = m.group(1), bool(m.group(2))
                     if name not in cluster.deployments:

@@ -12,92 +12,25 @@ can run: the recovering server runs ``barman-cloud-wal-restore`` as its own user
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import shutil
-import subprocess
 import tempfile
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import psycopg
 import pytest
 
-from restore.targets.embedded import EmbeddedServer
-from restore.tools import clean_env
-from tests.conftest import FAKE_AWS, SuiteRun
-from tests.physical_source import create_events, events_expectations, switch_and_wait_archived
+from tests.conftest import SuiteRun
+from tests.physical_source import BARMAN_BUCKET, BARMAN_SERVER, Archive, events_expectations
 
-BUCKET = "barman"
-SERVER = "main"
+BUCKET, SERVER = BARMAN_BUCKET, BARMAN_SERVER
 
 
-@dataclass(frozen=True)
-class Archive:
-    url: str  # s3://barman/cluster/main
-    endpoint: str
-    bin_dir: Path
-    target: datetime  # after the commit of rows 11-20, before the commit of rows 21-30
-    segment: str  # the WAL segment that holds rows 11-30
-
-    def env(self, *, endpoint: bool = False) -> dict[str, str]:
-        return {**FAKE_AWS, "PATH": f"{self.bin_dir}:{os.environ.get('PATH', '')}",
-                **({"AWS_ENDPOINT_URL": self.endpoint} if endpoint else {})}
-
-
-def _tools() -> Path:
-    found = shutil.which("barman-cloud-backup")
-    bin_dir = Path(found).parent if found else Path("/opt/barman-cloud/bin")
-    if not (bin_dir / "barman-cloud-backup").exists():
-        pytest.skip("Barman Cloud is not installed (pip install 'barman[cloud]' into a Python every user can run; "
-                    ".ci/run puts it in /opt/barman-cloud)")
-    user = "embedded_postgres" if os.geteuid() == 0 else None
-    try:
-        subprocess.run([str(bin_dir / "barman-cloud-wal-restore"), "--version"], user=user, check=True,
-                       capture_output=True, timeout=60)
-    except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"the barman-cloud tools in {bin_dir} cannot be run by the servers' user ({exc})")
-    return bin_dir
-
-
-@pytest.fixture(scope="module")
-def archive(moto_env: dict[str, str]) -> Archive:
-    bin_dir = _tools()
-    import boto3
-
-    endpoint = moto_env["AWS_ENDPOINT_URL"]
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                      aws_secret_access_key="testing")
-    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
-        s3.create_bucket(Bucket=BUCKET)
-    destination = f"s3://{BUCKET}/cluster-{uuid.uuid4().hex[:8]}"  # this module's own, should it be set up twice
-    credentials = " ".join(f"{k}={v}" for k, v in FAKE_AWS.items())
-    archive_command = (f"'env {credentials} {bin_dir}/barman-cloud-wal-archive --endpoint-url {endpoint} "
-                       f"{destination} {SERVER} %p'")
-    settings = {"wal_level": "replica", "archive_mode": "on", "archive_command": archive_command,
-                "max_wal_senders": "4"}
-    with EmbeddedServer(jobs=1, tuned=False, settings=settings) as server:
-        create_events(server)
-        backup = subprocess.run(
-            [str(bin_dir / "barman-cloud-backup"), "--immediate-checkpoint", "--endpoint-url", endpoint,
-             "-h", str(server.socket_dir), "-p", str(server.port), "-U", "postgres", destination, SERVER],
-            user="embedded_postgres" if os.geteuid() == 0 else None, capture_output=True, text=True,
-            env=clean_env() | FAKE_AWS, timeout=300)
-        assert backup.returncode == 0, backup.stderr
-        with psycopg.connect(server.conninfo("shop"), autocommit=True) as conn:
-            conn.execute("INSERT INTO public.events (id) SELECT generate_series(11, 20)")
-            target = conn.execute("SELECT clock_timestamp()").fetchone()
-            conn.execute("SELECT pg_create_restore_point('after-20')")
-            conn.execute("INSERT INTO public.events (id) SELECT generate_series(21, 30)")
-            segment = switch_and_wait_archived(conn, seconds=120, where="S3")
-            conn.execute("CREATE TABLE public.heartbeat AS SELECT 1 AS beat")  # one more segment archived after it
-            switch_and_wait_archived(conn, seconds=120, where="S3")
-        assert target is not None
-    return Archive(f"{destination}/{SERVER}", endpoint, bin_dir, target[0], segment)
+@pytest.fixture
+def archive(barman_archive: Archive) -> Archive:
+    return barman_archive
 
 
 def test_a_barman_cloud_backup_recovered_to_a_time_holds_exactly_the_rows_up_to_it(

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
@@ -79,6 +79,7 @@ class BackupSummary:
     wal_segments_replayed: int | None = None  # taken from the archive (16 MB each)
     recovery_end_proven: bool | None = None  # recovered to the end of its WAL: that end proven the archive's end
     recovery_end: str | None = None  # what proved it, or why it could not be proven
+    cnpg: dict[str, Any] | None = None  # a cnpg: source: what CloudNativePG says about the cluster's backups
 
     @property
     def restored_by_pg_restore(self) -> bool:

@@ -21,7 +21,8 @@ import posixpath
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -84,14 +85,16 @@ def _last_words(output: str) -> str:
     return _LOG_PREFIX.sub("", lines[-1]) if lines else "no output"
 
 
-def _verifier_fault(tool: str, url: str, output: str) -> VerifierFault | None:
+OWN_IDENTITY_FIX = ("give the suite credentials that can list and read the bucket (the AWS_* variables, a profile or "
+                    "a role) and a reachable endpoint (endpoint=URL or AWS_ENDPOINT_URL)")
+
+
+def _verifier_fault(tool: str, url: str, output: str, fix: str = OWN_IDENTITY_FIX) -> VerifierFault | None:
     """A Barman Cloud tool that failed because of the verifier's credentials or network, in words; else None."""
     for words, meaning in _VERIFIER_FAULTS:
         if words in output:
             return VerifierFault(f"{tool} could not read {url}: {meaning}. This is the verifier's configuration, "
-                                 "not the backup: give the suite credentials that can list and read the bucket (the "
-                                 "AWS_* variables, a profile or a role) and a reachable endpoint (endpoint=URL or "
-                                 "AWS_ENDPOINT_URL), then run again.")
+                                 f"not the backup: {fix}, then run again.")
     return None
 
 
@@ -110,12 +113,22 @@ def _ended(backup: dict[str, Any]) -> datetime:
     return ended if ended.tzinfo else ended.replace(tzinfo=UTC)
 
 
+# The S3 identity of the environment, set aside when the backup brings its own (a CloudNativePG Secret's keys): a
+# mix of the operator's session token and the Secret's key pair would sign with neither.
+AWS_IDENTITY = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+                "AWS_PROFILE", "AWS_DEFAULT_PROFILE")
+
+
 @dataclass(frozen=True)
 class BarmanCloud:
     url: str  # s3://bucket/prefix/SERVER
     endpoint: str | None
     target: RecoveryTarget
     format: str = "barman-cloud"
+    # AWS_* for the tools and the recovering server, from where the backup is described (never logged, never
+    # compared); empty: the environment's own identity, the boto3 way.
+    credentials: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    pin: str | None = None  # the backup id to restore without a time target (else the newest finished one)
 
     @property
     def label(self) -> str:
@@ -132,15 +145,31 @@ class BarmanCloud:
     def _where(self) -> list[str]:
         return list(split_url(self.url))
 
+    def environment(self, base: Mapping[str, str]) -> dict[str, str]:
+        """The environment the tools and the recovering server run with: ``base`` with the backup's own S3
+        identity, when it brings one, in place of the environment's."""
+        if not self.credentials:
+            return dict(base)
+        return {k: v for k, v in base.items() if k not in AWS_IDENTITY} | dict(self.credentials)
+
+    @property
+    def fix(self) -> str:
+        """What to do when the store refuses the identity or cannot be reached (CloudNativePG's: its Secret)."""
+        return OWN_IDENTITY_FIX
+
+    def about(self) -> dict[str, Any] | None:
+        """What the backup's owner says about it beyond the backup itself (CloudNativePG's cluster): none here."""
+        return None
+
     def backups(self) -> list[dict[str, Any]]:
         done = subprocess.run([_tool("barman-cloud-backup-list"), "--format=json", *self._endpoint(), *self._where()],
-                              capture_output=True, text=True, env=clean_env(), timeout=600)
+                              capture_output=True, text=True, env=self.environment(clean_env()), timeout=600)
         try:
             listed = json.loads(done.stdout).get("backups_list", []) if done.returncode == 0 else None
         except json.JSONDecodeError:
             listed = None
         if listed is None:
-            fault = _verifier_fault("barman-cloud-backup-list", self.url, done.stderr or done.stdout)
+            fault = _verifier_fault("barman-cloud-backup-list", self.url, done.stderr or done.stdout, self.fix)
             if fault is not None:
                 raise fault
             raise ArchiveUnreadable(f"barman-cloud-backup-list cannot read {self.url}: "
@@ -158,6 +187,15 @@ class BarmanCloud:
         """The backup recovery starts from: the newest one that ended before a time target, else the newest (listed
         once: each listing is a process and an S3 listing)."""
         backups = self.backups()
+        if self.target.time is None and self.pin is not None:
+            pinned = [b for b in backups if b.get("backup_id") == self.pin]
+            if not pinned:
+                raise ArchiveUnreadable(f"Backup {self.pin} is said to be complete, but {self.url} lists no finished "
+                                        f"backup of that id ({len(backups)} finished listed: "
+                                        f"{', '.join(str(b.get('backup_id')) for b in backups[-5:])}): its files are "
+                                        "gone from the object store, or were never written there. Nothing was "
+                                        "restored.")
+            return pinned[-1]
         if self.target.time is None:
             return backups[-1]
         before = [b for b in backups if _ended(b) < self.target.time]
@@ -186,7 +224,11 @@ class BarmanCloud:
 
         bucket, prefix = s3_prefix(self.url, "wals")
         endpoint = self.endpoint or os.environ.get("AWS_ENDPOINT_URL")
-        client = boto3.client("s3", **({"endpoint_url": endpoint} if endpoint else {}))
+        identity = {"aws_access_key_id": self.credentials.get("AWS_ACCESS_KEY_ID"),
+                    "aws_secret_access_key": self.credentials.get("AWS_SECRET_ACCESS_KEY"),
+                    "aws_session_token": self.credentials.get("AWS_SESSION_TOKEN"),
+                    "region_name": self.credentials.get("AWS_DEFAULT_REGION")} if self.credentials else {}
+        client = boto3.client("s3", **({"endpoint_url": endpoint} if endpoint else {}), **identity)
         names = set()
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/"):
             for item in page.get("Contents", []):
@@ -206,7 +248,7 @@ class BarmanCloud:
                               "Barman Cloud where every user can run it (a venv made with /usr/bin/python3 under /opt, "
                               "or apt install barman-cli-cloud).") from exc
         if done.returncode != 0:
-            fault = _verifier_fault("barman-cloud-restore", self.url, done.stderr or done.stdout)
+            fault = _verifier_fault("barman-cloud-restore", self.url, done.stderr or done.stdout, self.fix)
             if fault is not None:
                 raise fault
             raise ArchiveUnreadable(f"barman-cloud-restore of backup {backup['backup_id']} from {self.url} failed: "

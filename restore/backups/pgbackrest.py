@@ -17,6 +17,7 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -123,6 +124,12 @@ class PgBackRest:
         # pgBackRest wrote restore_command and the target to postgresql.auto.conf (read after these): only what
         # every recovery needs is added here.
         return recovery_settings(None, RecoveryTarget())
+
+    def environment(self, base: Mapping[str, str]) -> dict[str, str]:
+        return dict(base)  # pgBackRest's repository settings (PGBACKREST_…) are in it already (tools.clean_env)
+
+    def about(self) -> dict[str, Any] | None:
+        return None
 
     def wal_segments(self) -> set[str] | None:
         """Every WAL segment and history file in the stanza's archive (``pgbackrest repo-ls``)."""

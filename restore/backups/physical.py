@@ -22,11 +22,11 @@ import shutil
 import subprocess
 import tarfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import psycopg
 
@@ -111,6 +111,16 @@ class PhysicalBackup(Protocol):
         """The names of the WAL segments (and timeline history files) the archive holds, to prove where the WAL
         ends, listed where the restore command reads them; None when there is no archive (a self-contained backup).
         Raises when the archive cannot be listed (the end of recovery then stays unproven)."""
+        ...
+
+    def environment(self, base: Mapping[str, str]) -> dict[str, str]:
+        """The environment its tools and the recovering server (its restore_command) run with: ``base``, with the
+        backup's own credentials when where it is described brings them (never written to disk or a log)."""
+        ...
+
+    def about(self) -> dict[str, Any] | None:
+        """What the backup's owner says about its backups (CloudNativePG's Cluster and Backup objects), for
+        result.json backup.cnpg and the checks that judge it; None when there is no such owner."""
         ...
 
 
@@ -207,6 +217,12 @@ class BaseBackup:
 
     def wal_segments(self) -> set[str] | None:
         return archived_names(self.wal) if self.wal else None
+
+    def environment(self, base: Mapping[str, str]) -> dict[str, str]:
+        return dict(base)
+
+    def about(self) -> dict[str, Any] | None:
+        return None
 
     def fill(self, datadir: Path, run: RunAsOwner) -> dict[str, str]:
         unpack(self.path, datadir, self.incrementals, self._tools)

@@ -27,8 +27,9 @@ from restore.errors import ConfigError, DumpNotFound, VerifierFault
 
 MANIFEST_SUFFIX = ".manifest.json"
 PICKS = ("latest",)
-SourceKind = Literal["file", "s3", "rds", "basebackup", "pgbackrest", "barman-cloud"]
-PHYSICAL_KINDS = ("basebackup", "pgbackrest", "barman-cloud")
+SourceKind = Literal["file", "s3", "rds", "basebackup", "pgbackrest", "barman-cloud", "cnpg"]
+PHYSICAL_KINDS = ("basebackup", "pgbackrest", "barman-cloud", "cnpg")
+_K8S_NAME = r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?"
 
 
 @dataclass(frozen=True)
@@ -224,10 +225,10 @@ class Source:
     pick: str | None = None  # kind "s3", for a prefix
     rds: RdsSource | None = None  # kind "rds"
     wal: Path | None = None  # kind "basebackup": the WAL archive (?wal=DIR)
-    database: str = "postgres"  # a physical kind: the database to verify (?db=NAME)
+    database: str = "postgres"  # a physical kind: the database to verify (?db=NAME); cnpg: "" = the cluster's
     incrementals: tuple[Path, ...] = ()  # kind "basebackup": incremental backups after it, oldest first
     recovery: RecoveryTarget = RecoveryTarget()  # a physical kind: where recovery stops
-    repository: str | None = None  # kind "pgbackrest": the stanza; "barman-cloud": s3://bucket/prefix/SERVER
+    repository: str | None = None  # pgbackrest: the stanza; barman-cloud: s3://bucket/prefix/SERVER; cnpg: NS/NAME
     config: Path | None = None  # kind "pgbackrest": its configuration file (?config=FILE)
     endpoint: str | None = None  # kind "barman-cloud": an S3-compatible endpoint (?endpoint=URL)
     recovery_from_spec: bool = False  # the target came from the spec's @TIME / @latest
@@ -256,7 +257,7 @@ class Source:
             return cls(spec=value, kind="basebackup", path=resolved(path_text), database=params.get("db", "postgres"),
                        wal=resolved(params["wal"]) if "wal" in params else None,
                        incrementals=tuple(resolved(v) for k, v in pairs if k == "incremental"))
-        if value.startswith(("pgbackrest:", "barman-cloud:")):
+        if value.startswith(("pgbackrest:", "barman-cloud:", "cnpg:")):
             return cls._repository(value, base)
         path = Path(value)
         path = path if path.is_absolute() else base / path
@@ -270,9 +271,13 @@ class Source:
         head, _, query = rest.partition("?")
         where, _, when = head.partition("@")
         params = dict(parse_qsl(query))
-        allowed = {"db", "config"} if kind == "pgbackrest" else {"db", "endpoint"}
-        usage = ("Write pgbackrest:STANZA[@TIME|@latest][?config=FILE&db=NAME]" if kind == "pgbackrest" else
-                 "Write barman-cloud:s3://BUCKET/PREFIX/SERVER[@TIME|@latest][?endpoint=URL&db=NAME]")
+        allowed = {"pgbackrest": {"db", "config"}, "barman-cloud": {"db", "endpoint"}, "cnpg": {"db"}}[kind]
+        usage = {"pgbackrest": "Write pgbackrest:STANZA[@TIME|@latest][?config=FILE&db=NAME]",
+                 "barman-cloud": "Write barman-cloud:s3://BUCKET/PREFIX/SERVER[@TIME|@latest][?endpoint=URL&db=NAME]",
+                 "cnpg": "Write cnpg:NAMESPACE/CLUSTER[@TIME|@latest][?db=NAME] (the CloudNativePG Cluster's "
+                         "namespace and name, as kubectl get clusters.postgresql.cnpg.io -A shows them)"}[kind]
+        if kind == "cnpg" and not re.fullmatch(f"{_K8S_NAME}/{_K8S_NAME}", where):
+            raise ConfigError.invalid("CloudNativePG cluster", value, "--backup", usage + ".")
         if not where or set(params) - allowed:
             raise ConfigError.invalid("physical backup", value, "--backup", usage + " (TIME in ISO 8601).")
         recovery = RecoveryTarget()
@@ -288,8 +293,10 @@ class Source:
 
             split_url(where)  # refuses a URL without a server name now, not after the server started
         config = params.get("config")
-        return cls(spec=value, kind="pgbackrest" if kind == "pgbackrest" else "barman-cloud",
-                   repository=where, database=params.get("db", "postgres"), recovery=recovery,
+        kinds: dict[str, SourceKind] = {"cnpg": "cnpg", "pgbackrest": "pgbackrest", "barman-cloud": "barman-cloud"}
+        return cls(spec=value, kind=kinds[kind],
+                   repository=where, database=params.get("db", "" if kind == "cnpg" else "postgres"),
+                   recovery=recovery,
                    recovery_from_spec=bool(when),
                    config=None if config is None else Path(config) if Path(config).is_absolute() else base / config,
                    endpoint=params.get("endpoint"))
@@ -307,6 +314,12 @@ class Source:
 
             assert self.repository is not None
             return BarmanCloud(self.repository, self.endpoint, self.recovery)
+        if self.kind == "cnpg":
+            from restore.backups import cnpg  # reads the Cluster through the Kubernetes API, now
+
+            assert self.repository is not None
+            namespace, _, name = self.repository.partition("/")
+            return cnpg.read(namespace, name, self.recovery)
         assert self.path is not None  # kind "basebackup"
         return BaseBackup(self.path, self.wal, self.incrementals, self.recovery)
 

@@ -17,6 +17,11 @@
     manifest = "/backups/orders.manifest.json"   # optional: else the one that comes with the backup
     args = ["--depth=standard"]     # optional: further pytest flags
 
+    [databases."prod/ecommerce-db"]  # a CloudNativePG cluster (fleet discover --cnpg writes these)
+    backup = "cnpg:prod/ecommerce-db@latest"
+    reads_secrets = ["ecommerce-db-s3"]        # what its run reads: the rendered Role grants get on exactly these
+    reads_object_stores = []                   # the Barman Cloud plugin's ObjectStores it names
+
 Kubernetes schedules the work: ``python -m restore fleet render`` turns the CronJob of deploy/kubernetes into an
 Indexed Job (one completion index per database, ``parallelism`` bounded) whose pods each run ``python -m restore
 fleet run``: the ordinary suite for the database of their ``JOB_COMPLETION_INDEX``, labelled with its name
@@ -26,9 +31,10 @@ fleet run``: the ordinary suite for the database of their ``JOB_COMPLETION_INDEX
 from __future__ import annotations
 
 import copy
+import json
 import tomllib
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +53,16 @@ class FleetDatabase:
     expectations: str | None = None
     manifest: str | None = None
     args: tuple[str, ...] = ()
+    reads_secrets: tuple[str, ...] = ()  # cnpg: the Secrets its Cluster names (the Role's resourceNames)
+    reads_object_stores: tuple[str, ...] = ()  # cnpg: the plugin's ObjectStores
+
+    @property
+    def cnpg(self) -> tuple[str, str] | None:
+        """(namespace, cluster) of a ``cnpg:`` backup, else None."""
+        if not self.backup.startswith("cnpg:"):
+            return None
+        namespace, _, name = self.backup.removeprefix("cnpg:").split("?")[0].split("@")[0].partition("/")
+        return namespace, name
 
 
 @dataclass(frozen=True)
@@ -91,7 +107,9 @@ def load(path: Path) -> Fleet:
         databases.append(FleetDatabase(
             name=name, backup=str(raw["backup"]), target=str(raw.get("target", "local")),
             backup_pick=raw.get("backup_pick"), expectations=raw.get("expectations"), manifest=raw.get("manifest"),
-            args=tuple(str(a) for a in raw.get("args", ()))))
+            args=tuple(str(a) for a in raw.get("args", ())),
+            reads_secrets=tuple(str(a) for a in raw.get("reads_secrets", ())),
+            reads_object_stores=tuple(str(a) for a in raw.get("reads_object_stores", ()))))
     if not databases:
         raise ConfigError(f"{path} lists no [databases.NAME].")
     parallelism = int(head.get("parallelism", 2))
@@ -128,7 +146,60 @@ def indexed_job(fleet: Fleet, fleet_text: str, cronjob: dict[str, Any], *,
          "data": {"fleet.toml": fleet_text}},
         {"apiVersion": "batch/v1", "kind": "Job",
          "metadata": {"name": JOB_NAME, "namespace": namespace, "labels": labels}, "spec": job_spec},
+        *cnpg_access(fleet, service_account=str(pod.get("serviceAccountName") or "default"), namespace=namespace,
+                     labels=labels),
     ]
+
+
+def cnpg_access(fleet: Fleet, *, service_account: str, namespace: str,
+                labels: dict[str, str]) -> list[dict[str, Any]]:
+    """For the fleet's CloudNativePG clusters, per namespace, a Role with exactly what a ``cnpg:`` run reads — get
+    on its Clusters, list on Backups (a list cannot be narrowed by name), get on the ObjectStores and Secrets they
+    name — and a RoleBinding of it to the Job's ServiceAccount. Nothing else: no watch, no write, no other Secret."""
+    by_namespace: dict[str, list[FleetDatabase]] = {}
+    for db in fleet.databases:
+        if db.cnpg is not None:
+            by_namespace.setdefault(db.cnpg[0], []).append(db)
+    documents: list[dict[str, Any]] = []
+    for ns, members in by_namespace.items():
+        def names(values: list[str]) -> list[str]:
+            return sorted(set(values))
+
+        rules: list[dict[str, Any]] = [
+            {"apiGroups": ["postgresql.cnpg.io"], "resources": ["clusters"],
+             "resourceNames": names([db.cnpg[1] for db in members if db.cnpg]), "verbs": ["get"]},
+            {"apiGroups": ["postgresql.cnpg.io"], "resources": ["backups"], "verbs": ["list"]}]
+        if stores := names([s for db in members for s in db.reads_object_stores]):
+            rules.append({"apiGroups": ["barmancloud.cnpg.io"], "resources": ["objectstores"],
+                          "resourceNames": stores, "verbs": ["get"]})
+        if secrets := names([s for db in members for s in db.reads_secrets]):
+            rules.append({"apiGroups": [""], "resources": ["secrets"], "resourceNames": secrets, "verbs": ["get"]})
+        role = {"name": f"{JOB_NAME}-cnpg", "namespace": ns, "labels": labels}
+        documents += [
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": role, "rules": rules},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": role,
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["name"]},
+             "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}]}]
+    return documents
+
+
+def discovered(members: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]], skipped: list[tuple[str, str]], *,
+               record: str, parallelism: int, image: str | None, how: str) -> str:
+    """A fleet file for ``members`` (name, backup, Secrets, ObjectStores), with the ``skipped`` (name, why) said
+    in comments: what ``fleet discover`` writes."""
+    def q(text: str) -> str:
+        return json.dumps(text, ensure_ascii=False)  # a TOML basic string
+
+    lines = [f"# Written by {how} on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: one database per CloudNativePG",
+             "# Cluster with object-store backups. Review it, then: python -m restore fleet render --fleet=THIS …"]
+    lines += [f"# Skipped {name}: {' '.join(why.split())}" for name, why in skipped]
+    lines += ["", "[fleet]", f"record = {q(record)}", f"parallelism = {parallelism}", "overdue_after_days = 35"]
+    lines += [f"image = {q(image)}"] if image else []
+    for name, backup, secrets, stores in members:
+        lines += ["", f"[databases.{q(name)}]", f"backup = {q(backup)}", 'target = "local"',
+                  f"reads_secrets = [{', '.join(q(s) for s in secrets)}]",
+                  f"reads_object_stores = [{', '.join(q(s) for s in stores)}]"]
+    return "\n".join(lines) + "\n"
 
 
 @dataclass(frozen=True)

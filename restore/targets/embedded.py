@@ -118,6 +118,9 @@ class EmbeddedServer:
         self._running = False
         self._short_socket_dir: Path | None = None
         self._tag: Path | None = None  # the janitor's record of this cluster (see restore/janitor.py)
+        # What the server and the commands run as its user see (default: tools.clean_env()); a physical backup that
+        # brings its own credentials (a CloudNativePG Secret) sets it, so its restore_command has them too.
+        self.environment: dict[str, str] | None = None
 
     # -- paths -----------------------------------------------------------------------------------------
     @property
@@ -200,7 +203,8 @@ class EmbeddedServer:
     def _run_as_owner(self, args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
         user = SYSTEM_USER_AS_ROOT if os.geteuid() == 0 else None
         return subprocess.run(  # type: ignore[call-overload,no-any-return]
-            args, user=user, capture_output=True, text=True, env=clean_env(), **kwargs
+            args, user=user, capture_output=True, text=True,
+            env=clean_env() if self.environment is None else self.environment, **kwargs
         )
 
     def _prepare_root_owner(self) -> None:
@@ -382,6 +386,7 @@ class EmbeddedTarget:
         from restore.backups import physical  # only physical backups need it
 
         backup = source.physical_backup()
+        self.server.environment = backup.environment(clean_env())
         major = backup.major()
         self.server.bin_dir = physical.server_binaries(major)  # before start: its pg_ctl is on the janitor's tag
         for line in backup.verify():
@@ -397,7 +402,9 @@ class EmbeddedTarget:
             return settings
 
         self.server.fill_datadir = fill
-        self.database = source.database
+        about = backup.about()
+        # cnpg: without ?db=NAME the cluster's own application database (its bootstrap's), as CloudNativePG names it.
+        self.database = source.database or str((about or {}).get("database") or "postgres")
         started = time.monotonic()
         try:
             self.server.start()
@@ -429,7 +436,7 @@ class EmbeddedTarget:
         segments = physical.segments_restored(self.server.logfile.read_text(errors="replace"))
         log.write(f"# promoted after {recovery_s:.1f} s ({segments} WAL segment(s) from the archive, "
                   f"{segments * 16 / max(recovery_s, 0.001):.0f} MB/s); last transaction replayed: {replayed}\n")
-        with psycopg.connect(self.conninfo(source.database), autocommit=True) as conn:
+        with psycopg.connect(self.conninfo(self.database), autocommit=True) as conn:
             # Our own throwaway copy: amcheck may be installed here (never on an existing target).
             conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
         self.summary = BackupSummary(
@@ -439,7 +446,7 @@ class EmbeddedTarget:
             created_at=_iso(replayed or started_backup[0]),
             created_at_source=("the last transaction replayed by recovery" if replayed else
                                "the backup's start (recovery replayed no transaction before the target)"),
-            dbname=source.database,
+            dbname=self.database, cnpg=backup.about(),
             recovery_target=str(source.recovery),
             recovery_target_time=source.recovery.time.isoformat() if source.recovery.time else None,
             recovery_s=recovery_s, wal_segments_replayed=segments, recovery_end_proven=end[0],

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from restore import kubeapi
 from restore.errors import ConfigError, RestoreError
 from restore.waiting import wait_until
 
@@ -56,16 +57,10 @@ class AppConfig:
 
 def _apis() -> tuple[Any, Any]:
     """AppsV1Api and CoreV1Api from the in-cluster config, else the kubeconfig (KUBECONFIG), the standard way."""
-    from kubernetes import client, config
+    from kubernetes import client
 
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        try:
-            config.load_kube_config()
-        except Exception as exc:  # no kubeconfig, no context: said, never a traceback
-            raise AppError(f"No Kubernetes cluster to talk to: not in a pod, and no usable kubeconfig ({exc}). "
-                           "Set KUBECONFIG, or run without --stop-app.") from exc
+    if (why := kubeapi.load()) is not None:
+        raise AppError(f"No Kubernetes cluster to talk to: {why}. Set KUBECONFIG, or run without --stop-app.")
     return client.AppsV1Api(), client.CoreV1Api()
 
 
