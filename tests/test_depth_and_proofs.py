@@ -86,3 +86,20 @@ def test_depth_full_scans_everything_and_runs_parent_checks(
     junit = (run.run_dir / "junit.xml").read_text()
     assert 'value="bt_index_parent_check heapallindexed"' in junit
     assert "pg_toast" in junit  # TOAST tables and their indexes are checked too
+
+
+def test_a_unique_keys_shared_amcheck_pass_is_read_late_not_waited_for(
+    fault_server: FaultServer, run_suite: Callable[..., SuiteRun]
+) -> None:
+    """On a database the run did not restore no unique key is proven, so each unique index's amcheck pass is shared
+    by no_corruption and duplicate_primary_keys. The keys' tests are collected after every other test: no_corruption
+    (largest index first) makes each pass, and the key's test reads its result instead of waiting for it, idle, on
+    its lock while another worker makes it."""
+    run = run_suite(f"--target={fault_server.copy('shared_pass_order')}", "--collect-only", "-q",
+                    expect_result=False)
+    ids = [line.strip() for line in run.output.splitlines() if line.startswith("checks/")]
+    keys = [n for n, test in enumerate(ids) if "::test_no_duplicate_keys[" in test]
+    others = [n for n, test in enumerate(ids) if "::test_no_duplicate_keys[" not in test]
+    assert keys, run.output[-3000:]
+    assert any("::test_index[" in test for test in ids), run.output[-3000:]
+    assert min(keys) > max(others), ids
