@@ -14,8 +14,15 @@ COPY . /src
 # A virtual environment, copied whole into the final stage: no compiler, pip cache or sources left behind. The
 # suite's own packages are then imported from /app (a .pth line, as an editable install does), so that pytest's
 # plugin entry point, its conftest.py and the report templates are one copy of the code.
+# Barman Cloud's tools too (barman-cloud: and cnpg: backups; the recovering server, the same user here, runs
+# barman-cloud-wal-restore): barman without its psycopg2 requirement, which would need a compiler and libpq's headers;
+# psycopg2-binary stands in for it.
 RUN python3 -m venv /opt/restore-verify \
  && /opt/restore-verify/bin/pip install --no-cache-dir --disable-pip-version-check ${PIP_ARGS} /src \
+ && /opt/restore-verify/bin/pip install --no-cache-dir --disable-pip-version-check ${PIP_ARGS} --no-deps \
+      "barman>=3.10,<4" \
+ && /opt/restore-verify/bin/pip install --no-cache-dir --disable-pip-version-check ${PIP_ARGS} psycopg2-binary \
+      python-dateutil \
  && site=$(/opt/restore-verify/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') \
  && rm -rf "$site/restore" "$site/fixtures" "$site/reports" "$site/checks" \
  && echo /app > "$site/restore-verify.pth"

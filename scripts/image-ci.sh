@@ -34,6 +34,11 @@ rm -rf build/wheels
 # pip builds /src inside the image (its build backend, isolated): setuptools must be among the wheels too.
 "$PY" -m pip download -q --disable-pip-version-check --only-binary=:all: --dest build/wheels "setuptools>=68" wheel \
   2> >(grep -v "^WARNING: Location" >&2)
+# Barman Cloud's tools (the Dockerfile installs barman without its psycopg2 requirement, psycopg2-binary instead).
+"$PY" -m pip download -q --disable-pip-version-check --only-binary=:all: --no-deps --dest build/wheels \
+  "barman>=3.10,<4" 2> >(grep -v "^WARNING: Location" >&2)
+"$PY" -m pip download -q --disable-pip-version-check --only-binary=:all: --dest build/wheels psycopg2-binary \
+  python-dateutil 2> >(grep -v "^WARNING: Location" >&2)
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 log "building $image from $base (revision $revision)"
 # The build's own output goes to a log (Docker 20.10's legacy builder prints a deprecation notice each time).

@@ -34,6 +34,7 @@ size=$(stat -c %s examples/out/sample.dump)
 head -c $((size * 2 / 3)) examples/out/sample.dump >/tmp/truncated.dump
 pytest -n auto --backup=/tmp/truncated.dump $args --result-json=/reports/truncated.json >/reports/truncated.log 2>&1
 echo "truncated-run exit $?"
+barman-cloud-wal-restore --version 2>&1 | sed 's/^/barman-cloud: /'
 id -u
 """
 
@@ -78,4 +79,7 @@ def test_the_main_job_passes_inside_the_image_and_a_truncated_dump_fails(tmp_pat
     truncated = json.loads((reports / "truncated.json").read_text())
     assert truncated["outcome"] == "failed"
     assert truncated["checklist"]["restore_succeeded"] == "failed", truncated["checklist_reasons"]
+    # Barman Cloud's tools are in the image, for barman-cloud: and cnpg: backups (a fleet Job of CloudNativePG
+    # clusters runs them): the image's user, which the recovering server runs as, can run them.
+    assert "barman-cloud: barman-cloud-wal-restore 3." in output, output
     assert run.stdout.strip().splitlines()[-1] == "10001"  # not root
