@@ -340,3 +340,26 @@ def test_the_source_and_the_clusters_words_are_read_as_cloudnativepg_writes_them
     assert judged["newest_completed"] == "a"
     failed = [*running, backup_object("c", phase="failed", stopped="2026-12-03T00:00:00Z", cluster_name="x")]
     assert "newest Backup c of prod/x failed" in cnpg.judge(plain, failed, store)["findings"]["restore_succeeded"][0]
+
+
+def test_the_role_is_per_namespace_and_grants_no_secret_to_a_cluster_that_names_none(tmp_path: Path) -> None:
+    """A hand-written fleet across two namespaces, one cluster on its pod's own role (inheritFromIAMRole: no
+    Secret): a Role and a RoleBinding per namespace, each with only its own clusters; no secrets rule where no
+    Secret is named; other databases of the fleet grant nothing."""
+    from restore.records import fleet
+
+    path = tmp_path / "fleet.toml"
+    path.write_text('[fleet]\nrecord = "s3://r/record.jsonl"\n\n'
+                    '[databases."prod/a"]\nbackup = "cnpg:prod/a@latest"\nreads_secrets = ["a-s3"]\n\n'
+                    '[databases."billing/b"]\nbackup = "cnpg:billing/b@latest"\n\n'
+                    '[databases.orders]\nbackup = "s3://backups/orders/"\n')
+    cronjob = next(d for d in yaml.safe_load_all((ROOT / "deploy/kubernetes/restore-verify.yaml").read_text())
+                   if d and d["kind"] == "CronJob")
+    rendered = fleet.indexed_job(fleet.load(path), path.read_text(), cronjob)
+    roles = {d["metadata"]["namespace"]: d for d in rendered if d["kind"] == "Role"}
+    assert set(roles) == {"prod", "billing"}
+    assert roles["prod"]["rules"][0]["resourceNames"] == ["a"]
+    assert roles["prod"]["rules"][-1] == {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["a-s3"],
+                                          "verbs": ["get"]}
+    assert [r["resources"] for r in roles["billing"]["rules"]] == [["clusters"], ["backups"]]
+    assert sum(1 for d in rendered if d["kind"] == "RoleBinding") == 2
