@@ -74,11 +74,15 @@ def cluster(name: str, *, backup: dict[str, Any] | None = None, plugin: str | No
                                        "lastTransitionTime": "2026-12-06T02:00:00Z"}]}}
 
 
+# What an operator's error text may hold (it is the API's free text): markup and a terminal control sequence.
+HOSTILE = "<svg onload=document.body.dataset.t=1> \x1b[2K\rbackup test PASSED"
+
+
 def backup_object(name: str, *, phase: str, stopped: str, backup_id: str | None = None,
                   method: str = "barmanObjectStore", cluster_name: str = NAME) -> dict[str, Any]:
     status = {"phase": phase, "method": method, "startedAt": stopped, "stoppedAt": stopped}
     status |= {"backupId": backup_id} if backup_id else {}
-    status |= {"error": "can't execute backup: the object store is unreachable"} if phase == "failed" else {}
+    status |= {"error": f"can't execute backup: the object store is unreachable {HOSTILE}"} if phase == "failed" else {}
     return {"apiVersion": "postgresql.cnpg.io/v1", "kind": "Backup",
             "metadata": {"name": name, "namespace": NS, "creationTimestamp": stopped},
             "spec": {"cluster": {"name": cluster_name}, "method": method}, "status": status}
@@ -203,6 +207,11 @@ def test_a_failed_newest_backup_and_failing_archiving_fail_the_items_they_concer
     assert "WAL archiving of prod/ecommerce-db is failing" in messages, messages
     assert "barman-cloud-wal-archive: exit status 4" in messages, messages
     assert run.result["backup"]["cnpg"]["backup_object"] == "ecommerce-db-daily"
+    # The operator's words are shown as text: no markup in the report, no control sequence on the terminal.
+    assert "\x1b" not in run.output, run.output[-2000:]
+    assert "\x1b" not in (run.run_dir / "restore.log").read_text()
+    assert "\\x1b[2K" in (run.run_dir / "restore.log").read_text()  # said, as an escape
+    assert "<svg onload" not in (run.run_dir / "report.html").read_text()
     _no_secret_anywhere(run)
 
 

@@ -33,6 +33,7 @@ from restore import kubeapi
 from restore.backups.barman import BarmanCloud
 from restore.backups.physical import RecoveryTarget
 from restore.errors import ConfigError, DumpNotFound, VerifierFault
+from restore.untrusted import visible
 
 GROUP = "postgresql.cnpg.io"
 PLUGIN_GROUP = "barmancloud.cnpg.io"
@@ -331,7 +332,8 @@ class CnpgBarman(BarmanCloud):
         said += [f"cnpg: note: {words}" for words in self.facts["notes"]]
         lines = super().verify()
         used = self.object_ids.get(str(self.chosen.get("backup_id")))
-        return [*said, *lines, f"cnpg: the backup restored is {self._named(used)}"]
+        # The operator's words (a Backup's error, a condition's message) are the API's free text: shown, not obeyed.
+        return [visible(line) for line in (*said, *lines, f"cnpg: the backup restored is {self._named(used)}")]
 
     def _named(self, used: str | None) -> str:
         backup_id = self.chosen.get("backup_id")
