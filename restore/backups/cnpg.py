@@ -43,7 +43,8 @@ PLUGIN_NAMES = ("barman-cloud.cloudnative-pg.io",)
 S3_KEYS = (("accessKeyId", "AWS_ACCESS_KEY_ID"), ("secretAccessKey", "AWS_SECRET_ACCESS_KEY"),
            ("sessionToken", "AWS_SESSION_TOKEN"), ("region", "AWS_DEFAULT_REGION"))
 OBJECT_STORE_METHODS = ("barmanObjectStore", "plugin")
-FINISHED = ("completed", "failed", "walarchivingfailing")
+# Phases a Backup is judged in: completed, or one that says the backup will not be (lowercased).
+FINISHED = ("completed", "failed", "walarchivingfailing", "definitioninvalid")
 
 
 @dataclass(frozen=True)
