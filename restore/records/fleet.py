@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import json
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -162,25 +163,27 @@ def cnpg_access(fleet: Fleet, *, service_account: str, namespace: str,
             by_namespace.setdefault(db.cnpg[0], []).append(db)
     documents: list[dict[str, Any]] = []
     for ns, members in by_namespace.items():
-        def names(values: list[str]) -> list[str]:
-            return sorted(set(values))
-
         rules: list[dict[str, Any]] = [
             {"apiGroups": ["postgresql.cnpg.io"], "resources": ["clusters"],
-             "resourceNames": names([db.cnpg[1] for db in members if db.cnpg]), "verbs": ["get"]},
+             "resourceNames": _names(db.cnpg[1] for db in members if db.cnpg), "verbs": ["get"]},
             {"apiGroups": ["postgresql.cnpg.io"], "resources": ["backups"], "verbs": ["list"]}]
-        if stores := names([s for db in members for s in db.reads_object_stores]):
+        if stores := _names(s for db in members for s in db.reads_object_stores):
             rules.append({"apiGroups": ["barmancloud.cnpg.io"], "resources": ["objectstores"],
                           "resourceNames": stores, "verbs": ["get"]})
-        if secrets := names([s for db in members for s in db.reads_secrets]):
+        if secrets := _names(s for db in members for s in db.reads_secrets):
             rules.append({"apiGroups": [""], "resources": ["secrets"], "resourceNames": secrets, "verbs": ["get"]})
-        role = {"name": f"{JOB_NAME}-cnpg", "namespace": ns, "labels": labels}
+        name = f"{JOB_NAME}-cnpg"
+        role = {"name": name, "namespace": ns, "labels": dict(labels)}
         documents += [
             {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": role, "rules": rules},
-            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": role,
-             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["name"]},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": dict(role),
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
              "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}]}]
     return documents
+
+
+def _names(values: Iterable[str]) -> list[str]:
+    return sorted(set(values))
 
 
 def discovered(members: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]], skipped: list[tuple[str, str]], *,
