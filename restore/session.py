@@ -17,6 +17,7 @@ import contextlib
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -168,10 +169,36 @@ def _check_room(target: Target, info: ArchiveInfo, database_bytes: int | None, l
         progress(f"warning: the restore may not fit: {said}. If it runs out, give it more space: {fix}")
 
 
+class _Beside:
+    """A step run in a thread beside the next ones (the archive's end-to-end read beside the server's start): its
+    own duration, and what it raised, re-raised by :meth:`wait`."""
+
+    def __init__(self, work: Callable[[], None]) -> None:
+        self.seconds = 0.0
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(work,), name="restore-verify-beside", daemon=True)
+        self._thread.start()
+
+    def _run(self, work: Callable[[], None]) -> None:
+        started = time.monotonic()
+        try:
+            work()
+        except BaseException as exc:  # handed to the caller's thread by wait()
+            self.error = exc
+        finally:
+            self.seconds = time.monotonic() - started
+
+    def wait(self) -> None:
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+
 def _read_backup(plan: RestorePlan, source: Source, outcome: RestoreOutcome, clock: Clock,
-                 stack: contextlib.ExitStack) -> tuple[ArchiveInfo, int | None]:
+                 stack: contextlib.ExitStack) -> tuple[ArchiveInfo, int | None, _Beside]:
     """Fetch the dump (an S3 object into a temporary directory removed at the end), read its table of contents,
-    prove it readable and check that its manifest is its own."""
+    check that its manifest is its own, and start proving it readable end to end (``pg_restore -f /dev/null``) in
+    a thread: the caller starts the target meanwhile and waits for the proof before it loads anything."""
     with clock.phase("fetch"):
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="restore-verify-fetch-")))
         fetched = source.fetch(scratch, progress=plan.progress)
@@ -182,10 +209,9 @@ def _read_backup(plan: RestorePlan, source: Source, outcome: RestoreOutcome, clo
             outcome.fetched_manifest = str(kept)
     with clock.phase("verify_archive"):
         info = inspect(fetched.path)
-        verify_readable(info)
         size = _check_manifest(plan.manifest or (Path(outcome.fetched_manifest) if outcome.fetched_manifest else None),
                                info)
-    return info, size
+    return info, size, _Beside(lambda: verify_readable(info))
 
 
 def _describe_backup(plan: RestorePlan, source: Source) -> ArchiveInfo:
@@ -226,16 +252,25 @@ def prepare(plan: RestorePlan, *, run_id: str = "run") -> Iterator[PreparedDatab
         info = None
         dbname: str | None = None
         step = "reading the backup"
+        readable: _Beside | None = None  # the archive's end-to-end read, beside the target's start
         try:
             if source is not None and source.logical:
                 outcome.jobs, outcome.pg_restore_version = plan.jobs, tool_version("pg_restore")
-                info, database_bytes = _read_backup(plan, source, outcome, clock, stack)
-                if target.loads_dumps:
-                    _check_room(target, info, database_bytes, log, plan.progress)
+                info, database_bytes, readable = _read_backup(plan, source, outcome, clock, stack)
             step = "starting the target" + (" and recovering the backup" if source and source.physical else "")
-            with clock.phase("start_target"):
-                stack.callback(target.stop)
-                target.start(source=source, info=info, log=log)
+            try:
+                if info is not None and target.loads_dumps:
+                    _check_room(target, info, database_bytes, log, plan.progress)
+                with clock.phase("start_target"):
+                    stack.callback(target.stop)
+                    target.start(source=source, info=info, log=log)
+            except Exception:
+                if readable is not None:
+                    readable.wait()  # an unreadable archive is the finding, whatever else stopped the start
+                raise
+            if readable is not None:
+                readable.wait()  # nothing is loaded from an archive not read to its end
+                outcome.phases_s["verify_archive"] = round(outcome.phases_s["verify_archive"] + readable.seconds, 3)
             step = "loading the dump"
             if info is not None and target.loads_dumps:
                 dbname = load_dump(target, info, outcome, clock, log, jobs=plan.jobs, globals_file=plan.globals_file,

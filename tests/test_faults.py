@@ -140,12 +140,18 @@ def _corrupt_copy(sample: Sample, tmp_path: Path, how: str) -> Path:
     return target
 
 
-@pytest.mark.parametrize("how", ["truncated", "flipped_bytes"])
+@pytest.mark.parametrize(("how", "start_fails"), [("truncated", False), ("flipped_bytes", False), ("truncated", True)],
+                         ids=["truncated", "flipped_bytes", "truncated-and-the-start-fails-too"])
 def test_damaged_dump_fails_restore_succeeded_and_restores_nothing(
-    how: str, sample: Sample, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+    how: str, start_fails: bool, sample: Sample, tmp_path: Path,  # noqa: FBT001
+    run_suite: Callable[..., SuiteRun],
 ) -> None:
+    """The archive is read end to end beside the target's start: unreadable, it is the finding (a failed backup
+    test), also when the start failed too — never the start's error."""
     dump = _corrupt_copy(sample, tmp_path, how)
-    run = run_suite(f"--backup={dump}", f"--globals={sample.globals_sql}", f"--expectations={sample.expectations}")
+    injected = ("-p", "tests.raise_in_step") if start_fails else ()
+    run = run_suite(*injected, f"--backup={dump}", f"--globals={sample.globals_sql}",
+                    f"--expectations={sample.expectations}", env={"RV_RAISE_IN": "start"} if start_fails else None)
     assert run.returncode == 1, run.explain()
     checklist = run.result["checklist"]
     assert checklist["restore_succeeded"] == "failed", run.explain()
