@@ -46,6 +46,17 @@ def switch_and_wait_archived(conn: psycopg.Connection[Any], *, seconds: float, w
     return segment
 
 
+def write_past_the_target(conn: psycopg.Connection[Any], *, where: str) -> str:
+    """After rows 11-20: the restore point ``after-20``, rows 21-30, their segment archived (its name returned), and
+    one more segment archived after it (a heartbeat table), so that the archive holds a segment past rows 21-30."""
+    conn.execute("SELECT pg_create_restore_point('after-20')")
+    conn.execute("INSERT INTO public.events (id) SELECT generate_series(21, 30)")
+    segment = switch_and_wait_archived(conn, seconds=120, where=where)
+    conn.execute("CREATE TABLE public.heartbeat AS SELECT 1 AS beat")
+    switch_and_wait_archived(conn, seconds=120, where=where)
+    return segment
+
+
 def events_expectations(tmp_path: Path, rows: int) -> Path:
     expectations = tmp_path / "expectations"
     expectations.mkdir()
@@ -115,11 +126,7 @@ def make_barman_archive(moto_env: dict[str, str]) -> Archive:
         with psycopg.connect(server.conninfo("shop"), autocommit=True) as conn:
             conn.execute("INSERT INTO public.events (id) SELECT generate_series(11, 20)")
             target = conn.execute("SELECT clock_timestamp()").fetchone()
-            conn.execute("SELECT pg_create_restore_point('after-20')")
-            conn.execute("INSERT INTO public.events (id) SELECT generate_series(21, 30)")
-            segment = switch_and_wait_archived(conn, seconds=120, where="S3")
-            conn.execute("CREATE TABLE public.heartbeat AS SELECT 1 AS beat")  # one more segment archived after it
-            switch_and_wait_archived(conn, seconds=120, where="S3")
+            segment = write_past_the_target(conn, where="S3")
         assert target is not None
     listed = subprocess.run([str(bin_dir / "barman-cloud-backup-list"), "--format=json", "--endpoint-url", endpoint,
                              destination, BARMAN_SERVER], capture_output=True, text=True, env=clean_env() | FAKE_AWS,

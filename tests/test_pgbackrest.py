@@ -30,7 +30,7 @@ from restore.compare.capture import capture
 from restore.targets.embedded import EmbeddedServer
 from restore.tools import clean_env
 from tests.conftest import FAKE_AWS, SuiteRun, TlsS3, wait_for
-from tests.physical_source import create_events, events_expectations, switch_and_wait_archived
+from tests.physical_source import create_events, events_expectations, write_past_the_target
 
 PG15 = Path("/usr/lib/postgresql/15/bin")
 STANZA = "demo"
@@ -125,11 +125,7 @@ def repositories(moto_tls: TlsS3) -> Iterator[Repositories]:
         taken = capture(server.conninfo("shop"))  # after that commit, before the next
         manifest.write(taken, work / "shop.manifest.json")
         with psycopg.connect(server.conninfo("shop"), autocommit=True) as conn:
-            conn.execute("SELECT pg_create_restore_point('after-20')")
-            conn.execute("INSERT INTO public.events (id) SELECT generate_series(21, 30)")
-            segment = switch_and_wait_archived(conn, seconds=120, where="both repositories")
-            conn.execute("CREATE TABLE public.heartbeat AS SELECT 1 AS beat")  # one more segment archived after it
-            switch_and_wait_archived(conn, seconds=120, where="both repositories")
+            segment = write_past_the_target(conn, where="both repositories")
         assert before is not None
     try:
         yield Repositories(work / "posix.conf", work / "s3.conf", posix_repo, before[0],
