@@ -234,3 +234,22 @@ def test_backup_creates_its_output_directory(fault_server: FaultServer, tmp_path
                                                tmp_path / "not" / "there" / "yet.dump")
     assert dump.exists()
     assert manifest.load(manifest_path)["backup"]["toc_digest"]
+
+
+def test_a_snapshot_beside_a_transaction_at_its_xmax_is_not_an_exact_position(fault_server: FaultServer) -> None:
+    """A transaction whose id is the snapshot's xmax (or above) is invisible to the snapshot and not listed among its
+    in-progress ones; committing, its commit record may already stand before the WAL position read. Such a position
+    is not exact (a recovery to it would hold that commit), and once the transaction has ended it is."""
+    from restore.compare.capture import export_snapshot
+
+    dsn = fault_server.copy("xmax_position")
+    with psycopg.connect(dsn, autocommit=True) as reader, psycopg.connect(dsn) as writer:
+        writer.execute("CREATE TABLE public.held (i int)")  # an id handed out, the transaction still open
+        busy = export_snapshot(reader)
+        reader.execute("ROLLBACK")
+        assert busy["in_progress"] == 0, busy  # not listed: its id is the snapshot's xmax
+        assert busy["exact"] is False, busy
+        writer.commit()
+        idle = export_snapshot(reader)
+        reader.execute("ROLLBACK")
+        assert idle["exact"] is True, idle

@@ -163,7 +163,8 @@ WHERE c.oid = ANY(%s) AND pg_relation_size(c.oid) < pg_size_bytes(current_settin
 """
 POSITION_SQL = ("clock_timestamp() AS at, CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
                 "ELSE pg_current_wal_insert_lsn() END::text AS lsn, pg_is_in_recovery() AS standby, "
-                "(SELECT count(*) FROM txid_snapshot_xip(txid_current_snapshot())) AS in_progress")  # (any major)
+                "(SELECT count(*) FROM txid_snapshot_xip(txid_current_snapshot())) AS in_progress, "
+                "txid_snapshot_xmax(txid_current_snapshot()) AS xmax")  # (any major)
 
 
 SNAPSHOT_ATTEMPTS = 200
@@ -177,7 +178,8 @@ def export_snapshot(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     commit record is in the WAL but which is still finishing (flushing) is invisible to a snapshot taken then, and a
     recovery to that position would hold it. So the position is read before and in the snapshot's statement, and
     the snapshot is taken again (a few milliseconds later) until nothing was written between the two reads and no
-    transaction was in progress — on a busy source, usually within a few attempts. Otherwise the last one is used,
+    transaction was in progress, listed or (its id at or above the snapshot's xmax) not — on a busy source, usually
+    within a few attempts. Otherwise the last one is used,
     marked not exact (its time is then the recovery target)."""
     row: dict[str, Any] | None = None
     with conn.cursor(row_factory=dict_row) as cur:
@@ -188,13 +190,33 @@ def export_snapshot(conn: psycopg.Connection[Any]) -> dict[str, Any]:
             row = cur.execute(f"SELECT pg_export_snapshot() AS s, {POSITION_SQL}").fetchone()
             assert row is not None
             assert before is not None
-            row["exact"] = bool(row["standby"]) or (before["lsn"] == row["lsn"] and row["in_progress"] == 0)
+            row["exact"] = bool(row["standby"]) or (before["lsn"] == row["lsn"] and row["in_progress"] == 0
+                                                    and not _assigned(conn, int(row["xmax"])))
             if row["exact"] or attempt == SNAPSHOT_ATTEMPTS - 1:
                 break
             conn.execute("ROLLBACK")
             time.sleep(0.002 * (1 + attempt % 5))  # let the in-flight commits finish (bounded: SNAPSHOT_ATTEMPTS)
     assert row is not None
     return row
+
+
+def _assigned(conn: psycopg.Connection[Any], xid: int) -> bool:
+    """Whether transaction id ``xid`` (the snapshot's xmax) has been handed out. A snapshot lists as in progress only
+    the running transactions below its xmax: one whose id is xmax or above — say, committing, its commit record
+    already in the WAL, still flushing it — is invisible to it and not listed, and a recovery to the position would
+    hold it. PostgreSQL says "in the future" of an id not handed out yet (read in a savepoint: the error is the
+    answer, and the snapshot's transaction stays open)."""
+    conn.execute("SAVEPOINT rv_xmax")
+    try:
+        conn.execute("SELECT txid_status(%s)", (xid,))
+        assigned = True
+    except psycopg.errors.InvalidParameterValue:  # "transaction ID … is in the future": none at or above xmax
+        assigned = False
+    except psycopg.Error:  # cannot tell: not exact (the snapshot is taken again)
+        assigned = True
+    conn.execute("ROLLBACK TO SAVEPOINT rv_xmax")
+    conn.execute("RELEASE SAVEPOINT rv_xmax")
+    return assigned
 
 
 def position_of(row: dict[str, Any] | None) -> Position | None:
