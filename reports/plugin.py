@@ -488,31 +488,32 @@ def _str(path: Path | None) -> str | None:
     return None if path is None else str(path)
 
 
+def describe_environment(config: pytest.Config, state: RunState) -> None:
+    """Restore provenance in pytest-metadata's Environment table (connection strings are already redacted), once
+    the restore ended: pytest-html shows that same table when it writes the report."""
+    prepared = state.prepared
+    if prepared is None or not config.pluginmanager.hasplugin("metadata"):
+        return
+    from pytest_metadata.plugin import metadata_key
+
+    metadata = config.stash[metadata_key]
+    archive, outcome = prepared.archive, prepared.restore
+    metadata["restore-verify"] = _suite_version()
+    metadata["Target"] = f"{prepared.target_name} ({prepared.target_kind})"
+    metadata["PostgreSQL (target)"] = state.catalog.server_version or "unknown"
+    if archive is not None:
+        metadata["Backup"] = f"{archive.path} ({archive.format})"
+        metadata["Dumped from / by"] = f"{archive.dumped_from} / {archive.dumped_by}"
+    if outcome.performed:
+        metadata["pg_restore"] = str(outcome.pg_restore_version)
+        metadata["Restore jobs"] = str(outcome.jobs)
+
+
 class _RunReport:
     """result.json when the session finishes, the record line at the very end, the checklist in the terminal."""
 
     def __init__(self, state: RunState, collected: Collected) -> None:
         self.state, self.collected = state, collected
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_sessionstart(self, session: pytest.Session) -> None:
-        """Restore provenance in pytest-metadata's Environment table (connection strings are already redacted)."""
-        prepared = self.state.prepared
-        if prepared is None or not session.config.pluginmanager.hasplugin("metadata"):
-            return
-        from pytest_metadata.plugin import metadata_key
-
-        metadata = session.config.stash[metadata_key]
-        archive, outcome = prepared.archive, prepared.restore
-        metadata["restore-verify"] = _suite_version()
-        metadata["Target"] = f"{prepared.target_name} ({prepared.target_kind})"
-        metadata["PostgreSQL (target)"] = self.state.catalog.server_version or "unknown"
-        if archive is not None:
-            metadata["Backup"] = f"{archive.path} ({archive.format})"
-            metadata["Dumped from / by"] = f"{archive.dumped_from} / {archive.dumped_by}"
-        if outcome.performed:
-            metadata["pg_restore"] = str(outcome.pg_restore_version)
-            metadata["Restore jobs"] = str(outcome.jobs)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:

@@ -117,9 +117,17 @@ class RunState:
 
     config: RestoreConfig
     expectations: Expectations
-    facts: RunFacts
+    # An xdist worker starts beside the controller's restore and gets its facts when they exist: a function that
+    # waits for them, called on first use (collection), not before.
+    _facts: RunFacts | Callable[[], RunFacts]
     _manifests: tuple[manifest.Manifest, manifest.Manifest] | None = field(default=None, repr=False)
     _inventory: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def facts(self) -> RunFacts:
+        if not isinstance(self._facts, RunFacts):
+            self._facts = self._facts()
+        return self._facts
 
     @property
     def prepared(self) -> PreparedDatabase | None:
@@ -189,9 +197,10 @@ class Run:
         self.state, self.say, self.progress = state, say, progress
         self.stack = contextlib.ExitStack()
 
-    def start(self) -> None:
+    def announce(self) -> None:
+        """The settings, the scheduler's heartbeat and the sweep of what killed runs left: before anything else,
+        so that a run that hangs or dies in the restore has already said how it was configured."""
         cfg, facts, say = self.state.config, self.state.facts, self.say
-        # The settings first: a run that hangs or dies in the restore has already said how it was configured.
         for line in cfg.header_lines():
             say(line.removeprefix("restore-verify: "))
         if cfg.heartbeat:  # the scheduler's "it started": a run that then hangs is seen as one
@@ -203,6 +212,10 @@ class Run:
             janitor.sweep(report=lambda line: say(f"janitor: {line}"))
         except Exception as exc:  # a sweep that cannot read its folder (or anything else) must not cost the run
             say(f"janitor: could not sweep ({exc}); python -m restore cleanup shows what is left")
+
+    def start(self) -> None:
+        """The restore and everything learned once before the checks (call :meth:`announce` first)."""
+        cfg, facts, say = self.state.config, self.state.facts, self.say
         if cfg.target.needs_restore:
             say(f"restoring {cfg.source.spec if cfg.source else None} into {cfg.target.redacted()} with "
                 f"{cfg.restore_jobs} job(s)")

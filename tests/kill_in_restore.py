@@ -1,6 +1,7 @@
 """A plugin for self-tests: ``-p tests.kill_in_restore`` kills the embedded server (SIGKILL, as the OOM killer
 does) when pg_restore starts loading the first table's data, and waits until it is gone: the fault lands inside the
-restore at a known point, never a race.
+restore at a known point, never a race. With ``RV_RESTORE_FAULT=sigterm-self`` it sends SIGTERM to the run itself
+there instead (a CI job cancelled while the restore runs).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ def _restore_dump(self: EmbeddedTarget, info: Any, dbname: str, *, jobs: int, lo
     killed: list[int] = []
 
     def line(text: str) -> None:
+        if not killed and "processing data for table" in text and os.environ.get("RV_RESTORE_FAULT") == "sigterm-self":
+            killed.append(os.getpid())
+            os.kill(os.getpid(), signal.SIGTERM)
         if not killed and "processing data for table" in text:
             pid = int((self.server.datadir / "postmaster.pid").read_text().split()[0])
             os.kill(pid, signal.SIGKILL)

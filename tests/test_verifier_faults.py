@@ -5,11 +5,13 @@ restore. Each run is an error (exit 7) naming the cause once, never a failed bac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -112,6 +114,33 @@ def test_the_embedded_server_killed_during_the_restore_is_the_verifiers_error(
     run = run_suite("-p", "tests.kill_in_restore", *sample.restore_args())
     _assert_error_said_once(run, "stopped by the verifier's own world while loading the dump",
                             "the embedded server is gone", "SIGKILL")
+
+
+@pytest.mark.parametrize("workers", ["-n2", "-pno:xdist"])
+def test_a_run_cancelled_during_the_restore_stops_its_waiting_workers(
+    workers: str, sample: Sample, tmp_path: Path, run_suite: Callable[..., SuiteRun]
+) -> None:
+    """xdist's workers start beside the restore and wait for its facts: SIGTERM to the run while pg_restore loads
+    (a CI job cancelled) ends it as interrupted, tears the server down, and leaves no worker waiting."""
+    mark = f"rv-cancelled-{tmp_path.name}"
+    run = run_suite("-p", "tests.kill_in_restore", workers, *sample.restore_args(),
+                    env={"RV_RESTORE_FAULT": "sigterm-self", "RV_TEST_MARK": mark})
+    assert run.returncode == 2, run.explain()
+    assert run.result["outcome"] == "interrupted", run.explain()
+    assert "passed" not in run.result["checklist"].values(), run.explain()
+    deadline = time.monotonic() + 60
+    while processes_marked(mark):  # the workers end with the run (not killed after a timeout of their own)
+        assert time.monotonic() < deadline, f"workers of the cancelled run still alive: {processes_marked(mark)}"
+        time.sleep(0.1)
+
+
+def processes_marked(mark: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if proc.name.isdigit() and f"RV_TEST_MARK={mark}".encode() in (proc / "environ").read_bytes():
+                found.append(int(proc.name))
+    return found
 
 
 def test_a_worker_killed_during_the_checks_is_the_verifiers_error(

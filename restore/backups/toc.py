@@ -9,6 +9,7 @@ Custom (``-Fc``), directory (``toc.dat``) and tar (``toc.dat`` member) archives 
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import tarfile
@@ -93,7 +94,15 @@ def _open_toc(path: Path) -> IO[bytes]:
 
 
 def read_toc(path: Path) -> RawToc:
-    """Every entry of the archive's table of contents, names exact; raises :class:`TocUnreadable`."""
+    """Every entry of the archive's table of contents, names exact; raises :class:`TocUnreadable`. Read once per
+    file as it is (the restore's plan and the inventory comparison both ask: 0.3 s each at 1,000 tables)."""
+    st = path.stat()
+    return _read_toc(str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_toc(path_text: str, size: int, mtime_ns: int, inode: int) -> RawToc:
+    path = Path(path_text)
     with _open_toc(path) as fh:
         r = _Reader(fh)
         if fh.read(5) != b"PGDMP":

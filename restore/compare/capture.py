@@ -3,6 +3,7 @@ connections on the same snapshot (:mod:`restore.compare.content`), and pg_dump's
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -303,17 +304,25 @@ def _capture_in(cur: psycopg.Cursor[Any], conninfo: str, *, jobs: int, snapshot_
         if entry["partition_of"] in tables:
             tables[entry["partition_of"]]["partitions"].append(name)
     sequences: dict[str, SequenceEntry] = {}
-    for r in cur.execute(SEQUENCES_SQL).fetchall():
+    sequence_rows = cur.execute(SEQUENCES_SQL).fetchall()
+    # Each owning column's max (min for a descending sequence), one statement each (each under the session's
+    # statement_timeout), pipelined: a round trip per sequence cost 1 s at 1,000 tables.
+    column_max: dict[str, psycopg.Cursor[Any]] = {}
+    conn = cur.connection
+    with conn.pipeline() if psycopg.Pipeline.is_supported() else contextlib.nullcontext():  # libpq >= 14
+        for r in sequence_rows:
+            owned = r["owned_by"]
+            if owned:
+                agg = sql.SQL("max" if r["increment"] > 0 else "min")
+                column_max[r["name"]] = conn.cursor(row_factory=dict_row).execute(
+                    sql.SQL("SELECT {}({}) AS v FROM {}").format(
+                        agg, sql.Identifier(owned["column"]), sql.Identifier(owned["schema"], owned["relname"])))
+    for r in sequence_rows:
         owned = r["owned_by"]
-        column_max = None
-        if owned:
-            agg = sql.SQL("max" if r["increment"] > 0 else "min")
-            row = cur.execute(sql.SQL("SELECT {}({}) AS v FROM {}").format(
-                agg, sql.Identifier(owned["column"]), sql.Identifier(owned["schema"], owned["relname"]))).fetchone()
-            column_max = None if row is None or row["v"] is None else int(row["v"])
+        row = column_max[r["name"]].fetchone() if r["name"] in column_max else None
         sequences[r["name"]] = {"last_value": r["last_value"], "increment": r["increment"],
                                 "owned_by": f"{owned['table']}.{owned['column']}" if owned else None,
-                                "column_max": column_max}
+                                "column_max": None if row is None or row["v"] is None else int(row["v"])}
     views = {r["name"]: {"kind": r["kind"], "definition": normal(r["definition"]),
                          "definition_md5": md5_of(normal(r["definition"]))}
              for r in cur.execute(VIEWS_SQL).fetchall()}
