@@ -13,10 +13,10 @@ import contextlib
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from threading import Thread
 from typing import Any
 
 import psycopg
@@ -137,11 +137,19 @@ class RunState:
     def catalog(self) -> Catalog:
         return self.facts.catalog
 
+    def compares_manifests(self) -> bool:
+        """Whether this run compares a source manifest with the restored copy's (both prepared without error)."""
+        facts = self.facts
+        return not facts.manifest_error and facts.source_manifest_path is not None \
+            and facts.restored_manifest_path is not None
+
     def manifests(self) -> tuple[manifest.Manifest, manifest.Manifest] | None:
         """(source, restored) manifests, or None when this run compares with none (or could not prepare them)."""
         facts = self.facts
-        if facts.manifest_error or facts.source_manifest_path is None or facts.restored_manifest_path is None:
+        if not self.compares_manifests():
             return None
+        assert facts.source_manifest_path is not None
+        assert facts.restored_manifest_path is not None
         if self._manifests is None:
             # Without pg_dump's inventory: only the controller's comparison reads it (once, see _source_inventory),
             # and it is a third of a manifest's memory in every process (~8 KB per table).
@@ -196,6 +204,7 @@ class Run:
     def __init__(self, state: RunState, *, say: Say, progress: Say) -> None:
         self.state, self.say, self.progress = state, say, progress
         self.stack = contextlib.ExitStack()
+        self._source_tables: set[str] = set()  # the manifest compared with: its tables' names
 
     def announce(self) -> None:
         """The settings, the scheduler's heartbeat and the sweep of what killed runs left: before anything else,
@@ -301,41 +310,38 @@ class Run:
 
     def _capture_manifests(self) -> None:
         """Capture the restored database (and a live baseline) with the manifest code, when there is a source;
-        pg_dump lists the restore's objects meanwhile (a process of its own: it costs no wall time here)."""
+        meanwhile pg_dump lists the restore's objects (a process of its own) and the archive's table of contents is
+        read (Python, while the capture waits on the server): neither costs wall time here."""
         facts = self.state.facts
         assert facts.prepared is not None
         assert facts.prepared.conninfo is not None
-        restored: list[inventory.Inventory | BaseException] = []
         conninfo = self._bounded(facts.prepared.conninfo)
-
-        def list_restored() -> None:
-            try:
-                restored.append(inventory.of_database(conninfo))
-            except Exception as exc:  # said as the inventory's error: schema_matches fails with it
-                restored.append(exc)
-
         cfg, archive = self.state.config, facts.prepared.archive
         # Listed only when there is something to hold the list against: a dump's own table of contents, or a
         # manifest (the backup's, fetched with it, or a live baseline's).
         comparable = bool((archive is not None and archive.restored_by_pg_restore) or cfg.manifest
                           or facts.prepared.fetched_manifest or cfg.baseline)
-        lister = Thread(target=list_restored, daemon=True)
-        if comparable:
-            lister.start()
-        try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            restored = pool.submit(inventory.of_database, conninfo) if comparable else None
+            archived = pool.submit(inventory.of_archive, Path(archive.path)) if (
+                archive is not None and archive.restored_by_pg_restore and archive.path
+                and Path(archive.path).exists()) else None
             self._capture_manifest_files()
-        finally:
-            if comparable:
-                lister.join()
-        self._compare_inventories(restored[0] if restored else None)
+            listed: inventory.Inventory | BaseException | None = None
+            if restored is not None:
+                try:
+                    listed = restored.result()
+                except Exception as exc:  # said as the inventory's error: schema_matches fails with it
+                    listed = exc
+            self._compare_inventories(listed, archived)
 
-    def _source_inventory(self) -> tuple[inventory.Inventory | None, str]:
+    def _source_inventory(self, archived: Future[inventory.Inventory] | None) -> tuple[inventory.Inventory | None, str]:
         """The backup's inventory and where it came from, or None and why there is none."""
         facts = self.state.facts
         assert facts.prepared is not None
         archive = facts.prepared.archive
-        if archive is not None and archive.restored_by_pg_restore and archive.path and Path(archive.path).exists():
-            return inventory.of_archive(Path(archive.path)), "the archive's own table of contents"
+        if archived is not None:
+            return archived.result(), "the archive's own table of contents"
         manifests = self.state.manifests()
         if manifests is not None:
             assert facts.source_manifest_path is not None
@@ -354,11 +360,12 @@ class Run:
         return None, ("pg_dump's object inventory not compared: no dump archive and no manifest to compare the "
                       "restore's objects with (--manifest=PATH)")
 
-    def _compare_inventories(self, restored: inventory.Inventory | BaseException | None) -> None:
+    def _compare_inventories(self, restored: inventory.Inventory | BaseException | None,
+                             archived: Future[inventory.Inventory] | None) -> None:
         facts, say = self.state.facts, self.say
         assert facts.prepared is not None
         try:
-            source, where = self._source_inventory()
+            source, where = self._source_inventory(archived)
         except Exception as exc:  # an unreadable TOC was refused before the restore; anything else is said here
             facts.inventory_error = f"the backup's inventory could not be read: {type(exc).__name__}: {exc}"
             return
@@ -377,8 +384,9 @@ class Run:
         result = inventory.compare(source, restored, suite_extensions=(
             *facts.prepared.restore.installed_extensions, *inventory.VERIFIER_EXTENSIONS),
             dbname=facts.prepared.dbname)
-        manifests = self.state.manifests()
-        tables = set(manifests[0]["tables"]) if manifests is not None else set()
+        # The backup's tables, to route each object's finding: from the manifest this run already read (loading
+        # both manifests again for their names took seconds at 10,000 tables).
+        tables = self._source_tables if self.state.compares_manifests() else set()
         routes = {d.key: inventory.route(d.key, source["entries"] | restored["entries"], tables)
                   for d in result.differences}
         routes |= {key: inventory.route(key, source["entries"], tables) for key in source["entries"]}
@@ -398,12 +406,15 @@ class Run:
             if cfg.baseline is not None:
                 say(f"capturing the live baseline {cfg.baseline.redacted()} ...")
                 baseline_path = facts.run_dir / "baseline.manifest.json"
-                manifest.write(capture(self._bounded(cfg.baseline.conninfo()), jobs=cfg.restore_jobs,
-                                       freshness_sql=freshness), baseline_path)
+                baseline = capture(self._bounded(cfg.baseline.conninfo()), jobs=cfg.restore_jobs,
+                                   freshness_sql=freshness)
+                manifest.write(baseline, baseline_path)
+                self._source_tables = set(baseline["tables"])
                 facts.source_kind, facts.source_manifest_path = "baseline", baseline_path
             elif cfg.manifest is not None or facts.prepared.fetched_manifest is not None:
                 source_path = cfg.manifest or Path(str(facts.prepared.fetched_manifest))
                 source = manifest.load(source_path)  # refuse a foreign file before spending a pass on the restore
+                self._source_tables = set(source["tables"])
                 facts.source_kind, facts.source_manifest_path = "manifest", source_path
                 # A table whose content differs is bucketed as the backup's was, so that the mismatch names where.
                 compare_with = source["tables"]

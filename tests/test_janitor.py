@@ -18,7 +18,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from restore import janitor
 from restore.records import record
+from restore.targets.embedded import EmbeddedServer
 from tests.conftest import (
     ROOT,
     FaultServer,
@@ -184,3 +186,38 @@ def test_concurrent_s3_record_writers_lose_no_line(moto_env: dict[str, str], mon
     interleaved = iter([lambda: record.append(spec, base | {"run_id": "other"})])
     record.append(spec, base | {"run_id": "mine"}, on_read=lambda: next(interleaved, lambda: None)())
     assert [r["run_id"] for r in record.load(spec)] == ["first", "other", "mine"]
+
+
+def test_a_stopped_servers_folder_is_deleted_by_its_watchdog() -> None:
+    """Stopping the embedded server frees its place at once and leaves the deleting (60,000 files at 10,000 tables)
+    to its watchdog: the folder and its tag are gone soon after, without the owner waiting or exiting."""
+    server = EmbeddedServer(jobs=1).start()
+    base, tag_path = server.base_dir, server._tag
+    assert tag_path is not None
+    assert tag_path.exists()
+    server.stop()
+    assert not base.exists(), "the folder should have left its place when stop() returned"
+    trash = base.with_name(f".{base.name}.removing")
+    wait_for(lambda: not trash.exists() and not tag_path.exists(), seconds=60,
+             what="the watchdog to delete the stopped server's folder and forget its tag")
+
+
+def test_hand_over_moves_the_folder_out_of_its_place_and_the_watchdog_deletes_it(tmp_path: Path) -> None:
+    folder = tmp_path / "restore-verify-x"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "16384").write_text("a relation's file")
+    tag_path = janitor.register(janitor.owner_tag("embedded", "a stopped server", base_dir=str(folder)), watch=False)
+    assert janitor.hand_over(tag_path, folder)
+    assert not folder.exists()
+    trash = tmp_path / ".restore-verify-x.removing"
+    assert (trash / "data" / "16384").exists()
+    tag = janitor.load(tag_path)
+    assert tag is not None
+    assert tag.base_dir == str(trash)
+    assert not tag.owner_alive()  # handed over: the owner, alive, no longer holds it
+    janitor.sweep()  # another run starting now leaves it to the watchdog
+    assert trash.exists()
+    assert janitor.watch(tag_path) == 0  # the watchdog's loop: removes it and forgets the tag
+    assert not trash.exists()
+    assert not tag_path.exists()
+    assert not janitor.hand_over(tag_path, folder)  # no tag any more: the caller deletes it itself

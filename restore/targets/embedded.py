@@ -325,6 +325,7 @@ class EmbeddedServer:
         """Stop and delete the cluster (unless ``keep``); safe to call twice, also from atexit."""
         if self.base_dir == Path():
             return
+        ran = self._running  # a cluster that ran may hold a restore's files; a failed start's few go at once
         if self._running or (self.datadir / "postmaster.pid").exists():
             # A cluster about to be deleted needs no shutdown checkpoint (seconds of writes after a big restore).
             for mode in ("fast", "immediate") if self.keep else ("immediate",):
@@ -335,10 +336,14 @@ class EmbeddedServer:
                     break
             self._running = False
         if not self.keep and self.base_dir != Path() and self.base_dir.exists():
-            shutil.rmtree(self.base_dir, ignore_errors=True)
             if self._short_socket_dir is not None:
                 shutil.rmtree(self._short_socket_dir, ignore_errors=True)
-        janitor.release(self._tag)  # removed, or kept on purpose: either way no longer the watchdog's
+            # A stopped cluster's files are the watchdog's to delete, beside what this process does next.
+            if not ran or not janitor.hand_over(self._tag, self.base_dir):
+                shutil.rmtree(self.base_dir, ignore_errors=True)
+                janitor.release(self._tag)
+        else:
+            janitor.release(self._tag)  # kept on purpose, or nothing left: no longer the watchdog's
         self._tag = None
         with contextlib.suppress(Exception):
             atexit.unregister(self.stop)
