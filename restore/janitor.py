@@ -113,7 +113,7 @@ def hand_over(path: Path | None, base_dir: Path) -> bool:
     tag = load(path) if path is not None else None
     if path is None or tag is None or tag.base_dir != str(base_dir):
         return False
-    trash = base_dir.with_name(f".{base_dir.name}.removing")
+    trash = base_dir.with_name(f".{base_dir.name}.{uuid.uuid4().hex[:8]}.removing")  # never another's name
     tag.base_dir, tag.owner_started, tag.created_at = str(trash), HANDED_OVER, time.time()
     tmp = path.with_suffix(".tmp")
     try:
