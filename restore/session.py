@@ -149,14 +149,17 @@ def space_needed(info: ArchiveInfo, database_bytes: int | None) -> tuple[int, in
 
 
 def _check_room(target: Target, info: ArchiveInfo, database_bytes: int | None, log: IO[str],
-                progress: Callable[[str], None] | None) -> None:
-    """Refuse early, as the verifier's own fault, a restore that cannot fit where the server writes; say when it
-    may not."""
+                progress: Callable[[str], None] | None, outcome: RestoreOutcome) -> None:
+    """Choose where the server writes (in memory when the restore is small), refuse early, as the verifier's own
+    fault, a restore that cannot fit there; say when it may not."""
+    least, likely, how = space_needed(info, database_bytes)
+    if (placed := target.place(likely)) is not None:
+        log.write(f"# {placed}\n")
+        outcome.server_placement = placed
     room = target.room()
     if room is None:
         return
     where, free = room
-    least, likely, how = space_needed(info, database_bytes)
     fix = "--server-dir=PATH (ini server_dir) on a larger volume, or free space there"
     if free < least:
         raise VerifierFault(
@@ -260,10 +263,12 @@ def prepare(plan: RestorePlan, *, run_id: str = "run") -> Iterator[PreparedDatab
             step = "starting the target" + (" and recovering the backup" if source and source.physical else "")
             try:
                 if info is not None and target.loads_dumps:
-                    _check_room(target, info, database_bytes, log, plan.progress)
+                    _check_room(target, info, database_bytes, log, plan.progress, outcome)
                 with clock.phase("start_target"):
                     stack.callback(target.stop)
                     target.start(source=source, info=info, log=log)
+                if (room := target.room()) is not None:
+                    outcome.server_dir = str(room[0])
             except Exception:
                 if readable is not None:
                     readable.wait()  # an unreadable archive is the finding, whatever else stopped the start

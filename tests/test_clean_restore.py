@@ -16,9 +16,12 @@ def test_clean_restore_passes_every_item_and_restores_once_with_xdist(
     assert run.result["checklist"] == ALL_PASSED, run.explain()
     assert run.result["tests"]["failed"] == 0
     assert run.result["tests"]["passed"] > 50
-    # Exactly one restore for the whole run, by the controller, although two workers ran the checks.
+    # Exactly one restore for the whole run, by the controller, although two workers ran the checks: with --jobs,
+    # pg_restore's two runs of it (the schema, then the data and post-data).
     log = (run.run_dir / "restore.log").read_text()
-    assert len(re.findall(r"^\$ pg_restore ", log, flags=re.M)) == 1, log[:2000]
+    runs = re.findall(r"^\$ pg_restore .*", log, flags=re.M)
+    assert [("--section=pre-data" in r, "--section=data --section=post-data" in r) for r in runs] == [
+        (True, False), (False, True)], log[:2000]
     assert run.result["workers"] == ["gw0", "gw1"]
     # The run folder holds the three promised files, and result.json the promised fields.
     for name in ("report.html", "junit.xml", "result.json"):
@@ -32,6 +35,9 @@ def test_clean_restore_passes_every_item_and_restores_once_with_xdist(
     assert r["backup"]["size_bytes"] > 0
     assert r["restore"]["errors"] == []
     assert r["restore"]["duration_s"] > 0
+    # Where the throwaway cluster was written, and why (in memory when small and this machine has a tmpfs).
+    assert r["restore"]["server_dir"]
+    assert r["restore"]["server_placement"].startswith("the throwaway cluster is")
     assert any('role "postgres" already exists' in e for e in r["restore"]["accepted_errors"])
     html = (run.run_dir / "report.html").read_text()
     assert "id='checklist'" in html

@@ -488,3 +488,60 @@ def test_a_self_test_that_raises_fails_it_is_never_not_run(tmp_path: Path) -> No
                            str(tmp_path / "test_broken.py")], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert "2 failed" in done.stdout, done.stdout[-2000:]
     assert "skipped" not in done.stdout, done.stdout[-2000:]
+
+
+def test_a_small_throwaway_cluster_is_written_to_memory_and_a_large_one_or_a_chosen_folder_to_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from restore.targets import embedded
+    from restore.targets.embedded import EmbeddedServer, memory_home
+
+    # Not a tmpfs (the test's own folder): on disk, saying why.
+    home, why = memory_home(10, tmp_path)
+    assert home is None
+    assert "not a writable memory filesystem" in why
+    # A tmpfs as this process sees it: small goes to memory, more than a quarter of what is free does not.
+    monkeypatch.setattr(embedded, "_is_tmpfs", lambda path: True)
+    monkeypatch.setattr(embedded, "_memory_available_bytes", lambda: 4_000_000_000)
+    monkeypatch.setattr(embedded.shutil, "disk_usage", lambda path: type("U", (), {"free": 8_000_000_000})())
+    home, why = memory_home(900_000_000, tmp_path)
+    assert home == tmp_path
+    assert why.startswith("in memory (likely 900 MB")
+    assert "--server-dir=PATH" in why
+    home, why = memory_home(1_100_000_000, tmp_path)  # over 4,000 MB available / 4
+    assert home is None
+    assert "too large for memory" in why
+    assert "1/4" in why
+    monkeypatch.setattr(embedded, "_memory_available_bytes", lambda: None)
+    assert memory_home(10, tmp_path)[0] is None
+    # --server-dir and --keep-target are never overridden (a kept copy would hold memory until removed).
+    monkeypatch.setattr(embedded, "MEMORY_DIR", tmp_path)
+    monkeypatch.setattr(embedded, "_memory_available_bytes", lambda: 4_000_000_000)
+    assert EmbeddedServer(jobs=1, base_dir=tmp_path / "given").place(10) is None
+    assert EmbeddedServer(jobs=1, keep=True).place(10) is None
+    server = EmbeddedServer(jobs=1)
+    assert (server.place(10) or "").startswith("the throwaway cluster is written in memory")
+    assert server.in_memory
+    assert server.room()[0] == tmp_path
+
+
+def test_a_restore_in_two_runs_reports_the_errors_and_data_of_both() -> None:
+    from restore.backups.pgrestore import restore_runs
+
+    assert restore_runs(1) == ((),)
+    assert restore_runs(2) == (("--section=pre-data",), ("--section=data", "--section=post-data"))
+    run, first, second = ToolRun(command="both"), ToolRun(command="1"), ToolRun(command="2")
+    parse_pg_restore_log([
+        "pg_restore: from TOC entry 5; 1259 16390 TABLE t owner\n",
+        'pg_restore: error: could not execute query: ERROR:  type "x" does not exist\n',
+        "pg_restore: warning: errors ignored on restore: 1\n"], first)
+    first.exit_code = 1
+    parse_pg_restore_log(['pg_restore: processing data for table "public.u"\n'], second)
+    run.merge(first)
+    run.merge(second)
+    assert run.exit_code == 1
+    assert run.reported_error_count == 1
+    assert run.errors == ['[TABLE t owner] could not execute query: ERROR:  type "x" does not exist']
+    assert run.data_processed == ["public.u"]
+    assert "public.u" in run.output
+    assert "type" in run.output

@@ -39,6 +39,8 @@ class RestoreOutcome:
     fetched_checksum: str | None = None
     fetched_manifest: str | None = None
     diagnosis: list[str] = field(default_factory=list)  # what recognisable errors mean, in a DBA's words
+    server_dir: str | None = None  # where a server of this run on this machine wrote the restored copy
+    server_placement: str | None = None  # why there (in memory when small, else on disk), in words
 
     @property
     def clean_logical_restore(self) -> bool:

@@ -73,6 +73,10 @@ class Target(Protocol):
     def backup_summary(self) -> BackupSummary | None:
         """What the target itself learned of the backup (an RDS restore's facts); None for a dump."""
 
+    def place(self, likely_bytes: int) -> str | None:
+        """Before the start: choose where a restore of about ``likely_bytes`` writes on this machine (an embedded
+        cluster: in memory when small); what was chosen, in words (None: nothing to choose)."""
+
     def room(self) -> tuple[Path, int] | None:
         """Where a restore into this target writes on this machine, and the bytes free there (None: not here)."""
 

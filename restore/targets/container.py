@@ -20,7 +20,7 @@ from typing import IO, TYPE_CHECKING, Any
 import psycopg
 
 from restore import janitor
-from restore.backups.pgrestore import ToolRun, parse_pg_restore_log, restore_jobs, run_pg_restore
+from restore.backups.pgrestore import ToolRun, parse_pg_restore_log, restore_jobs, restore_runs, run_pg_restore
 from restore.conninfo import redact, with_params
 from restore.errors import ArchiveUnreadable, RestoreError, ToolTooOld
 from restore.targets.elsewhere import ServerElsewhere
@@ -265,14 +265,19 @@ def _restore_inside(server: ContainerServer, info: ArchiveInfo, dbname: str, *, 
             )
         raise ArchiveUnreadable.from_read(info.path, f"pg_restore --list (in {server.image})", listing)
     jobs, why = restore_jobs(info, jobs, log)
-    command = ["pg_restore", "--verbose", f"--jobs={jobs}", "--dbname", server.inner_conninfo(dbname), inner_path]
-    shown = f"docker exec {server.container_id} pg_restore --verbose --jobs={jobs} --dbname <target> {inner_path}"
-    log.write(f"$ {shown}\n")
-    run = ToolRun(command=shown, where=f"container {server.image} (pg_restore {version})", version=version,
-                  jobs=jobs, jobs_reason=why)
-    run.exit_code, output = server.exec(command)
-    log.write(output + f"# exit code {run.exit_code}\n")
-    parse_pg_restore_log(output.splitlines(keepends=True), run)
+    runs = restore_runs(jobs)  # as on the host: with --jobs, the schema first, then the data and post-data
+    shown_each = [" ".join([f"docker exec {server.container_id} pg_restore --verbose --jobs={jobs}", *sections,
+                            f"--dbname <target> {inner_path}"]) for sections in runs]
+    run = ToolRun(command=" && ".join(shown_each), where=f"container {server.image} (pg_restore {version})",
+                  version=version, jobs=jobs, jobs_reason=why)
+    for sections, shown in zip(runs, shown_each, strict=True):
+        log.write(f"$ {shown}\n")
+        part = ToolRun(command=shown)
+        part.exit_code, output = server.exec(["pg_restore", "--verbose", f"--jobs={jobs}", *sections, "--dbname",
+                                              server.inner_conninfo(dbname), inner_path])
+        log.write(output + f"# exit code {part.exit_code}\n")
+        parse_pg_restore_log(output.splitlines(keepends=True), part)
+        run.merge(part)
     if run.exit_code != 0 and not run.errors:
         run.errors.append(f"pg_restore exited with code {run.exit_code} without naming an error; see the restore log")
     return run

@@ -7,7 +7,11 @@ from pathlib import Path
 
 
 class ServerElsewhere:
-    """The defaults of :class:`restore.targets.base.Target`'s room/trouble/server_log for a server not run here."""
+    """The defaults of :class:`restore.targets.base.Target`'s place/room/trouble/server_log, for a server not run
+    here."""
+
+    def place(self, likely_bytes: int) -> str | None:
+        return None  # where it writes is not this machine's to choose
 
     def room(self) -> tuple[Path, int] | None:
         return None  # its data lives elsewhere
