@@ -384,9 +384,13 @@ def build_result(state: RunState, collected: Collected, exitstatus: int, *,
              if stopped else None)
     # A backend of the run's own server that crashed on its own while the checks read (not killed): what the restored
     # data did to the server, evidence against the restore, whatever stopped the tests after it (or if none did).
+    # Only what the server wrote after the restore ended, and only when it restored something: a crash during the
+    # restore is the restore's own verdict (a full disk's PANIC, a SIGKILL: the verifier's world, said there).
     crash = None
-    if prepared.server_log and Path(prepared.server_log).exists():
-        crash = server_crash(Path(prepared.server_log).read_text(errors="replace"))
+    if prepared.server_log and Path(prepared.server_log).exists() and outcome.refused is None:
+        with Path(prepared.server_log).open("rb") as server_log:
+            server_log.seek(prepared.server_log_from)
+            crash = server_crash(server_log.read().decode(errors="replace"))
         crash = visible(crash) if crash else None  # the query it ran names the database's objects
     if crash:
         fault, failed = None, True

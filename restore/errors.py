@@ -156,6 +156,8 @@ def server_crash(log: str) -> str | None:
     found = re.search(r"^.*\(PID \d+\) was terminated by signal (?!9\b)(\d+)\b.*$", log, re.M)
     if found is None:
         return None
+    if "No space left on device" in log[:found.start()]:  # a write that failed on a full disk PANICs (SIGABRT)
+        return None
     running = re.search(r"Failed process was running: (.*)$", log[found.end():found.end() + 4000], re.M)
     line = found.group(0).split("LOG:", 1)[-1].strip()
     return line + (f"; it was running: {running.group(1).strip()[:300]}" if running else "")

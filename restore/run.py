@@ -122,6 +122,8 @@ class RunState:
     _facts: RunFacts | Callable[[], RunFacts]
     _manifests: tuple[manifest.Manifest, manifest.Manifest] | None = field(default=None, repr=False)
     _inventory: dict[str, Any] | None = field(default=None, repr=False)
+    # Values derived once per process from the facts and asked for by several checks' collection (fixtures/params.py).
+    memo: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def facts(self) -> RunFacts:

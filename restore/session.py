@@ -319,6 +319,7 @@ def _prepared(target: Target, outcome: RestoreOutcome, info: ArchiveInfo | None,
         archive=info.summary() if info is not None else target.backup_summary(),
         restore=outcome, kept=target.kept(dbname) if usable and plan.keep_target else (),
         server_log=str(log) if (log := target.server_log()) is not None else None,
+        server_log_from=log.stat().st_size if log is not None and log.exists() else 0,
         fetched_manifest=outcome.fetched_manifest,
     )
 

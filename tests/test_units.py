@@ -545,3 +545,16 @@ def test_a_restore_in_two_runs_reports_the_errors_and_data_of_both() -> None:
     assert run.data_processed == ["public.u"]
     assert "public.u" in run.output
     assert "type" in run.output
+
+
+def test_a_backend_crash_is_the_datas_unless_a_full_disk_made_the_server_panic() -> None:
+    from restore.errors import server_crash
+
+    crash = ("2026-12-06 LOG:  client backend (PID 7) was terminated by signal 11: Segmentation fault\n"
+             "2026-12-06 DETAIL:  Failed process was running: SELECT * FROM t\n")
+    assert server_crash(crash) == ("client backend (PID 7) was terminated by signal 11: Segmentation fault; it was "
+                                   "running: SELECT * FROM t")
+    full = ('2026-12-06 PANIC:  could not write to file "pg_wal/xlogtemp.7": No space left on device\n'
+            + crash.replace("signal 11: Segmentation fault", "signal 6: Aborted"))
+    assert server_crash(full) is None
+    assert server_crash(crash.replace("signal 11: Segmentation fault", "signal 9: Killed")) is None

@@ -72,6 +72,7 @@ class PreparedDatabase:
     kept: tuple[str, ...] = ()  # with --keep-target: how to connect to the target, and how to remove it
     fetched_manifest: str | None = None  # the manifest that came with a remote backup (kept in the run folder)
     server_log: str | None = None  # the run's own server's log: a crash while the checks read is told from it
+    server_log_from: int = 0  # its size when the restore ended: what the checks did is written after it
 
     @property
     def usable(self) -> bool:
