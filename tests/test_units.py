@@ -558,3 +558,42 @@ def test_a_backend_crash_is_the_datas_unless_a_full_disk_made_the_server_panic()
             + crash.replace("signal 11: Segmentation fault", "signal 6: Aborted"))
     assert server_crash(full) is None
     assert server_crash(crash.replace("signal 11: Segmentation fault", "signal 9: Killed")) is None
+
+
+def test_a_worker_reads_the_backups_manifest_during_the_restore_and_uses_it_only_if_unchanged(tmp_path: Path) -> None:
+    import json
+    import os
+    from types import SimpleNamespace
+
+    from restore import run
+    from restore.compare.manifest import FORMAT, VERSION
+
+    def write(path: Path, table: str) -> None:
+        path.write_text(json.dumps({"format": FORMAT, "version": VERSION, "database": {}, "sequences": {},
+                                    "tables": {table: {"row_count": 1}}, "inventory": {"entries": {}}}))
+
+    source, restored = tmp_path / "backup.manifest.json", tmp_path / "restored.manifest.json"
+    write(source, "public.a")
+    write(restored, "public.a")
+    facts = run.RunFacts(run_id="r", started_at="2026-12-06T00:00:00+00:00", run_dir=tmp_path,
+                         source_kind="manifest", source_manifest_path=source, restored_manifest_path=restored)
+
+    def state() -> run.RunState:
+        worker = run.RunState(SimpleNamespace(manifest=source), None, lambda: facts)  # type: ignore[arg-type]
+        worker.read_source_early()
+        assert "source_manifest" in worker.memo
+        return worker
+
+    early = state()
+    read_early = early.memo["source_manifest"][1]
+    manifests = early.manifests()
+    assert manifests is not None
+    assert manifests[0] is read_early  # not read twice
+    assert "inventory" not in manifests[0]
+    assert "source_manifest" not in early.memo  # not held twice
+    changed = state()
+    write(source, "public.b")  # the file changed after it was read early: read again
+    os.utime(source, ns=(1, 1))
+    manifests = changed.manifests()
+    assert manifests is not None
+    assert list(manifests[0]["tables"]) == ["public.b"]
