@@ -191,6 +191,9 @@ class _Beside:
         finally:
             self.seconds = time.monotonic() - started
 
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
     def wait(self) -> None:
         self._thread.join()
         if self.error is not None:
@@ -273,14 +276,26 @@ def prepare(plan: RestorePlan, *, run_id: str = "run") -> Iterator[PreparedDatab
                 if readable is not None:
                     readable.wait()  # an unreadable archive is the finding, whatever else stopped the start
                 raise
-            if readable is not None:
-                readable.wait()  # nothing is loaded from an archive not read to its end
+            read: list[bool] = []
+
+            def finish_reading() -> None:
+                """No data is loaded from an archive not read to its end (the schema comes from its table of
+                contents, read whole before: it may load meanwhile)."""
+                if readable is None or read:
+                    return
+                read.append(True)
+                readable.wait()
                 outcome.phases_s["verify_archive"] = round(outcome.phases_s["verify_archive"] + readable.seconds, 3)
+
+            if readable is not None and readable.done():
+                finish_reading()  # already over: an unreadable archive stops the restore before anything is loaded
             step = "loading the dump"
             if info is not None and target.loads_dumps:
                 dbname = load_dump(target, info, outcome, clock, log, jobs=plan.jobs, globals_file=plan.globals_file,
-                                   allowed_errors=plan.allowed_errors, progress=plan.progress)
+                                   allowed_errors=plan.allowed_errors, progress=plan.progress,
+                                   before_data=finish_reading)
             else:
+                finish_reading()
                 dbname = get_param(target.conninfo(), "dbname")
                 outcome.exit_code = 0
         except ConfigError:
@@ -326,8 +341,9 @@ def _prepared(target: Target, outcome: RestoreOutcome, info: ArchiveInfo | None,
 
 def load_dump(target: Target, info: ArchiveInfo, outcome: RestoreOutcome, clock: Clock, log: IO[str], *,
               jobs: int, globals_file: Path | None, allowed_errors: tuple[str, ...],
-              progress: Callable[[str], None] | None) -> str:
-    """Restore ``info`` into a new database of ``target``; returns the database's name."""
+              progress: Callable[[str], None] | None, before_data: Callable[[], None] = lambda: None) -> str:
+    """Restore ``info`` into a new database of ``target``; returns the database's name. ``before_data`` (it may
+    raise) is called before anything but the schema is loaded: the archive's end-to-end read, still running."""
     dbname = restore_dbname(info)
     plain = info.format in ("plain", "plain-gzip")
     creates_itself = plain and any(e.desc == "DATABASE" for e in info.entries)
@@ -341,11 +357,14 @@ def load_dump(target: Target, info: ArchiveInfo, outcome: RestoreOutcome, clock:
     with clock.phase("restore"):
         run: ToolRun
         if plain:
+            before_data()  # psql runs the schema and the data as one script
             run = run_psql_file(info.path, target.conninfo("postgres" if creates_itself else dbname), log=log,
                                 plain_dump=True)
         else:
             with RestoreProgress(progress, target.conninfo(dbname), len(info.tables_with_data())) as ticker:
-                run = target.restore_dump(info, dbname, jobs=jobs, log=log, on_line=ticker.on_line)
+                run = target.restore_dump(info, dbname, jobs=jobs, log=log, on_line=ticker.on_line,
+                                          before_data=before_data)
+            before_data()  # once, whatever the restore's runs were
             outcome.pg_restore_where = run.where
             outcome.jobs_used, outcome.jobs_reason = run.jobs, run.jobs_reason
             outcome.pg_restore_version = run.version or outcome.pg_restore_version

@@ -19,7 +19,7 @@ _original = EmbeddedTarget.restore_dump
 
 
 def _restore_dump(self: EmbeddedTarget, info: Any, dbname: str, *, jobs: int, log: IO[str],
-                  on_line: Callable[[str], None]) -> Any:
+                  on_line: Callable[[str], None], before_data: Callable[[], None] | None = None) -> Any:
     killed: list[int] = []
 
     def line(text: str) -> None:
@@ -35,7 +35,7 @@ def _restore_dump(self: EmbeddedTarget, info: Any, dbname: str, *, jobs: int, lo
                 time.sleep(0.05)
         on_line(text)
 
-    return _original(self, info, dbname, jobs=jobs, log=log, on_line=line)
+    return _original(self, info, dbname, jobs=jobs, log=log, on_line=line, before_data=before_data)
 
 
 def pytest_configure() -> None:

@@ -245,8 +245,16 @@ def restore_runs(jobs: int) -> tuple[tuple[str, ...], ...]:
     return SPLIT_SECTIONS if jobs > 1 else ((),)
 
 
+def schema_only(sections: tuple[str, ...]) -> bool:
+    """Whether a run with these section arguments loads the schema only (from the table of contents, which was
+    read whole before the restore: it may run while the archive's data is still being read end to end)."""
+    return sections == SPLIT_SECTIONS[0]
+
+
 def run_pg_restore(archive: ArchiveInfo, conninfo: str, *, jobs: int, log: IO[str],
-                   on_line: LineHook | None = None) -> ToolRun:
+                   on_line: LineHook | None = None, before_data: Callable[[], None] | None = None) -> ToolRun:
+    """pg_restore ``archive`` (see :func:`restore_runs`); ``before_data`` is called before any run that loads more
+    than the schema, and may raise to stop the restore there."""
     effective_jobs, why = restore_jobs(archive, jobs, log)
     runs = restore_runs(effective_jobs)
     shown_each = [" ".join(["pg_restore --verbose", f"--jobs={effective_jobs}", *sections, "--dbname <target>",
@@ -255,6 +263,8 @@ def run_pg_restore(archive: ArchiveInfo, conninfo: str, *, jobs: int, log: IO[st
     run = ToolRun(command=" && ".join(shown_each), where=f"host (pg_restore {version})", version=version,
                   jobs=effective_jobs, jobs_reason=why)
     for sections, shown in zip(runs, shown_each, strict=True):
+        if before_data is not None and not schema_only(sections):
+            before_data()
         args = [str(pg_tool("pg_restore")), "--verbose", f"--jobs={effective_jobs}", *sections, "--dbname",
                 conninfo, str(archive.path)]
         part = ToolRun(command=shown)

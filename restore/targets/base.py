@@ -64,8 +64,9 @@ class Target(Protocol):
         """With --keep-target: how to connect and how to remove it (no secrets); empty otherwise."""
 
     def restore_dump(self, info: ArchiveInfo, dbname: str, *, jobs: int, log: IO[str],
-                     on_line: Callable[[str], None]) -> ToolRun:
-        """pg_restore an archive into ``dbname`` (only for targets that load dumps)."""
+                     on_line: Callable[[str], None], before_data: Callable[[], None] | None = None) -> ToolRun:
+        """pg_restore an archive into ``dbname`` (only for targets that load dumps); ``before_data`` is called before
+        anything but the schema is loaded (it may raise: the archive's end-to-end read failed)."""
 
     def server_label(self) -> str:
         """The server's release, as a DBA names it (for explanations of restore errors)."""
@@ -261,7 +262,7 @@ class ExistingTarget(ServerElsewhere):
         return ()
 
     def restore_dump(self, info: ArchiveInfo, dbname: str, *, jobs: int, log: IO[str],
-                     on_line: Callable[[str], None]) -> ToolRun:
+                     on_line: Callable[[str], None], before_data: Callable[[], None] | None = None) -> ToolRun:
         raise ConfigError(f"Target {self.spec.name!r} is an existing database: nothing is restored into it.")
 
     def server_label(self) -> str:

@@ -20,7 +20,14 @@ from typing import IO, TYPE_CHECKING, Any
 import psycopg
 
 from restore import janitor
-from restore.backups.pgrestore import ToolRun, parse_pg_restore_log, restore_jobs, restore_runs, run_pg_restore
+from restore.backups.pgrestore import (
+    ToolRun,
+    parse_pg_restore_log,
+    restore_jobs,
+    restore_runs,
+    run_pg_restore,
+    schema_only,
+)
 from restore.conninfo import redact, with_params
 from restore.errors import ArchiveUnreadable, RestoreError, ToolTooOld
 from restore.targets.elsewhere import ServerElsewhere
@@ -226,13 +233,14 @@ class ContainerTarget(ServerElsewhere):
                 f"remove:   docker rm -f {container}")
 
     def restore_dump(self, info: ArchiveInfo, dbname: str, *, jobs: int, log: IO[str],
-                     on_line: Callable[[str], None]) -> ToolRun:
+                     on_line: Callable[[str], None], before_data: Callable[[], None] | None = None) -> ToolRun:
         """On the host, unless the server is older than the host's pg_restore: pg_restore 18 issues
         ``SET transaction_timeout``, which older servers reject, so the server's own pg_restore is used."""
         server = self._server()
         if _server_major(self.conninfo()) >= int(tool_version("pg_restore").split(".")[0]):
-            return run_pg_restore(info, self.conninfo(dbname), jobs=jobs, log=log, on_line=on_line)
-        return _restore_inside(server, info, dbname, jobs=jobs, log=log)
+            return run_pg_restore(info, self.conninfo(dbname), jobs=jobs, log=log, on_line=on_line,
+                                  before_data=before_data)
+        return _restore_inside(server, info, dbname, jobs=jobs, log=log, before_data=before_data)
 
     def server_label(self) -> str:
         return self._server().image
@@ -247,7 +255,8 @@ def _server_major(conninfo: str) -> int:
     return int(row[0]) if row else 0
 
 
-def _restore_inside(server: ContainerServer, info: ArchiveInfo, dbname: str, *, jobs: int, log: IO[str]) -> ToolRun:
+def _restore_inside(server: ContainerServer, info: ArchiveInfo, dbname: str, *, jobs: int, log: IO[str],
+                    before_data: Callable[[], None] | None) -> ToolRun:
     """pg_restore inside the container — if the server's own pg_restore can read the archive at all."""
     inner_path = server.copy_in(info.path)
     _, version_text = server.exec(["pg_restore", "--version"])
@@ -271,6 +280,8 @@ def _restore_inside(server: ContainerServer, info: ArchiveInfo, dbname: str, *, 
     run = ToolRun(command=" && ".join(shown_each), where=f"container {server.image} (pg_restore {version})",
                   version=version, jobs=jobs, jobs_reason=why)
     for sections, shown in zip(runs, shown_each, strict=True):
+        if before_data is not None and not schema_only(sections):
+            before_data()
         log.write(f"$ {shown}\n")
         part = ToolRun(command=shown)
         part.exit_code, output = server.exec(["pg_restore", "--verbose", f"--jobs={jobs}", *sections, "--dbname",

@@ -547,8 +547,9 @@ class EmbeddedTarget:
                 f"{SYSTEM_USER_AS_ROOT} when running as root), then delete the folder")
 
     def restore_dump(self, info: ArchiveInfo, dbname: str, *, jobs: int, log: IO[str],
-                     on_line: Callable[[str], None]) -> ToolRun:
-        return run_pg_restore(info, self.conninfo(dbname), jobs=jobs, log=log, on_line=on_line)
+                     on_line: Callable[[str], None], before_data: Callable[[], None] | None = None) -> ToolRun:
+        return run_pg_restore(info, self.conninfo(dbname), jobs=jobs, log=log, on_line=on_line,
+                              before_data=before_data)
 
     def server_label(self) -> str:
         return self.server.version()

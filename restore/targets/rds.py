@@ -575,7 +575,7 @@ class RdsTarget(ServerElsewhere):
                          "--skip-final-snapshot (python -m restore cleanup does it once its expiry tag passes)")
 
     def restore_dump(self, info: ArchiveInfo, dbname: str, *, jobs: int, log: IO[str],
-                     on_line: Callable[[str], None]) -> ToolRun:
+                     on_line: Callable[[str], None], before_data: Callable[[], None] | None = None) -> ToolRun:
         raise ConfigError(f"Target {self.name!r} restores RDS snapshots, not dump files.")
 
     def server_label(self) -> str:
