@@ -201,6 +201,28 @@ def test_a_stopped_servers_folder_is_deleted_by_its_watchdog() -> None:
              what="the watchdog to delete the stopped server's folder and forget its tag")
 
 
+def test_a_handed_over_folder_whose_tag_was_deleted_with_its_tmpdir_is_still_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run hands its stopped cluster over and exits; its TMPDIR (the tags' folder) is removed at once, before the
+    watchdog's next poll (a test, a CI job): the watchdog, finding its tag gone, still deletes the folder — and
+    only its own cluster's."""
+    folder, other = tmp_path / "restore-verify-x", tmp_path / ".restore-verify-y.1234abcd.removing"
+    (folder / "data").mkdir(parents=True)
+    other.mkdir()
+    tag_path = janitor.register(janitor.owner_tag("embedded", "a stopped server", base_dir=str(folder)), watch=False)
+    seen = [janitor.load(tag_path)]  # what the watchdog read at its last poll, while the server still ran
+    assert janitor.hand_over(tag_path, folder)
+    tag_path.unlink()  # the TMPDIR removed with the tag
+    polls = iter([*seen, None])
+    monkeypatch.setattr(janitor, "load", lambda path: next(polls))
+    monkeypatch.setattr(janitor.os, "setpgrp", lambda: None)  # the loop runs in this process here
+    monkeypatch.setattr(janitor.time, "sleep", lambda seconds: None)
+    assert janitor.watch(tag_path) == 0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".restore-verify-x.")]
+    assert other.exists()  # another cluster's hand-over is its own watchdog's
+
+
 def test_hand_over_moves_the_folder_out_of_its_place_and_the_watchdog_deletes_it(tmp_path: Path) -> None:
     folder = tmp_path / "restore-verify-x"
     (folder / "data").mkdir(parents=True)
