@@ -83,12 +83,12 @@ def test_table_present(expected_table: dict[str, str], restored_db: PreparedData
     archive = restored_db.archive
     if archive is None:
         return
-    if name in archive.tables_without_data and expected_table.get("source") != "the backup's manifest":
+    if name in archive.without_data and expected_table.get("source") != "the backup's manifest":
         _data_left_out(name, catalog, expectations)
     by_pg_restore = restored_db.restore.performed and archive.restored_by_pg_restore
-    if by_pg_restore and name in archive.tables_with_data:
+    if by_pg_restore and name in archive.with_data:
         # pg_restore --verbose names every TABLE DATA entry it loads; one it never reached did not arrive.
-        processed = restored_db.restore.data_processed
+        processed = restored_db.data_processed
         assert name in processed or table in processed, (
             f"The dump holds rows for {name} (a TABLE DATA entry), but pg_restore never loaded them: the "
             "restore stopped early or skipped the entry. See the restore log."

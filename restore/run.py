@@ -102,11 +102,6 @@ class RunFacts:
 _CODEC = TypeAdapter(RunFacts)
 
 
-def _signature(path: Path) -> tuple[str, int, int, int]:
-    st = path.stat()
-    return str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino
-
-
 def encode(facts: RunFacts) -> str:
     return _CODEC.dump_json(facts).decode()
 
@@ -160,9 +155,7 @@ class RunState:
         if self._manifests is None:
             # Without pg_dump's inventory: only the controller's comparison reads it (once, see _source_inventory),
             # and it is a third of a manifest's memory in every process (~8 KB per table).
-            early = self.memo.pop("source_manifest", None)  # read while the restore ran (read_source_early)
-            source = early[1] if early is not None and early[0] == _signature(facts.source_manifest_path) \
-                else manifest.load(facts.source_manifest_path)
+            source = manifest.load(facts.source_manifest_path)  # read while the restore ran (read_source_early)
             restored = manifest.load(facts.restored_manifest_path)
             source.pop("inventory", None)
             restored.pop("inventory", None)
@@ -177,7 +170,7 @@ class RunState:
         if path is None:
             return
         with contextlib.suppress(OSError, ValueError):  # said by the controller, which reads it too
-            self.memo["source_manifest"] = (_signature(path), manifest.load(path))
+            manifest.load(path, keep=True)
 
     def inventory(self) -> dict[str, Any] | None:
         """The inventory comparison (restore/compare/inventory.py: write_result), or None when there is none."""

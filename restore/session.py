@@ -116,7 +116,7 @@ def _check_manifest(path: Path | None, info: ArchiveInfo) -> int | None:
     if path is None:
         return None
     try:
-        data = manifest.load(path)
+        data = manifest.load(path, keep=True)  # compared with the restore afterwards: parsed once
     except (OSError, ValueError) as exc:
         raise ManifestMismatch.unreadable(path, str(exc)) from exc
     manifest.check_belongs_to(data, path, info)

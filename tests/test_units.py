@@ -560,18 +560,25 @@ def test_a_backend_crash_is_the_datas_unless_a_full_disk_made_the_server_panic()
     assert server_crash(crash.replace("signal 11: Segmentation fault", "signal 9: Killed")) is None
 
 
-def test_a_worker_reads_the_backups_manifest_during_the_restore_and_uses_it_only_if_unchanged(tmp_path: Path) -> None:
+def test_a_manifest_read_early_is_parsed_once_and_used_only_if_unchanged(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker reads the backup's manifest while the controller restores (and the controller checks it before
+    its restore): the later load takes that parse, once, and only if the file did not change meanwhile."""
     import json
     import os
     from types import SimpleNamespace
 
     from restore import run
+    from restore.compare import manifest
     from restore.compare.manifest import FORMAT, VERSION
 
     def write(path: Path, table: str) -> None:
         path.write_text(json.dumps({"format": FORMAT, "version": VERSION, "database": {}, "sequences": {},
                                     "tables": {table: {"row_count": 1}}, "inventory": {"entries": {}}}))
 
+    parsed: list[Path] = []
+    real = manifest._parse
+    monkeypatch.setattr(manifest, "_parse", lambda path: parsed.append(path) or real(path))
     source, restored = tmp_path / "backup.manifest.json", tmp_path / "restored.manifest.json"
     write(source, "public.a")
     write(restored, "public.a")
@@ -581,19 +588,18 @@ def test_a_worker_reads_the_backups_manifest_during_the_restore_and_uses_it_only
     def state() -> run.RunState:
         worker = run.RunState(SimpleNamespace(manifest=source), None, lambda: facts)  # type: ignore[arg-type]
         worker.read_source_early()
-        assert "source_manifest" in worker.memo
         return worker
 
-    early = state()
-    read_early = early.memo["source_manifest"][1]
-    manifests = early.manifests()
+    manifests = state().manifests()
     assert manifests is not None
-    assert manifests[0] is read_early  # not read twice
+    assert parsed == [source, restored]  # the backup's manifest parsed once, early
     assert "inventory" not in manifests[0]
-    assert "source_manifest" not in early.memo  # not held twice
+    assert manifest.load(source) is not manifests[0]  # handed over once, not held: a third load parses again
+    parsed.clear()
     changed = state()
     write(source, "public.b")  # the file changed after it was read early: read again
     os.utime(source, ns=(1, 1))
     manifests = changed.manifests()
     assert manifests is not None
     assert list(manifests[0]["tables"]) == ["public.b"]
+    assert parsed == [source, source, restored]

@@ -11,9 +11,11 @@ import hashlib
 import re
 import subprocess
 import tarfile
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -85,6 +87,15 @@ class BackupSummary:
     def restored_by_pg_restore(self) -> bool:
         """An archive (custom, directory, tar), whose TOC says which tables' data pg_restore processed."""
         return self.format in ("custom", "directory", "tar")
+
+    # As sets, built once per process: tables_present asks each of them once per table.
+    @cached_property
+    def with_data(self) -> frozenset[str]:
+        return frozenset(self.tables_with_data)
+
+    @cached_property
+    def without_data(self) -> frozenset[str]:
+        return frozenset(self.tables_without_data)
 
 
 @dataclass(frozen=True)
@@ -301,33 +312,49 @@ def inspect(path: Path) -> ArchiveInfo:
     if fmt in ("plain", "plain-gzip"):
         return _inspect_plain(path, fmt, size)
     version = _archive_version_bytes(path, fmt)
-    proc = subprocess.run(
-        [str(pg_tool("pg_restore")), "--list", str(path)], capture_output=True, text=True, env=clean_env()
-    )
+    # pg_restore proves it can read the archive and gives the header; the entries come from the archive's bytes
+    # (exact names), read while pg_restore runs (into a file: a pipe would stop it at 64 KB of its listing), and
+    # its listing is parsed only when that reader does not know the layout (0.5 s at 1,000 tables, 5 s at 10,000).
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([str(pg_tool("pg_restore")), "--list", str(path)], stdout=out, stderr=err,
+                                text=True, env=clean_env())
+        exact: list[TocEntry] | None = None
+        unread: Exception | None = None
+        try:
+            exact = _exact_entries(path)
+        except Exception as exc:  # judged below, once pg_restore has said whether the archive is readable at all
+            unread = exc
+        finally:
+            proc.wait()
+        out.seek(0)
+        err.seek(0)
+        listing, stderr = out.read(), err.read()
+    if unread is not None and proc.returncode == 0 and not isinstance(
+            unread, (TocUnreadable, OSError, tarfile.TarError, KeyError)):
+        raise unread
     if proc.returncode != 0:
-        if "unsupported version" in proc.stderr:
+        if "unsupported version" in stderr:
             raise ToolTooOld.for_archive(
-                pg_tool("pg_restore"), tool_version("pg_restore"), version or "?", proc.stderr
+                pg_tool("pg_restore"), tool_version("pg_restore"), version or "?", stderr
             )
-        raise ArchiveUnreadable.from_read(path, f"pg_restore --list {path}", proc.stderr)
+        raise ArchiveUnreadable.from_read(path, f"pg_restore --list {path}", stderr)
     header: dict[str, str] = {}
     listed: list[TocEntry] = []
-    for line in proc.stdout.splitlines():
+    for line in listing.splitlines():
         if line.startswith(";"):
             for key, pattern in _HEADER_PATTERNS.items():
                 m = pattern.match(line)
                 if m:
                     header.setdefault(key, m.group(1).strip())
             continue
+        if exact is not None:
+            break  # the header is the listing's first lines
         m = _TOC_LINE.match(line)
         if m:
             entry = _parse_toc_body(m.group(4))
             if entry:
                 listed.append(entry)
-    try:
-        entries = _exact_entries(path)
-    except (TocUnreadable, OSError, tarfile.TarError, KeyError):
-        entries = listed  # an archive layout this reader does not know: names with spaces may be misread
+    entries = listed if exact is None else exact  # unknown layout: names with spaces may be misread
     created = _parse_archive_created(header["created"]) if "created" in header else None
     return ArchiveInfo(
         path=path, format=fmt, size_bytes=size,

@@ -6,6 +6,7 @@ Both cross to xdist workers (restore/run.py serialises them with one codec); not
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from restore.backups.archive import BackupSummary
 
@@ -77,3 +78,8 @@ class PreparedDatabase:
     @property
     def usable(self) -> bool:
         return self.conninfo is not None
+
+    @cached_property
+    def data_processed(self) -> frozenset[str]:
+        """The TABLE DATA entries pg_restore processed, as a set built once (asked once per table)."""
+        return frozenset(self.restore.data_processed)

@@ -178,7 +178,29 @@ def write(manifest: Manifest, path: Path) -> None:
         out.write("\n}\n" if manifest else "{}\n")
 
 
-def load(path: Path) -> Manifest:
+# A parse this process will ask for again (load(..., keep=True)), with the file's identity when it was read.
+_KEPT: dict[str, tuple[tuple[int, int, int], Manifest]] = {}
+
+
+def _identity(path: Path) -> tuple[str, tuple[int, int, int]]:
+    st = path.stat()
+    return str(path.resolve()), (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def load(path: Path, *, keep: bool = False) -> Manifest:
+    """The manifest at ``path``, checked. ``keep``: this process reads the same file again later (the controller
+    checks a backup's manifest before its restore and compares with it after; a worker reads it while it waits
+    for the restore): the next load takes this parse instead of parsing again (30 MB, 2.6 s at 10,000 tables),
+    once, and only if the file is unchanged. That load owns it (it may change it); nothing else keeps it."""
+    key, identity = _identity(path)
+    kept = _KEPT.pop(key, None)
+    data = kept[1] if kept is not None and kept[0] == identity else _parse(path)
+    if keep:
+        _KEPT[key] = (identity, data)
+    return data
+
+
+def _parse(path: Path) -> Manifest:
     try:
         data: dict[str, Any] = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
