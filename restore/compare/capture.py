@@ -348,7 +348,8 @@ def _capture_in(cur: psycopg.Cursor[Any], conninfo: str, *, jobs: int, snapshot_
         storable = [n for n, e in tables.items() if e["kind"] == "r" or (e["kind"] == "m" and n in populated)]
         # Biggest first, so that the last connection to finish is not stuck with the largest table.
         storable.sort(key=lambda n: -pages[n])
-        storable_oids = {r["name"]: r["oid"] for r in tables_rows if r["name"] in storable}
+        storable_set = set(storable)  # asked once per table (a list here cost 1.7 s at 10,000 tables)
+        storable_oids = {r["name"]: r["oid"] for r in tables_rows if r["name"] in storable_set}
         if plans is not None and storable_oids:
             # A table the planner never scans in parallel is recorded as such without asking it (an EXPLAIN per
             # table is 10,000 round trips at 10,000 tables): below min_parallel_table_scan_size, no
