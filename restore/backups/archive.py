@@ -11,8 +11,8 @@ import hashlib
 import re
 import subprocess
 import tarfile
-import tempfile
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -313,22 +313,20 @@ def inspect(path: Path) -> ArchiveInfo:
         return _inspect_plain(path, fmt, size)
     version = _archive_version_bytes(path, fmt)
     # pg_restore proves it can read the archive and gives the header; the entries come from the archive's bytes
-    # (exact names), read while pg_restore runs (into a file: a pipe would stop it at 64 KB of its listing), and
-    # its listing is parsed only when that reader does not know the layout (0.5 s at 1,000 tables, 5 s at 10,000).
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen([str(pg_tool("pg_restore")), "--list", str(path)], stdout=out, stderr=err,
-                                text=True, env=clean_env())
+    # (exact names), read while pg_restore lists (its output into memory, as before: a listing written to a full
+    # TMPDIR would fail like a damaged archive), and its listing is parsed only when that reader does not know the
+    # layout (at 10,000 tables: the listing 0.5 s, its parse 0.8 s, the reader 2.6 s).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        listing = pool.submit(subprocess.run, [str(pg_tool("pg_restore")), "--list", str(path)],
+                              capture_output=True, text=True, env=clean_env())
         exact: list[TocEntry] | None = None
         unread: Exception | None = None
         try:
             exact = _exact_entries(path)
         except Exception as exc:  # judged below, once pg_restore has said whether the archive is readable at all
             unread = exc
-        finally:
-            proc.wait()
-        out.seek(0)
-        err.seek(0)
-        listing, stderr = out.read(), err.read()
+        proc = listing.result()
+    stderr = proc.stderr
     if unread is not None and proc.returncode == 0 and not isinstance(
             unread, (TocUnreadable, OSError, tarfile.TarError, KeyError)):
         raise unread
@@ -340,7 +338,7 @@ def inspect(path: Path) -> ArchiveInfo:
         raise ArchiveUnreadable.from_read(path, f"pg_restore --list {path}", stderr)
     header: dict[str, str] = {}
     listed: list[TocEntry] = []
-    for line in listing.splitlines():
+    for line in proc.stdout.splitlines():
         if line.startswith(";"):
             for key, pattern in _HEADER_PATTERNS.items():
                 m = pattern.match(line)
