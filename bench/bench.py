@@ -42,6 +42,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -438,10 +439,13 @@ def build_base_backup(scale: int, out: Path) -> tuple[Path, Path]:
     """A base backup of the bench database and an archive with the WAL of updates made after it."""
     dump = build_dump(scale, out)
     base, archive = out / f"base-scale{scale}", _shared_dir("rv-bench-wal-")
+    shutil.rmtree(base, ignore_errors=True)  # an earlier run's: pg_basebackup writes only into an empty folder
     settings = {"wal_level": "replica", "archive_mode": "on", "archive_command": f"'cp %p {archive}/%f'",
                 "max_wal_senders": "4"}
     cores = os.cpu_count() or 1
-    with EmbeddedServer(jobs=cores, settings=settings) as server:
+    # Data checksums on, as PostgreSQL 18's initdb makes a cluster by default (the checks rely on them, see
+    # docs/checks.md); the copy of a cluster without them is verified with heapallindexed on every index.
+    with EmbeddedServer(jobs=cores, settings=settings, data_checksums=True) as server:
         with psycopg.connect(server.conninfo(), autocommit=True) as conn:
             conn.execute("CREATE DATABASE bench")
         subprocess.run([str(pg_tool("pg_restore")), "-j", str(cores), "-d", server.conninfo("bench"), str(dump)],
@@ -464,9 +468,17 @@ def build_base_backup(scale: int, out: Path) -> tuple[Path, Path]:
 
 
 def physical(args: argparse.Namespace) -> None:
-    from restore.backups.physical import BaseBackup, RecoveryTarget, wait_promoted
 
     base, archive = build_base_backup(args.scale, args.out)
+    try:
+        _physical(args, base, archive)
+    finally:
+        shutil.rmtree(archive, ignore_errors=True)  # 1 GB of WAL in /tmp, made again by each run
+
+
+def _physical(args: argparse.Namespace, base: Path, archive: Path) -> None:
+    from restore.backups.physical import BaseBackup, RecoveryTarget, wait_promoted
+
     size = sum(f.stat().st_size for f in base.rglob("*") if f.is_file())
     wal_mb = sum(f.stat().st_size for f in archive.iterdir()) / 1e6
     print(f"base backup: {base} ({size / 1e6:,.0f} MB), WAL archive {wal_mb:,.0f} MB, cores: {os.cpu_count()}",

@@ -290,9 +290,11 @@ def _item_verdicts(by_item: dict[str, list[TestResult]], never_ran: dict[str, in
                                                                                          else "")
             elif compared:
                 reasons[cid] = compared
-            elif proofs:
+            elif proofs and cid == "duplicate_primary_keys":
                 reasons[cid] = (f"{len(proofs)} of {len(results)} proven by one amcheck pass over their unique index "
                                 "(heapallindexed and checkunique, shared with no_corruption); the others scanned")
+            elif proofs:  # what this depth proved of some of its objects, said in its own words
+                reasons[cid] = f"{len(proofs)} of {len(results)} proven by {proofs[0].proof}"
         elif status == "incomplete":
             total = len(results) + not_run
             missing = len(gaps) + len(unfinished) + not_run

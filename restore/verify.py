@@ -44,6 +44,9 @@ def relation_exists(conn: psycopg.Connection[Any], schema: str, name: str) -> bo
 
 
 def count_rows(conn: psycopg.Connection[Any], schema: str, table: str) -> int:
+    """The table's rows, read from the table: an index-only count would count an index's entries instead, too few
+    for an index that lacks rows, and an error for a damaged one (no_corruption's findings, not row_counts')."""
+    read_heap_only(conn)
     row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))).fetchone()
     assert row is not None
     return int(row[0])

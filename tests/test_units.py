@@ -603,3 +603,21 @@ def test_a_manifest_read_early_is_parsed_once_and_used_only_if_unchanged(tmp_pat
     assert manifests is not None
     assert list(manifests[0]["tables"]) == ["public.b"]
     assert parsed == [source, source, restored]
+
+
+def test_a_tests_cost_is_what_it_reads_so_the_largest_run_first() -> None:
+    """The order xdist hands tests out in (fixtures/params.py): an index checked with heapallindexed reads its table
+    too, one checked for structure only does not; a foreign key's scan reads both tables; a batch, all its objects."""
+    from fixtures.batches import Batch
+    from fixtures.params import _cost
+
+    sizes = {"public.orders": 1000, "public.items": 5000, "odd.a.b": 7}
+    index = {"schema": "public", "name": "items_idx", "table": "items", "size_bytes": 300, "proven": None}
+    assert _cost(index, sizes) == 5300
+    assert _cost(index | {"proven": "built by the restore"}, sizes) == 300
+    assert _cost(index | {"pages": "pages and structure"}, sizes) == 300
+    fk = {"schema": "public", "table": "items", "ref_schema": "public", "ref_table": "orders", "proven": None}
+    assert _cost(fk, sizes) == 6000
+    assert _cost({"table": "odd.a.b"}, sizes) == 7  # a manifest's qualified name, a dot in the table's own name
+    assert _cost(Batch("index", (("a", index), ("b", fk))), sizes) == 11300
+    assert _cost("a rule's name", sizes) == 0

@@ -242,6 +242,7 @@ class Catalog:
     toast: list[ToastRow] = field(default_factory=list)
     key_names: list[KeyNameRow] = field(default_factory=list)
     in_recovery: bool = False
+    data_checksums: bool = False  # the cluster checks every page it reads against its checksum
 
     def table_names(self) -> frozenset[str]:
         """Every table's ``schema.name``. A set built once: checks ask it once per table, and a list rebuilt on
@@ -280,4 +281,6 @@ def read_catalog(conninfo: str) -> Catalog:
                 toast=rows(TOAST_SQL),
                 key_names=rows(KEY_NAMES_SQL),
                 in_recovery=bool(cur.execute("SELECT pg_is_in_recovery() AS r").fetchone()["r"]),  # type: ignore[index]
+                data_checksums=bool(cur.execute(  # type: ignore[index]
+                    "SELECT current_setting('data_checksums') = 'on' AS c").fetchone()["c"]),
             )

@@ -143,7 +143,7 @@ class EmbeddedServer:
     def __init__(
         self, *, jobs: int, base_dir: Path | None = None, keep: bool = False, start_timeout_s: int = 120,
         tuned: bool = True, bin_dir: Path | None = None, run_id: str | None = None, cores: int | None = None,
-        settings: dict[str, str] | None = None,
+        settings: dict[str, str] | None = None, data_checksums: bool = False,
     ) -> None:
         self.settings = dict(settings or {})  # appended last: e.g. WAL archiving for a source a self-test backs up
         # Fills the data directory instead of initdb (a physical backup; see restore/backups/physical.py), and says the
@@ -154,6 +154,9 @@ class EmbeddedServer:
         self.bin_dir = bin_dir  # another PostgreSQL's binaries (e.g. /usr/lib/postgresql/15/bin); default: the wheel
         self.jobs = jobs
         self.tuned = tuned  # False: stock settings, the runbook's baseline in bench/
+        # True: a source that a self-test or the bench backs up physically, made as PostgreSQL 18's initdb makes
+        # one by default; a restore's own cluster never needs them (it lives one run).
+        self.data_checksums = data_checksums
         self.keep = keep
         self.start_timeout_s = start_timeout_s
         self._given_base = base_dir
@@ -331,6 +334,8 @@ class EmbeddedServer:
         # initdb 18 turns data checksums on by default: pointless CPU for a copy that lives one run.
         no_checksums = ["--no-data-checksums"] if "initdb (PostgreSQL) 1" in version and int(
             version.split()[-1].split(".")[0]) >= 18 else []
+        if self.data_checksums:
+            no_checksums = ["--data-checksums"]
         init = self._run_as_owner([
             self._tool("initdb"), "-D", str(self.datadir), "-U", SUPERUSER, "--encoding=UTF8",
             "--locale=C.UTF-8", *no_checksums, "--auth-local=trust", "--auth-host=scram-sha-256",
