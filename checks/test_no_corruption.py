@@ -42,10 +42,10 @@ PROVEN_INDEX = ("built by the restore: CREATE INDEX read every restored row into
 
 PAGES_OF_A_COPY = (
     "pages and structure (standard depth, a physical copy of a cluster with data checksums): amcheck read every "
-    "page of the index, each proven by its checksum to be the page the source wrote, or the WAL replayed, and "
-    "checked their order and links. Not proven at this depth: that the index holds every row of its table "
-    "(heapallindexed), which only the source's own index can lack (a copy reproduces its pages, it cannot drop "
-    "entries) — --depth full proves it")
+    "page of the index, each proven by its checksum to be a page PostgreSQL wrote, and checked their order and "
+    "links. Not proven at this depth: that the index holds every row of its table (heapallindexed) — an index that "
+    "already lacked rows in the source, or an old version of one of its pages that the backup held and recovery "
+    "did not replace, passes it; --depth full proves it")
 
 
 @parameters('index', empty="the database has no valid indexes", needs_db=True)

@@ -9,6 +9,7 @@ failing object must be its own failure in junit.xml, report.html and the termina
 from __future__ import annotations
 
 import html
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -64,6 +65,11 @@ def test_batches_report_each_failing_object_as_one_test_per_object_would(
                             "checks/test_row_counts.py::test_row_count[public.order_items]"], failures
     assert any("orders_id_seq" in m for m in failures.values()), failures
     assert any("999999" in m or "no parent" in m for m in failures.values()), failures
+
+    # pytest's progress counts the tests collected: a batch's objects reported one by one do not pass 100%.
+    progress = [int(p) for p in re.findall(r"\[\s*(\d+)%\]", batched.output)]
+    assert progress, batched.output[-2000:]
+    assert max(progress) == 100, progress
 
     # The run really batched: fewer tests than objects, and the batch ids name their ranges.
     collected = batched.output.split(" workers [", 1)[1].split(" items]", 1)[0]

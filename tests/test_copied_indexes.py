@@ -2,9 +2,9 @@
 
 A physical copy's indexes are the source's pages, not rebuilt. On a cluster with data checksums, amcheck's structure
 check reads every page of an index and each read verifies the page's checksum: a damaged page is found at standard
-depth. An index that lacks rows of its table is a fault of the source's own index (a copy reproduces pages, it does
-not drop entries): standard depth says it did not prove it, --depth full (heapallindexed) finds it. Without data
-checksums, standard depth reads every index with heapallindexed, as before.
+depth. An index that lacks rows of its table (here the source's own fault, copied faithfully) passes its structure
+check: standard depth says it did not prove that, --depth full (heapallindexed) finds it. Without data checksums,
+standard depth reads every index with heapallindexed, as before.
 
 The sources are live servers this module creates (one with data checksums, one without), each backed up with
 ``pg_basebackup -X stream`` (self-contained: no archive needed).
